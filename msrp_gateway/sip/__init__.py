@@ -1,0 +1,1 @@
+"""SIP stack: sans-IO messages, URIs, transactions and dialogs, plus Twisted transports."""
