@@ -1,0 +1,515 @@
+"""TOML configuration file -> typed, frozen settings.
+
+Sans-IO apart from reading the file: no Twisted here, so every layer (and its tests) can
+build a :class:`Settings` from a dict.  Every key is optional; defaults are OpenSIPS'
+defaults.  A bad file raises :class:`ConfigError` whose ``str()`` is one line naming the
+key, what was expected and what was found — start-up prints exactly that line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "SIPSettings",
+    "MSRPSettings",
+    "MSRPUASettings",
+    "GatewaySettings",
+    "TLSSettings",
+    "MISettings",
+    "EventsSettings",
+    "RoutingSettings",
+    "LogSettings",
+    "SocketAddress",
+    "parse_socket",
+    "parse_host_port",
+    "load",
+    "load_default",
+    "from_dict",
+    "default_config_text",
+    "LOG_LEVELS",
+]
+
+SIP_PROTOCOLS = ("udp", "tcp", "tls")
+MSRP_PROTOCOLS = ("msrp", "msrps")
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "msrp": 2855, "msrps": 2855}
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+# msrp://host[:port]/session-id;transport -- my_uri / relay_uri have no session-id part
+# (RFC 4975 s.9 msrp-uri; msrp_ua's my_uri is written without one).
+_MSRP_URI = re.compile(r"^(msrps?)://(?:[^@/;]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/;\[\]]+)"
+                       r"(?::(\d{1,5}))?(?:/[^;]*)?;([A-Za-z0-9-]+)(?:;.*)?$")
+_SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(err)`` is the single line shown to the operator."""
+
+    def __init__(self, key: str, expected: str, found: object, source: str = "") -> None:
+        self.key = key
+        self.expected = expected
+        self.found = found
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: expected {expected}, found {_show(found)}")
+
+
+class _Unknown(str):
+    """A description of what was found (shown bare, not quoted, in a ConfigError)."""
+
+
+def _show(value: object) -> str:
+    if isinstance(value, _Unknown):
+        return str(value)
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = "a table"
+    elif isinstance(value, list):
+        text = "an array " + repr(value)
+    else:
+        text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    """One parsed socket string: ``proto:host:port`` (IPv6 host without brackets)."""
+
+    protocol: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}:{host}:{self.port}"
+
+
+def _check_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int] | None:
+    """``HOST:PORT`` / ``[V6]:PORT`` / ``HOST`` (with a default port) -> (host, port), or None."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            return None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        if not rest:
+            port_text = None
+        elif rest.startswith(":"):
+            port_text = rest[1:]
+        else:
+            return None
+    else:
+        host, sep, port_text_ = text.rpartition(":")
+        if not sep:
+            host, port_text = text, None
+        elif ":" in host:
+            return None  # a bare IPv6 address must be written in brackets
+        else:
+            port_text = port_text_
+    if port_text is None:
+        if default_port is None:
+            return None
+        port = default_port
+    else:
+        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+            return None
+        port = int(port_text)
+    if not host or not _check_host(host):
+        return None
+    return host, port
+
+
+def parse_socket(text: str, protocols: tuple[str, ...] = SIP_PROTOCOLS + MSRP_PROTOCOLS
+                 ) -> SocketAddress:
+    """Parse an OpenSIPS-style socket string (``udp:127.0.0.1:5060``, ``msrps:[::1]:2856``).
+
+    The port may be left out (5060, 5061 for tls, 2855 for msrp/msrps); port 0 asks the OS
+    for a free one.  Raises ``ValueError`` with the reason.
+    """
+    proto, sep, rest = text.partition(":")
+    proto = proto.lower()
+    if not sep or proto not in protocols:
+        raise ValueError(f"a socket string starting with one of "
+                         f"{', '.join(p + ':' for p in protocols)}")
+    parsed = parse_host_port(rest, DEFAULT_PORTS[proto])
+    if parsed is None:
+        raise ValueError(f"'{proto}:HOST:PORT' with an IP address or host name and a "
+                         f"port 0..65535")
+    return SocketAddress(proto, parsed[0], parsed[1])
+
+
+# --- the sections -------------------------------------------------------------------------
+# Field metadata: "check" is a callable(value) -> str | None returning what was expected
+# when the value is wrong.  Types come from the annotations.
+
+def _between(lo: float, hi: float | None = None):
+    def check(v: Any) -> str | None:
+        if v < lo or (hi is not None and v > hi):
+            return (f"a number from {lo} to {hi}" if hi is not None
+                    else f"a number >= {lo}")
+        return None
+    return check
+
+
+def _opt(check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default=value, metadata={"check": check}, **kw)
+    return field(default=default, metadata={"check": check}, **kw)
+
+
+def _socket_check(protocols: tuple[str, ...]):
+    def check(v: str) -> str | None:
+        try:
+            parse_socket(v, protocols)
+        except ValueError as e:
+            return str(e)
+        return None
+    check.each = True  # type: ignore[attr-defined]
+    return check
+
+
+_sip_sockets = _socket_check(SIP_PROTOCOLS)
+_msrp_sockets = _socket_check(MSRP_PROTOCOLS)
+
+
+def _msrp_uri(v: str) -> str | None:
+    if v == "":
+        return None
+    m = _MSRP_URI.match(v)
+    if not m or m.group(4).lower() != "tcp" or (m.group(3) and int(m.group(3)) > 65535):
+        return "an MSRP URI such as 'msrp://127.0.0.1:2855;tcp' (msrp or msrps, ;tcp)"
+    return None
+
+
+def _sip_uri(v: str) -> str | None:
+    if v == "" or _SIP_URI.match(v):
+        return None
+    return "a SIP URI such as 'sip:proxy.example.net;transport=tcp'"
+
+
+def _host_port_or_empty(v: str) -> str | None:
+    if v == "" or parse_host_port(v) is not None:
+        return None
+    return "'HOST:PORT' (for example '127.0.0.1:8888'), or '' to turn it off"
+
+
+def _networks(v: str) -> str | None:
+    try:
+        ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        return "an IP network such as '127.0.0.0/8' or '::1/128'"
+    return None
+
+
+_networks.each = True  # type: ignore[attr-defined]
+
+
+def _one_of(*choices: str):
+    def check(v: str) -> str | None:
+        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+def _file_or_empty(v: str) -> str | None:
+    if v == "" or os.path.isfile(v):
+        return None
+    return "a path to an existing file (or '')"
+
+
+@dataclass(frozen=True, slots=True)
+class SIPSettings:
+    """``[sip]``: listeners, next hop, and the SIP layer's bounds."""
+
+    socket: tuple[str, ...] = _opt(_sip_sockets, ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"))
+    outbound_proxy: str = _opt(_sip_uri, "")
+    max_message_size: int = _opt(_between(512, 16 * 1024 * 1024), 65535)
+    max_headers: int = _opt(_between(8, 4096), 128)
+    max_line_length: int = _opt(_between(256, 1024 * 1024), 8192)
+    max_transactions: int = _opt(_between(1), 65536)
+    max_connections: int = _opt(_between(1), 4096)
+    tcp_idle_timeout: float = _opt(_between(1), 300.0)
+
+    @property
+    def sockets(self) -> tuple[SocketAddress, ...]:
+        return tuple(parse_socket(s, SIP_PROTOCOLS) for s in self.socket)
+
+
+@dataclass(frozen=True, slots=True)
+class MSRPSettings:
+    """``[msrp]``: listeners, our URI, relay, and the MSRP layer's bounds."""
+
+    socket: tuple[str, ...] = _opt(_msrp_sockets, ("msrp:127.0.0.1:2855",))
+    my_uri: str = _opt(_msrp_uri, "msrp://127.0.0.1:2855;tcp")
+    relay_uri: str = _opt(_msrp_uri, "")
+    chunk_size: int = _opt(_between(64, 16 * 1024 * 1024), 2048)
+    max_message_size: int = _opt(_between(1024), 4 * 1024 * 1024)
+    max_header_size: int = _opt(_between(512, 1024 * 1024), 16384)
+    max_reassemblies: int = _opt(_between(1), 16)
+    reassembly_timeout: float = _opt(_between(1), 60.0)
+    send_timeout: float = _opt(_between(0.1), 30.0)
+    max_send_queue: int = _opt(_between(1), 1024)
+    idle_timeout: float = _opt(_between(0), 30.0)
+    max_connections: int = _opt(_between(1), 4096)
+    session_matching: str = _opt(_one_of("uri", "session-id"), "uri")
+
+    @property
+    def sockets(self) -> tuple[SocketAddress, ...]:
+        return tuple(parse_socket(s, MSRP_PROTOCOLS) for s in self.socket)
+
+
+@dataclass(frozen=True, slots=True)
+class MSRPUASettings:
+    """``[msrp_ua]``: as OpenSIPS' msrp_ua module parameters, plus set-up waits."""
+
+    max_duration: int = _opt(_between(0), 43200)
+    advertised_contact: str = _opt(_sip_uri, "")
+    setup_timeout: float = _opt(_between(0.1), 30.0)
+    actpass_answer: str = _opt(_one_of("passive", "active"), "passive")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """``[msrp_gateway]``: as OpenSIPS' msrp_gateway module parameters, plus bounds."""
+
+    hash_size: int = _opt(_between(1, 20), 10)
+    cleanup_interval: int = _opt(_between(1), 60)
+    session_timeout: int = _opt(_between(1), 43200)
+    message_timeout: int = _opt(_between(1), 7200)
+    max_sessions: int = _opt(_between(1), 100000)
+    max_queued_messages: int = _opt(_between(1), 64)
+    failure_message: bool = _opt(None, True)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """``[tls]``: files for ``tls:`` and ``msrps:`` sockets and for verifying peers."""
+
+    certificate: str = _opt(_file_or_empty, "")
+    private_key: str = _opt(_file_or_empty, "")
+    ca_certificates: str = _opt(_file_or_empty, "")
+    verify_peers: bool = _opt(None, False)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.certificate and self.private_key)
+
+
+@dataclass(frozen=True, slots=True)
+class MISettings:
+    """``[mi]``: the JSON-RPC 2.0 endpoint (``POST /mi``), its bounds and access control."""
+
+    http: str = _opt(_host_port_or_empty, "127.0.0.1:8888")
+    max_body_size: int = _opt(_between(256, 64 * 1024 * 1024), 65536)
+    bearer_token: str = _opt(None, "")
+    basic_user: str = _opt(None, "")
+    basic_password: str = _opt(None, "")
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_host_port(self.http) if self.http else None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """``[events]``: subscription and delivery bounds."""
+
+    max_subscribers: int = _opt(_between(1), 256)
+    default_expire: int = _opt(_between(1), 3600)
+    max_retries: int = _opt(_between(0, 10), 2)
+    retry_interval: float = _opt(_between(0.01), 1.0)
+    connect_timeout: float = _opt(_between(0.1), 5.0)
+    max_queue: int = _opt(_between(1), 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """``[routing]``: the routing script (``''`` = built-in default route) and trusted sources."""
+
+    script: str = _opt(_file_or_empty, "")
+    trusted: tuple[str, ...] = _opt(_networks, ("127.0.0.0/8", "::1/128"))
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """``[log]``: the starting log level (``--log-level`` overrides it)."""
+
+    level: str = _opt(_one_of(*LOG_LEVELS), "info")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole file; each attribute is one TOML table."""
+
+    sip: SIPSettings = field(default_factory=SIPSettings)
+    msrp: MSRPSettings = field(default_factory=MSRPSettings)
+    msrp_ua: MSRPUASettings = field(default_factory=MSRPUASettings)
+    msrp_gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    mi: MISettings = field(default_factory=MISettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = field(default="", compare=False)
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(Settings) if f.name != "source"
+}
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _expected_word(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "an array of strings"
+    return _TYPE_WORDS.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    """Check a TOML value against an annotation; (ok, value as stored)."""
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, str):
+            value = [value]  # OpenSIPS allows one socket written alone; so do we
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return ok, tuple(value) if ok else value
+    raise TypeError(tp)
+
+
+def _build_section(name: str, cls: type, table: Any, source: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}]", "a table", table, source)
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in known:
+            raise ConfigError(f"[{name}] {key}",
+                              "one of the known keys (" + ", ".join(known) + ")",
+                              _Unknown("an unknown key"), source)
+        ok, value = _coerce(hints[key], raw)
+        if not ok:
+            raise ConfigError(f"[{name}] {key}", _expected_word(hints[key]), raw, source)
+        check = known[key].metadata.get("check")
+        if check is not None and getattr(check, "each", False):
+            for i, item in enumerate(value):
+                problem = check(item)
+                if problem:
+                    raise ConfigError(f"[{name}] {key}[{i}]", problem, item, source)
+        elif check is not None:
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"[{name}] {key}", problem, raw, source)
+        values[key] = value
+    return cls(**values)
+
+
+def from_dict(data: dict[str, Any], source: str = "") -> Settings:
+    """Validate a parsed TOML document; raises :class:`ConfigError` on the first problem."""
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(f"[{name}]", "one of the tables " +
+                              ", ".join(f"[{n}]" for n in _SECTIONS),
+                              _Unknown("an unknown table"), source)
+        sections[name] = _build_section(name, cls, table, source)
+    settings = Settings(**sections, source=source)
+    _cross_checks(settings, source)
+    return settings
+
+
+def _cross_checks(s: Settings, source: str) -> None:
+    gw = s.msrp_gateway
+    if gw.session_timeout < gw.message_timeout:
+        raise ConfigError("[msrp_gateway] session_timeout",
+                          f"a value >= message_timeout ({gw.message_timeout}), as in OpenSIPS",
+                          gw.session_timeout, source)
+    tls_sockets = [x for x in s.sip.socket if x.lower().startswith("tls:")]
+    tls_sockets += [x for x in s.msrp.socket if x.lower().startswith("msrps:")]
+    if s.msrp.my_uri.lower().startswith("msrps:"):
+        tls_sockets.append(s.msrp.my_uri)
+    if tls_sockets and not s.tls.certificate:
+        raise ConfigError("[tls] certificate", f"a certificate file for {tls_sockets[0]!r}",
+                          _Unknown("none"), source)
+    if tls_sockets and not s.tls.private_key:
+        raise ConfigError("[tls] private_key", f"a private key file for {tls_sockets[0]!r}",
+                          _Unknown("none"), source)
+    if s.mi.basic_user and not s.mi.basic_password:
+        raise ConfigError("[mi] basic_password", "a password when basic_user is set",
+                          _Unknown("none"), source)
+    if s.mi.basic_password and not s.mi.basic_user:
+        raise ConfigError("[mi] basic_user", "a user name when basic_password is set",
+                          _Unknown("none"), source)
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a TOML file; every failure is a :class:`ConfigError`."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("file", "a readable TOML file", _Unknown("no such file"),
+                          source) from None
+    except OSError as e:
+        raise ConfigError("file", "a readable TOML file", _Unknown(e.strerror or str(e)),
+                          source) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("file", "valid TOML", _Unknown(str(e)), source) from None
+    except UnicodeDecodeError:
+        raise ConfigError("file", "UTF-8 text", _Unknown("undecodable bytes"),
+                          source) from None
+    return from_dict(data, source)
+
+
+def default_config_text() -> str:
+    """The bundled default file (package data ``msrp_gateway/etc/msrpgw.toml``)."""
+    return resources.files("msrp_gateway").joinpath("etc/msrpgw.toml").read_text("utf-8")
+
+
+def load_default() -> Settings:
+    """Settings from the bundled default file (loopback only)."""
+    ref = resources.files("msrp_gateway").joinpath("etc/msrpgw.toml")
+    with resources.as_file(ref) as path:
+        return load(path)
+

@@ -1,0 +1,101 @@
+"""``twistd msrpgw``: command-line options and makeService.
+
+The only module that reads the command line or touches the global reactor (and then only
+when no reactor is passed in, so tests build the whole service on a MemoryReactor).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
+                            LogLevelFilterPredicate, textFileLogObserver)
+from twisted.python import usage
+from twisted.python.components import Componentized
+from twisted.python.logfile import LogFile
+
+from msrp_gateway import __version__
+from msrp_gateway.config import LOG_LEVELS, ConfigError, load, load_default
+from msrp_gateway.service import StartupError, build_service
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("SIP MESSAGE <-> MSRP gateway. Without --config it runs on the bundled "
+                "loopback configuration (msrp_gateway/etc/msrpgw.toml).")
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (default: the bundled one)."],
+        ["log-level", "l", None,
+         "Lowest level logged: " + ", ".join(LOG_LEVELS) + " (default: [log] level)."],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the msrpgw version and exit."""
+        print(f"msrpgw {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        level = self["log-level"]
+        if level is not None and level not in LOG_LEVELS:
+            raise usage.UsageError(f"--log-level: expected one of {', '.join(LOG_LEVELS)}, "
+                                   f"found {level!r}")
+
+
+class _Root(MultiService):
+    """Top service handed to twistd; installs the level-filtered log observer on the
+    Application so twistd's logger (one line per event) obeys ``--log-level``."""
+
+    def __init__(self, observer: Any) -> None:
+        super().__init__()
+        self._observer = observer
+
+    def setServiceParent(self, parent: Any) -> Any:
+        if (self._observer is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver, None) is None):
+            parent.setComponent(ILogObserver, self._observer)
+        return super().setServiceParent(parent)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            # One line for the operator, no traceback; twistd exits with status 1.
+            sys.stderr.write(f"msrpgw: {e}\n")
+            raise SystemExit(1) from None
+
+
+def _twistd_observer(options: usage.Options, predicate: LogLevelFilterPredicate) -> Any:
+    """The observer twistd would make from its own options, behind our level filter."""
+    parent = getattr(options, "parent", None)
+    if parent is None or parent.get("syslog") or parent.get("logger"):
+        return None
+    name = parent.get("logfile") or ""
+    if name == "-" or (not name and parent.get("nodaemon")):
+        out: Any = sys.stdout
+    else:
+        out = LogFile.fromFullPath(name or "twistd.log")
+    return FilteringLogObserver(textFileLogObserver(out), [predicate])
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
+    """Load the configuration and build the gateway service.
+
+    A bad configuration prints one line (key, expected, found) and exits with status 1.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+        reactor = global_reactor
+    try:
+        settings = load(options["config"]) if options["config"] else load_default()
+    except ConfigError as e:
+        sys.stderr.write(f"msrpgw: configuration error: {e}\n")
+        raise SystemExit(1) from None
+    level = options["log-level"] or settings.log.level
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    root = _Root(_twistd_observer(options, predicate))
+    build_service(settings, reactor, log_levels=predicate).setServiceParent(root)
+    return root
