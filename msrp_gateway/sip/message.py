@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Union
 
-from .uri import SIPParseError, parse_name_addr, parse_params, parse_uri
+from .uri import (
+    SIPParseError,
+    parse_params,
+    parse_uri,
+    tag_of,
+    validate_name_addr,
+    validate_uri,
+)
 
 __all__ = [
     "SIPParseError",
@@ -73,7 +80,12 @@ _VIA_RE = re.compile(
     r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t\r\n]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t\r\n]*:[ \t\r\n]*(\d{1,5}))?"
 )
-_KNOWN_NAMES = {}  # spelling as received -> (canonical, lower); filled below
+_FAST_VIA_RE = re.compile(
+    r"SIP/2\.0/[A-Za-z]{2,4} (?:(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*"
+)
+_KNOWN_NAMES: dict[str, tuple[str, str]] = {}  # spelling as received -> (canonical, lower); filled below
 
 
 def _canonical(name: str) -> tuple[str, str]:
@@ -316,12 +328,12 @@ class _MessageBase:
     @property
     def from_tag(self) -> str | None:
         value = self.headers.get("From")
-        return parse_name_addr(value).tag if value is not None else None
+        return tag_of(value) if value is not None else None
 
     @property
     def to_tag(self) -> str | None:
         value = self.headers.get("To")
-        return parse_name_addr(value).tag if value is not None else None
+        return tag_of(value) if value is not None else None
 
     @property
     def vias(self) -> list[Via]:
@@ -352,11 +364,6 @@ class _MessageBase:
         if not value.isdigit() or len(value) > 3 or int(value) > 255:
             raise SIPParseError(f"malformed Max-Forwards {value[:20]!r}")
         return int(value)
-
-    def _head_lines(self) -> list[str]:
-        lines = [f"{name}: {value}" for _, name, value in self.headers._items
-                 if name != "Content-Length"]
-        return lines
 
 
 def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
@@ -510,15 +517,17 @@ def _validate(msg: SIPMessage) -> None:
                 raise SIPParseError(f"bad Request-URI {uri[:80]!r}")
             scheme = m.group(1).lower()
             if scheme == "sip" or scheme == "sips":
-                parsed = parse_uri(uri)
-                if parsed.headers:
+                if "?" in uri and parse_uri(uri).headers:
                     raise SIPParseError("headers in the Request-URI")
+                validate_uri(uri)
             elif scheme != "tel":
                 raise SIPParseError(f"unsupported URI scheme {scheme!r}", 416)
             msg.max_forwards  # noqa: B018 - validates
-        parse_name_addr(msg.headers.get("From") or "")
-        parse_name_addr(msg.headers.get("To") or "")
-        msg.top_via  # noqa: B018 - validates
+        validate_name_addr(msg.headers.get("From") or "")
+        validate_name_addr(msg.headers.get("To") or "")
+        via = msg.headers.get("Via") or ""
+        if "," in via or _FAST_VIA_RE.fullmatch(via) is None:
+            msg.top_via  # noqa: B018 - validates
     except SIPParseError as e:
         e.message = msg
         raise

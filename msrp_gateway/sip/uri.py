@@ -21,6 +21,9 @@ __all__ = [
     "parse_name_addr",
     "parse_params",
     "aor",
+    "validate_uri",
+    "validate_name_addr",
+    "tag_of",
     "MAX_URI_LENGTH",
 ]
 
@@ -58,6 +61,51 @@ _HCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
 _LWS = " \t\r\n"
+
+# Fast paths: the common, plainly valid shapes are recognised by one regex each; anything
+# else (escapes in odd places, IPv6, quoted-pairs, long ports) takes the careful parser.
+_FAST_HOST = (
+    r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+    r"|(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3})"
+)
+_FAST_URI_BASE = (
+    r"[Ss][Ii][Pp][Ss]?:(?:[A-Za-z0-9\-_.!~*'()&=+$,]+(?::[A-Za-z0-9\-_.!~*'()&=+$,]*)?@)?"
+    + _FAST_HOST + r"(?::\d{1,4})?"
+)
+_FAST_PARAM = r"(?:;[A-Za-z0-9\-_.!~*'()]+(?:=[A-Za-z0-9\-_.!~*'()]+)?)"
+_FAST_URI_RE = re.compile(_FAST_URI_BASE + _FAST_PARAM + "*")
+_FAST_HPARAMS = r"(?:[ \t]*;[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*"
+_FAST_NAME_ADDR_RE = re.compile(
+    r"[ \t]*(?:(?:\"[^\"\\\r\n]*\"[ \t]*)|(?:[A-Za-z0-9\-.!%*_+`'~]+[ \t]+)*)?"
+    r"<" + _FAST_URI_BASE + _FAST_PARAM + "*>" + _FAST_HPARAMS + r"[ \t]*"
+    r"|[ \t]*" + _FAST_URI_BASE + _FAST_HPARAMS + r"[ \t]*"
+)
+_TAG_RE = re.compile(r";[ \t]*[Tt][Aa][Gg][ \t]*=[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)")
+
+
+def validate_uri(text: str) -> None:
+    """Raise SIPParseError unless ``text`` is a valid sip/sips URI (fast for plain ones)."""
+    if _FAST_URI_RE.fullmatch(text) is None:
+        parse_uri(text)
+
+
+def validate_name_addr(text: str) -> None:
+    """Raise SIPParseError unless ``text`` is a valid name-addr/addr-spec header value."""
+    if _FAST_NAME_ADDR_RE.fullmatch(text) is None:
+        parse_name_addr(text)
+
+
+def tag_of(text: str) -> str | None:
+    """The ``tag`` parameter of an already validated name-addr/addr-spec value."""
+    gt = text.rfind(">")
+    if gt >= 0:
+        m = _TAG_RE.search(text, gt)
+    else:
+        semi = text.find(";")
+        if semi < 0:
+            return None
+        m = _TAG_RE.search(text, semi)
+    return m.group(1) if m is not None else None
 
 
 def _check_host(host: str, text: str) -> str:
