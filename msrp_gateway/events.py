@@ -1,0 +1,497 @@
+"""Event interface: published event names, subscriptions with expiry, delivery.
+
+Works like OpenSIPS' event interface with event_datagram and event_stream: a
+subscriber names an event and a socket (``udp:HOST:PORT`` or
+``tcp:HOST:PORT[/method]``); every raise sends one compact JSON-RPC 2.0
+notification to each live subscriber.  Expiry runs on the injected clock and is
+checked lazily (no timers to leak); a subscriber that is down costs at most a
+bounded queue and a backed-off reconnect, and never blocks the reactor or the
+other subscribers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+__all__ = [
+    "EVENT_SETUP_FAILED",
+    "DEFAULT_EXPIRE",
+    "EventError",
+    "SocketSpec",
+    "Subscription",
+    "EventBus",
+    "parse_socket",
+    "encode_notification",
+]
+
+log = Logger()
+
+EVENT_SETUP_FAILED = "E_MSRP_GW_SETUP_FAILED"
+#: OpenSIPS' DEFAULT_EXPIRE for event_subscribe without an expire parameter.
+DEFAULT_EXPIRE = 3600
+#: Longest socket string we parse (OpenSIPS has no such bound; we do).
+MAX_SOCKET_LENGTH = 256
+MAX_EVENT_NAME_LENGTH = 128
+#: Largest UDP payload over IPv4.
+MAX_DATAGRAM = 65507
+
+
+class EventError(Exception):
+    """A subscription request we refuse; ``str()`` says why, for the log."""
+
+
+@dataclass(slots=True, frozen=True)
+class SocketSpec:
+    """A parsed subscriber socket; ``str()`` gives it back in canonical form."""
+
+    transport: str  # "udp" | "tcp"
+    host: str  # an IP literal, IPv6 without brackets
+    port: int
+    method: str | None = None  # tcp only: replaces the event name on the wire
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        text = f"{self.transport}:{host}:{self.port}"
+        if self.method:
+            text += f"/{self.method}"
+        return text
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.host
+
+
+def parse_socket(text: str) -> SocketSpec:
+    """Parse ``udp:HOST:PORT`` / ``tcp:HOST:PORT[/method]``; raise EventError.
+
+    HOST must be an IP literal (IPv6 in brackets): resolving names here would
+    block, and OpenSIPS' clients (opensips-event) always send an address.
+    """
+    if not isinstance(text, str) or not text or len(text) > MAX_SOCKET_LENGTH:
+        raise EventError("socket must be a non-empty string of at most "
+                         f"{MAX_SOCKET_LENGTH} characters")
+    transport, sep, rest = text.partition(":")
+    transport = transport.lower()
+    if not sep or transport not in ("udp", "tcp"):
+        raise EventError(f"socket {text!r}: transport must be udp: or tcp:")
+    method = None
+    if "/" in rest:
+        rest, _, method = rest.partition("/")
+        if transport != "tcp":
+            raise EventError(f"socket {text!r}: /method is only for tcp:")
+        if not method or not all(c.isalnum() or c in "_-.:" for c in method):
+            raise EventError(f"socket {text!r}: bad method name")
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+        if not sep:
+            raise EventError(f"socket {text!r}: expected [IPv6]:PORT")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            raise EventError(f"socket {text!r}: expected HOST:PORT")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise EventError(f"socket {text!r}: host must be an IP address") from None
+    if isinstance(addr, ipaddress.IPv6Address) and not rest.startswith("["):
+        raise EventError(f"socket {text!r}: IPv6 addresses go in brackets")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise EventError(f"socket {text!r}: port must be 1-65535")
+    return SocketSpec(transport, str(addr), int(port_text), method)
+
+
+def encode_notification(method: str, params: Any) -> bytes:
+    """The compact JSON-RPC 2.0 notification subscribers receive (no ``id``)."""
+    return json.dumps(
+        {"jsonrpc": "2.0", "method": method, "params": params},
+        separators=(",", ":"), ensure_ascii=False, default=str,
+    ).encode("utf-8")
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One subscriber of one event; ``expires_at`` is on the injected clock."""
+
+    event: str
+    socket: SocketSpec
+    expire: int
+    expires_at: float
+
+    def ttl(self, now: float) -> int:
+        return max(0, int(self.expires_at - now + 0.999))
+
+
+# --- delivery -----------------------------------------------------------------
+
+
+class _UDPSender(protocol.DatagramProtocol):
+    """One unconnected UDP socket shared by every udp: subscriber of a family."""
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        pass  # subscribers do not talk back; anything received is ignored
+
+    def send(self, payload: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(payload, addr)
+        except OSError as e:  # e.g. EHOSTUNREACH, ENOBUFS: never propagate
+            log.warn("event datagram to {addr} failed: {err}", addr=addr, err=e)
+
+    def connectionRefused(self) -> None:
+        pass
+
+
+class _StreamProtocol(protocol.Protocol):
+    def __init__(self, target: "_TCPTarget") -> None:
+        self.target = target
+
+    def connectionMade(self) -> None:
+        self.target._connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        pass  # OpenSIPS' event_stream reads replies but acts on none; we drop them
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.target._lost(self)
+
+
+class _StreamFactory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, target: "_TCPTarget") -> None:
+        self.target = target
+
+    def buildProtocol(self, addr: Any) -> _StreamProtocol:
+        return _StreamProtocol(self.target)
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.target._failed(reason)
+
+
+@implementer(IPushProducer)
+class _TCPTarget:
+    """A kept-open connection to one tcp: subscriber, with a bounded queue.
+
+    Notifications go back to back on the connection.  While it is being
+    (re)opened, or while the peer does not read (the transport pauses us),
+    they wait in a queue of at most ``queue_limit`` entries; beyond that the
+    oldest are dropped and counted.  A failed connect waits ``backoff``
+    seconds (doubling up to ``max_backoff``) before the next try.
+    """
+
+    def __init__(self, bus: "EventBus", spec: SocketSpec) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.queue: deque[bytes] = deque()
+        self.proto: _StreamProtocol | None = None
+        self.connecting = False
+        self.paused = False
+        self.closed = False
+        self.dropped = 0
+        self.backoff = bus.retry_delay
+        self.retry_call: IDelayedCall | None = None
+        self.connector: Any = None
+        self.lost_waiters: list[Any] = []
+
+    def send(self, payload: bytes) -> None:
+        if self.closed:
+            return
+        if self.proto is not None and not self.paused and not self.queue:
+            self.proto.transport.write(payload)
+            return
+        if len(self.queue) >= self.bus.tcp_queue_limit:
+            self.queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warn("event subscriber {sock} is not keeping up: "
+                         "{n} notifications dropped", sock=str(self.spec),
+                         n=self.dropped)
+        self.queue.append(payload)
+        if self.proto is None and not self.connecting and self.retry_call is None:
+            self._connect()
+
+    def _connect(self) -> None:
+        self.retry_call = None
+        if self.closed:
+            return
+        self.connecting = True
+        self.connector = self.bus._connect_tcp(self.spec, _StreamFactory(self))
+
+    def _connected(self, proto: _StreamProtocol) -> None:
+        self.connecting = False
+        self.backoff = self.bus.retry_delay
+        if self.closed:
+            proto.transport.loseConnection()
+            return
+        self.proto = proto
+        proto.transport.registerProducer(self, True)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.queue and self.proto is not None and not self.paused:
+            self.proto.transport.write(self.queue.popleft())
+
+    def _failed(self, reason: Any) -> None:
+        self.connecting = False
+        if self.closed:
+            return
+        log.warn("event subscriber {sock} unreachable ({why}); retry in {delay}s, "
+                 "{n} notifications queued", sock=str(self.spec),
+                 why=reason.getErrorMessage(), delay=self.backoff, n=len(self.queue))
+        self.retry_call = self.bus.clock.callLater(self.backoff, self._connect)
+        self.backoff = min(self.backoff * 2, self.bus.max_retry_delay)
+
+    def _lost(self, proto: _StreamProtocol) -> None:
+        waiters, self.lost_waiters = self.lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+        if proto is self.proto:
+            self.proto = None
+            self.paused = False
+        if self.queue and not self.closed and self.retry_call is None \
+                and not self.connecting:
+            self._connect()
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def close(self) -> Any:
+        """Stop for good; returns a Deferred firing once the connection is gone."""
+        self.closed = True
+        self.queue.clear()
+        if self.retry_call is not None and self.retry_call.active():
+            self.retry_call.cancel()
+        self.retry_call = None
+        done = defer.succeed(None)
+        if self.proto is not None:
+            done = defer.Deferred()
+            self.lost_waiters.append(done)
+            self.proto.transport.loseConnection()
+        elif self.connecting and self.connector is not None:
+            self.connector.stopConnecting()
+        return done
+
+
+# --- the bus ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Event:
+    name: str
+    id: int
+    subscribers: dict[SocketSpec, Subscription] = field(default_factory=dict)
+
+
+class EventBus:
+    """Published events, their subscribers, and ``raise_event``.
+
+    ``reactor`` must provide IReactorTime, IReactorUDP and IReactorTCP
+    (connections are only made when a subscriber exists); ``clock`` defaults
+    to it.  Bounds: ``max_subscribers`` in total, ``tcp_queue_limit`` queued
+    notifications per tcp subscriber.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        clock: IReactorTime | None = None,
+        events: Iterable[str] = (EVENT_SETUP_FAILED,),
+        max_subscribers: int = 256,
+        tcp_queue_limit: int = 1000,
+        connect_timeout: float = 5.0,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.max_subscribers = max_subscribers
+        self.tcp_queue_limit = tcp_queue_limit
+        self.connect_timeout = connect_timeout
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self._events: dict[str, _Event] = {}
+        self._udp: dict[bool, _UDPSender] = {}
+        self._udp_ports: list[Any] = []
+        self._tcp: dict[SocketSpec, _TCPTarget] = {}
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
+        for name in events:
+            self.publish(name)
+
+    # -- registry --
+    def publish(self, name: str) -> int:
+        """Make ``name`` subscribable; returns its id (idempotent)."""
+        ev = self._events.get(name)
+        if ev is None:
+            ev = self._events[name] = _Event(name, len(self._events))
+        return ev.id
+
+    def events(self) -> list[tuple[str, int]]:
+        return [(ev.name, ev.id) for ev in self._events.values()]
+
+    def event_id(self, name: str) -> int | None:
+        ev = self._events.get(name)
+        return ev.id if ev else None
+
+    def subscribe(self, event: str, socket: str, expire: int = DEFAULT_EXPIRE) -> None:
+        """Add, refresh (same socket again) or, with ``expire == 0``, remove."""
+        if not isinstance(event, str) or len(event) > MAX_EVENT_NAME_LENGTH:
+            raise EventError("event name must be a short string")
+        ev = self._events.get(event)
+        if ev is None:
+            raise EventError(f"event {event!r} is not published")
+        if not isinstance(expire, int) or isinstance(expire, bool) or expire < 0:
+            raise EventError("expire must be a non-negative integer")
+        spec = parse_socket(socket)
+        now = self.clock.seconds()
+        self._prune(now)
+        if expire == 0:
+            if ev.subscribers.pop(spec, None) is not None:
+                log.info("event {event}: {sock} unsubscribed", event=event, sock=str(spec))
+                self._release(spec)
+            return
+        sub = ev.subscribers.get(spec)
+        if sub is not None:
+            sub.expire, sub.expires_at = expire, now + expire
+            return
+        if self.subscriber_count() >= self.max_subscribers:
+            raise EventError(f"too many subscribers (max {self.max_subscribers})")
+        ev.subscribers[spec] = Subscription(event, spec, expire, now + expire)
+        log.info("event {event}: {sock} subscribed for {expire}s",
+                 event=event, sock=str(spec), expire=expire)
+
+    def subscriber_count(self) -> int:
+        return sum(len(ev.subscribers) for ev in self._events.values())
+
+    def subscribers(self, event: str | None = None) -> list[tuple[str, int, list[Subscription]]]:
+        """Events with live subscribers (or just ``event``, even with none)."""
+        self._prune(self.clock.seconds())
+        if event is not None:
+            ev = self._events.get(event)
+            return [] if ev is None else [(ev.name, ev.id, list(ev.subscribers.values()))]
+        return [(ev.name, ev.id, list(ev.subscribers.values()))
+                for ev in self._events.values() if ev.subscribers]
+
+    def find_subscriber(self, event: str, socket: str) -> Subscription | None:
+        self._prune(self.clock.seconds())
+        ev = self._events.get(event)
+        if ev is None:
+            return None
+        try:
+            spec = parse_socket(socket)
+        except EventError:
+            return None
+        return ev.subscribers.get(spec)
+
+    def _prune(self, now: float) -> None:
+        for ev in self._events.values():
+            gone = [s for s, sub in ev.subscribers.items() if sub.expires_at <= now]
+            for spec in gone:
+                del ev.subscribers[spec]
+                log.info("event {event}: subscription of {sock} expired",
+                         event=ev.name, sock=str(spec))
+                self._release(spec)
+
+    def _release(self, spec: SocketSpec) -> None:
+        """Close the tcp connection of a socket no event uses any more."""
+        if spec.transport != "tcp":
+            return
+        if any(spec in ev.subscribers for ev in self._events.values()):
+            return
+        target = self._tcp.pop(spec, None)
+        if target is not None:
+            target.close()
+
+    # -- raising --
+    def raise_event(self, name: str, params: dict[str, Any] | None = None) -> int:
+        """Send ``name`` with ``params`` to every live subscriber; never raises.
+
+        Returns how many subscribers it was handed to.  Observers (e.g. the
+        routing script's ``on_event``) are called first, each guarded.
+        """
+        params = {} if params is None else params
+        for observer in list(self.observers):
+            try:
+                observer(name, params)
+            except Exception:
+                log.failure("event observer failed on {event}", event=name)
+        ev = self._events.get(name)
+        if ev is None:
+            log.warn("raise of unpublished event {event} ignored", event=name)
+            return 0
+        self._prune(self.clock.seconds())
+        if not ev.subscribers:
+            return 0
+        default_payload = None
+        sent = 0
+        for spec in list(ev.subscribers):
+            try:
+                if spec.method:
+                    payload = encode_notification(spec.method, params)
+                else:
+                    if default_payload is None:
+                        default_payload = encode_notification(name, params)
+                    payload = default_payload
+                if spec.transport == "udp":
+                    self._send_udp(spec, payload)
+                else:
+                    self._send_tcp(spec, payload)
+                sent += 1
+            except Exception:
+                log.failure("delivery of {event} to {sock} failed",
+                            event=name, sock=str(spec))
+        return sent
+
+    def _send_udp(self, spec: SocketSpec, payload: bytes) -> None:
+        if len(payload) > MAX_DATAGRAM:
+            log.warn("event to {sock} dropped: {n} bytes do not fit a datagram",
+                     sock=str(spec), n=len(payload))
+            return
+        sender = self._udp.get(spec.ipv6)
+        if sender is None:
+            sender = _UDPSender()
+            port = self.reactor.listenUDP(0, sender, interface="::" if spec.ipv6 else "0.0.0.0")
+            self._udp_ports.append(port)
+            self._udp[spec.ipv6] = sender
+        sender.send(payload, spec.address)
+
+    def _send_tcp(self, spec: SocketSpec, payload: bytes) -> None:
+        target = self._tcp.get(spec)
+        if target is None:
+            target = self._tcp[spec] = _TCPTarget(self, spec)
+        target.send(payload)
+
+    def _connect_tcp(self, spec: SocketSpec, factory: _StreamFactory) -> Any:
+        return self.reactor.connectTCP(spec.host, spec.port, factory,
+                                       timeout=self.connect_timeout)
+
+    def stop(self) -> Any:
+        """Close every connection and socket; returns a Deferred (or None)."""
+        waits = [target.close() for target in self._tcp.values()]
+        self._tcp.clear()
+        self._udp.clear()
+        ports, self._udp_ports = self._udp_ports, []
+        waits += [defer.maybeDeferred(p.stopListening) for p in ports]
+        return defer.gatherResults(waits)
