@@ -1,0 +1,687 @@
+"""The SIP stack: a Twisted adapter that runs the transaction machines of ``transaction.py``.
+
+It owns the transaction and dialog tables (both bounded), performs the machines' actions with
+the injected reactor clock and the transport, and does the UA core's share of RFC 3261:
+CANCEL (200, then 487 for the INVITE), OPTIONS (200), Max-Forwards (483), in-dialog requests
+to their dialog (481 when unknown) and everything else out of dialog to ``router``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .dialog import ALLOW, Dialog, new_tag
+from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
+from .transaction import (
+    DEFAULT_TIMERS,
+    MAGIC_COOKIE,
+    Action,
+    CancelTimer,
+    Deliver,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    Send,
+    SIPFinalResponse,
+    SIPTimeout,
+    SIPTransportError,
+    StartTimer,
+    Terminated,
+    TimerSettings,
+    response_key,
+    server_key,
+)
+from .uri import parse_name_addr
+
+__all__ = [
+    "SIPStack",
+    "ServerTransaction",
+    "InviteClient",
+    "Dialog",
+    "SIPTimeout",
+    "SIPTransportError",
+    "SIPFinalResponse",
+    "StackFull",
+]
+
+log = Logger()
+
+MAX_TRANSACTIONS = 20000  # server + client transactions in progress
+MAX_DIALOGS = 20000
+TIMER_C = 180.0  # s.16.6 (for proxies; used here too): a ringing INVITE is CANCELled after it
+TU_GUARD_NON_INVITE = 32.0  # a request the application never answers gets 500 after it
+TU_GUARD_INVITE = 180.0  # ... and an INVITE 408
+USER_AGENT = "msrpgw"
+SUPPORTED_METHODS = ALLOW
+
+
+class StackFull(Exception):
+    """A bounded table (transactions or dialogs) is full; the peer is told 503."""
+
+
+def new_branch() -> str:
+    """A Via branch with the RFC 3261 magic cookie and 80 random bits (s.8.1.1.7)."""
+    return MAGIC_COOKIE + secrets.token_hex(10)
+
+
+class _Entry:
+    """What every transaction in the table has: its machine, its peer and its timers."""
+
+    __slots__ = ("core", "peer", "timers", "key")
+
+    core: Any
+    peer: Any
+    timers: dict[str, IDelayedCall]
+    key: Any
+
+    def deliver(self, msg: Any) -> None:
+        raise NotImplementedError
+
+    def terminated(self, reason: str) -> None:
+        raise NotImplementedError
+
+
+class ServerTransaction(_Entry):
+    """A request we received, as the application sees it: answer it with ``respond``."""
+
+    __slots__ = ("request", "source", "on_cancel", "dialog", "local_tag", "_stack", "_guard")
+
+    def __init__(self, stack: SIPStack, core: Any, request: SIPRequest, source: Any,
+                 peer: Any) -> None:
+        self._stack = stack
+        self.core = core
+        self.request = request
+        self.source = source
+        self.peer = peer  # where responses go (s.18.2.2)
+        self.timers = {}
+        self.key = core.key
+        self.on_cancel: Callable[[], None] | None = None
+        self.dialog: Dialog | None = None  # set for in-dialog requests
+        self.local_tag = new_tag()  # To tag of our responses unless the request has one
+        self._guard: IDelayedCall | None = None
+
+    @property
+    def responded(self) -> bool:
+        """True once a final response was sent."""
+        return self.core.final_sent
+
+    def respond(self, status: int, reason: str | None = None, *,
+                headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                content_type: str | None = None, to_tag: str | None = None) -> SIPResponse | None:
+        """Send a response; after a final one, further calls are ignored (None returned).
+
+        A 2xx to an INVITE goes through a dialog: out of dialog that is ``stack.accept``.
+        """
+        if self.core.final_sent:
+            log.debug("second final response to {method} ignored", method=self.request.method)
+            return None
+        if self.request.method == "INVITE" and 200 <= status < 300:
+            if self.dialog is None:
+                dialog = self._stack.accept(self, body=body, content_type=content_type,
+                                            headers=headers)
+                return dialog._pending.response if dialog._pending is not None else None
+            resp = self._stack._build_response(self, status, reason, headers, body,
+                                               content_type, to_tag, contact=True)
+            self._stack._perform(self, self.core.on_response(resp))
+            self.dialog.send_2xx(resp, self.peer, already_sent=True)
+            return resp
+        resp = self._stack._build_response(self, status, reason, headers, body, content_type,
+                                           to_tag, contact=False)
+        self._stack._perform(self, self.core.on_response(resp))
+        return resp
+
+    def deliver(self, msg: Any) -> None:
+        if msg.method == "ACK":
+            self._stack._ack_to_dialog(msg)
+        else:
+            self._stack._dispatch(self)
+
+    def terminated(self, reason: str) -> None:
+        if self._guard is not None and self._guard.active():
+            self._guard.cancel()
+        self._guard = None
+        if reason != "normal":
+            log.info("{method} server transaction ended: {reason}",
+                     method=self.request.method, reason=reason)
+
+
+class _ClientEntry(_Entry):
+    """A request we sent: results go to ``on_response`` / ``on_end`` of its owner."""
+
+    __slots__ = ("on_response", "on_end")
+
+    def __init__(self, core: Any, peer: Any, on_response: Callable[[SIPResponse], None],
+                 on_end: Callable[[str], None]) -> None:
+        self.core = core
+        self.peer = peer
+        self.timers = {}
+        self.key = core.key
+        self.on_response = on_response
+        self.on_end = on_end
+
+    def deliver(self, msg: Any) -> None:
+        self.on_response(msg)
+
+    def terminated(self, reason: str) -> None:
+        self.on_end(reason)
+
+
+class InviteClient:
+    """An INVITE we sent: ``deferred`` fires a confirmed ``Dialog`` or errbacks.
+
+    Errbacks: ``SIPFinalResponse`` (>= 300, 487 after ``cancel()``), ``SIPTimeout`` (Timer B,
+    or no answer 64*T1 after CANCEL), ``SIPTransportError``.  ``on_provisional`` sees 1xx.
+    """
+
+    def __init__(self, stack: SIPStack, request: SIPRequest) -> None:
+        self._stack = stack
+        self.request = request
+        self.deferred: defer.Deferred[Dialog] = defer.Deferred()
+        self.on_provisional: Callable[[SIPResponse], None] | None = None
+        self.dialog: Dialog | None = None
+        self._entry: _ClientEntry | None = None
+        self._provisional = False
+        self._cancel_requested = False
+        self._cancel_sent = False
+        self._done = False
+        self._timer: IDelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
+
+    def cancel(self) -> None:
+        """CANCEL the INVITE (s.9.1); sent once a provisional response has come."""
+        if self._done or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        if self._entry is None:
+            self._fail(SIPFinalResponse(487, "Request Terminated"))  # never sent
+        elif self._provisional:
+            self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        if self._cancel_sent or self._entry is None:
+            return
+        self._cancel_sent = True
+        req = self.request
+        h = Headers()
+        h.add("Via", req.headers.get_all("Via")[0])
+        for route in req.headers.get_all("Route"):
+            h.add("Route", route)
+        h.add("Max-Forwards", "70")
+        h.add("From", req.headers.get("From") or "")
+        h.add("To", req.headers.get("To") or "")
+        h.add("Call-ID", req.call_id or "")
+        h.add("CSeq", f"{req.cseq[0]} CANCEL")
+        cancel = SIPRequest("CANCEL", req.uri, h)
+        d = self._stack._start_client(cancel, self._entry.peer)
+        d.addErrback(lambda f: log.info("CANCEL not answered: {err}", err=f.value))
+        self._set_timer(64 * self._stack.timers.t1, self._cancel_timeout)
+
+    def _set_timer(self, delay: float, fn: Callable[[], None]) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._stack.reactor.callLater(delay, fn)
+
+    def _cancel_timeout(self) -> None:
+        """s.9.1: no final response 64*T1 after CANCEL: the INVITE is given up."""
+        self._timer = None
+        if self._entry is not None:
+            self._stack._abandon(self._entry)
+        self._fail(SIPTimeout("no final response after CANCEL"))
+
+    def _on_response(self, resp: SIPResponse) -> None:
+        status = resp.status
+        if status < 200:
+            if not self._provisional:
+                self._provisional = True
+                if self._cancel_requested:
+                    self._send_cancel()
+                else:
+                    self._set_timer(TIMER_C, self.cancel)
+            if self.on_provisional is not None and not self._done:
+                self.on_provisional(resp)
+            return
+        if status < 300:
+            self._on_2xx(resp)
+            return
+        self._fail(SIPFinalResponse(status, resp.reason, resp))
+
+    def _on_2xx(self, resp: SIPResponse) -> None:
+        stack = self._stack
+        dialog = Dialog.from_uac(stack, self.request, resp)
+        if dialog.key in stack._dialogs:
+            stack._dialogs[dialog.key].on_2xx_retransmission(resp)
+            return
+        dialog.send_ack(resp)
+        if self._done or self._cancel_requested:
+            # s.13.2.2.4/s.15: a 2xx we no longer want (cancelled, or a second fork) is
+            # ACKed and ended at once
+            stack._dialogs[dialog.key] = dialog
+            dialog.bye().addErrback(lambda f: None)
+            self._fail(SIPFinalResponse(487, "Request Terminated", resp))
+            return
+        stack._dialogs[dialog.key] = dialog
+        stack._uac_invites[(self.request.call_id, dialog.local_tag)] = self
+        stack.reactor.callLater(64 * stack.timers.t1, stack._uac_invites.pop,
+                                (self.request.call_id, dialog.local_tag), None)
+        self.dialog = dialog
+        self._finish()
+        dialog.confirmed.callback(dialog)
+        self.deferred.callback(dialog)
+
+    def _on_end(self, reason: str) -> None:
+        if reason == "timeout":
+            self._fail(SIPTimeout("no final response to INVITE (Timer B)"))
+        elif reason == "transport_error":
+            self._fail(SIPTransportError("INVITE could not be sent"))
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _fail(self, err: Exception) -> None:
+        if self._done:
+            return
+        self._finish()
+        self.deferred.errback(Failure(err))
+
+
+class SIPStack:
+    """Transactions, dialogs and the UA core over one ``SIPTransport`` (docs/internals.md)."""
+
+    def __init__(self, reactor: Any, transport: Any, *, local_uri_host: str,
+                 outbound_proxy: str | None = None,
+                 router: Callable[[ServerTransaction], Any],
+                 max_transactions: int = MAX_TRANSACTIONS, max_dialogs: int = MAX_DIALOGS,
+                 timers: TimerSettings = DEFAULT_TIMERS, user_agent: str = USER_AGENT) -> None:
+        self.reactor = reactor
+        self.transport = transport
+        self.local_uri_host = local_uri_host
+        self.outbound_proxy = outbound_proxy
+        self.router = router
+        self.max_transactions = max_transactions
+        self.max_dialogs = max_dialogs
+        self.timers = timers
+        self.user_agent = user_agent
+        self._servers: dict[Any, ServerTransaction] = {}
+        self._clients: dict[Any, _ClientEntry] = {}
+        self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self._uac_invites: dict[tuple[str | None, str], InviteClient] = {}
+        self._cseq = secrets.randbelow(2 ** 16) + 1
+        transport.on_message = self._on_message
+
+    # -- what the UA and gateway call ----------------------------------------------------
+
+    def contact(self) -> str:
+        return f"<sip:{self.local_uri_host}>"
+
+    def new_request(self, method: str, from_uri: str, to_uri: str, ruri: str, *,
+                    body: bytes = b"", content_type: str | None = None,
+                    headers: Iterable[tuple[str, str]] = ()) -> SIPRequest:
+        """An out-of-dialog request: fresh Call-ID and From tag, CSeq, Max-Forwards, Contact;
+        the outbound proxy, if configured, as a pre-loaded loose route (s.8.1.2)."""
+        self._cseq = self._cseq % 2 ** 31 + 1
+        h = Headers()
+        if self.outbound_proxy:
+            proxy = self.outbound_proxy
+            h.add("Route", f"<{proxy}>" if ";lr" in proxy.lower() else f"<{proxy};lr>")
+        h.add("Max-Forwards", "70")
+        h.add("From", f"{_name_addr(from_uri)};tag={new_tag()}")
+        h.add("To", _name_addr(to_uri))
+        h.add("Call-ID", f"{secrets.token_hex(12)}@{self.local_uri_host}")
+        h.add("CSeq", f"{self._cseq} {method}")
+        h.add("Contact", self.contact())
+        h.add("User-Agent", self.user_agent)
+        for name, value in headers:
+            h.add(name, value)
+        if content_type is not None:
+            h.set("Content-Type", content_type)
+        return SIPRequest(method, ruri, h, body)
+
+    def send_request(self, req: SIPRequest) -> defer.Deferred[SIPResponse]:
+        """Send a non-INVITE request; fires with its final response (any status).
+
+        Errbacks ``SIPTimeout`` (Timer F) or ``SIPTransportError`` (no route, send failed,
+        transaction table full).
+        """
+        result: defer.Deferred[SIPResponse] = defer.Deferred()
+        d = self._resolve(req)
+
+        def resolved(peer: Any) -> defer.Deferred[SIPResponse]:
+            self._add_via(req, peer)
+            return self._start_client(req, peer)
+
+        d.addCallback(resolved)
+        d.addErrback(_as_transport_error, req)
+        d.chainDeferred(result)
+        return result
+
+    def invite(self, req: SIPRequest) -> InviteClient:
+        """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
+        client = InviteClient(self, req)
+        if len(self._dialogs) >= self.max_dialogs:
+            client._fail(SIPTransportError("dialog table full"))
+            return client
+
+        def resolved(peer: Any) -> None:
+            if client._done:
+                return
+            self._add_via(req, peer)
+            core = InviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
+            entry = _ClientEntry(core, peer, client._on_response, client._on_end)
+            if not self._register_client(entry):
+                client._fail(SIPTransportError("transaction table full"))
+                return
+            client._entry = entry
+            self._perform(entry, core.start())
+
+        def failed(f: Failure) -> None:
+            client._fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
+
+        self._resolve(req).addCallbacks(resolved, failed)
+        return client
+
+    def accept(self, txn: ServerTransaction, *, body: bytes, content_type: str | None,
+               headers: Iterable[tuple[str, str]] = ()) -> Dialog:
+        """Answer an initial INVITE 200 and make its dialog; the 200 is resent until the ACK
+        (``dialog.confirmed`` fires) or 64*T1 (it errbacks ``SIPTimeout``, BYE sent)."""
+        req = txn.request
+        dialog = Dialog.from_uas(self, req, txn.local_tag)
+        txn.dialog = dialog
+        self._dialogs[dialog.key] = dialog
+        resp = self._build_response(txn, 200, None, headers, body, content_type, None,
+                                    contact=True)
+        self._perform(txn, txn.core.on_response(resp))
+        dialog.send_2xx(resp, txn.peer, already_sent=True)
+        return dialog
+
+    def dialogs(self) -> list[Dialog]:
+        return list(self._dialogs.values())
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._servers) + len(self._clients)
+
+    # -- what dialogs call (DialogOwner) -------------------------------------------------
+
+    def send_stateless(self, req: SIPRequest) -> defer.Deferred[None]:
+        """Send a request outside any transaction (the ACK for a 2xx, s.13.2.2.4)."""
+        def resolved(peer: Any) -> defer.Deferred[None]:
+            self._add_via(req, peer)
+            return self.transport.send(req, peer)
+
+        return self._resolve(req).addCallback(resolved)
+
+    def send_response(self, resp: SIPResponse, peer: Any) -> defer.Deferred[None]:
+        return defer.maybeDeferred(self.transport.send, resp, peer)
+
+    def forget_dialog(self, dialog: Dialog) -> None:
+        if self._dialogs.get(dialog.key) is dialog:
+            del self._dialogs[dialog.key]
+
+    # -- internals: sending --------------------------------------------------------------
+
+    def _resolve(self, req: SIPRequest) -> defer.Deferred[Any]:
+        """s.8.1.2: the next hop is the first Route (loose routing) or the Request-URI."""
+        routes = req.headers.get_all("Route")
+        target = req.uri
+        if routes:
+            try:
+                target = parse_name_addr(routes[0]).uri
+            except SIPParseError as e:
+                return defer.fail(SIPTransportError(f"bad Route {routes[0]!r}: {e.reason}"))
+        return defer.maybeDeferred(self.transport.resolve, target, len(req.body) + 600)
+
+    def _add_via(self, req: SIPRequest, peer: Any) -> None:
+        """Our Via on top (replacing one already added on a retry), fresh branch, rport."""
+        proto, host, port = self.transport.local_via(peer)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        via = f"SIP/2.0/{proto.upper()} {host}:{port};branch={new_branch()};rport"
+        req.headers.remove("Via")
+        req.headers.prepend("Via", via)
+
+    def _start_client(self, req: SIPRequest, peer: Any) -> defer.Deferred[SIPResponse]:
+        """Run a non-INVITE client transaction for ``req`` (Via already on it) to ``peer``."""
+        d: defer.Deferred[SIPResponse] = defer.Deferred()
+
+        def on_response(resp: SIPResponse) -> None:
+            if resp.status >= 200 and not d.called:
+                d.callback(resp)
+
+        def on_end(reason: str) -> None:
+            if d.called:
+                return
+            if reason == "timeout":
+                d.errback(SIPTimeout(f"no final response to {req.method} (Timer F)"))
+            else:
+                d.errback(SIPTransportError(f"{req.method} could not be sent"))
+
+        core = NonInviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
+        entry = _ClientEntry(core, peer, on_response, on_end)
+        if not self._register_client(entry):
+            return defer.fail(SIPTransportError("transaction table full"))
+        self._perform(entry, core.start())
+        return d
+
+    def _register_client(self, entry: _ClientEntry) -> bool:
+        if self.transaction_count >= self.max_transactions:
+            log.warn("transaction table full ({n}): request not sent", n=self.max_transactions)
+            return False
+        self._clients[entry.key] = entry
+        return True
+
+    def _build_response(self, txn: ServerTransaction, status: int, reason: str | None,
+                        headers: Iterable[tuple[str, str]], body: bytes,
+                        content_type: str | None, to_tag: str | None, *,
+                        contact: bool) -> SIPResponse:
+        extra = list(headers)
+        if contact and not any(name.lower() in ("contact", "m") for name, _ in extra):
+            extra.insert(0, ("Contact", self.contact()))
+        if status == 405 and not any(name.lower() == "allow" for name, _ in extra):
+            extra.append(("Allow", SUPPORTED_METHODS))
+        return make_response(txn.request, status, reason,
+                             to_tag=to_tag or (txn.local_tag if status > 100 else None),
+                             headers=extra, body=body, content_type=content_type)
+
+    # -- internals: performing actions ---------------------------------------------------
+
+    def _perform(self, entry: _Entry, actions: list[Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                self._send(entry, action.message)  # type: ignore[union-attr]
+            elif kind is StartTimer:
+                old = entry.timers.get(action.name)  # type: ignore[union-attr]
+                if old is not None and old.active():
+                    old.cancel()
+                entry.timers[action.name] = self.reactor.callLater(  # type: ignore[union-attr]
+                    action.delay, self._fire, entry, action.name)  # type: ignore[union-attr]
+            elif kind is CancelTimer:
+                call = entry.timers.pop(action.name, None)  # type: ignore[union-attr]
+                if call is not None and call.active():
+                    call.cancel()
+            elif kind is Deliver:
+                entry.deliver(action.message)  # type: ignore[union-attr]
+            elif kind is Terminated:
+                self._drop(entry)
+                entry.terminated(action.reason)  # type: ignore[union-attr]
+
+    def _fire(self, entry: _Entry, name: str) -> None:
+        entry.timers.pop(name, None)
+        self._perform(entry, entry.core.on_timer(name))
+
+    def _send(self, entry: _Entry, msg: SIPRequest | SIPResponse) -> None:
+        try:
+            d = self.transport.send(msg, entry.peer)
+        except Exception as e:  # a transport bug must not leave the transaction hanging
+            d = defer.fail(e)
+        d.addErrback(self._send_failed, entry)
+
+    def _send_failed(self, failure: Failure, entry: _Entry) -> None:
+        log.info("send to {peer} failed: {err}", peer=entry.peer, err=failure.getErrorMessage())
+        self._perform(entry, entry.core.on_transport_error())
+
+    def _drop(self, entry: _Entry) -> None:
+        for call in entry.timers.values():
+            if call.active():
+                call.cancel()
+        entry.timers.clear()
+        table: dict[Any, Any] = self._servers if isinstance(entry, ServerTransaction) \
+            else self._clients
+        if table.get(entry.key) is entry:
+            del table[entry.key]
+
+    def _abandon(self, entry: _Entry) -> None:
+        """Drop a transaction without telling its owner (it already gave up)."""
+        self._drop(entry)
+
+    # -- internals: receiving ------------------------------------------------------------
+
+    def _on_message(self, msg: SIPRequest | SIPResponse, source: Any) -> None:
+        try:
+            if isinstance(msg, SIPResponse):
+                self._on_response(msg)
+            else:
+                self._on_request(msg, source)
+        except SIPParseError as e:
+            log.info("dropped a message from {source}: {reason}", source=source,
+                     reason=e.reason)
+
+    def _on_response(self, resp: SIPResponse) -> None:
+        key = response_key(resp)
+        entry = self._clients.get(key) if key is not None else None
+        if entry is not None:
+            self._perform(entry, entry.core.on_response(resp))
+            return
+        if 200 <= resp.status < 300 and resp.cseq[1] == "INVITE":
+            # a 2xx retransmission (the client transaction ended on the first one)
+            dialog = self._dialogs.get((resp.call_id or "", resp.from_tag or "",
+                                        resp.to_tag or ""))
+            if dialog is not None:
+                dialog.on_2xx_retransmission(resp)
+                return
+            client = self._uac_invites.get((resp.call_id, resp.from_tag or ""))
+            if client is not None:
+                client._on_2xx(resp)  # another fork answered: ACK and BYE it
+                return
+        log.debug("stray {status} response dropped", status=resp.status)
+
+    def _on_request(self, req: SIPRequest, source: Any) -> None:
+        method = req.method
+        key = server_key(req)
+        txn = self._servers.get(key)
+        if method == "ACK":
+            if txn is not None:
+                self._perform(txn, txn.core.on_request(req))
+            else:
+                self._ack_to_dialog(req)
+            return
+        if txn is not None:
+            self._perform(txn, txn.core.on_request(req))  # a retransmission
+            return
+        peer = self.transport.response_peer(req, source)
+        if self.transaction_count >= self.max_transactions:
+            self._stateless_reply(req, peer, 503, [("Retry-After", "5")])
+            log.warn("transaction table full ({n}): 503 to {method}", n=self.max_transactions,
+                     method=method)
+            return
+        core_cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
+        core = core_cls(req, reliable=_reliable(peer), timers=self.timers)
+        txn = ServerTransaction(self, core, req, source, peer)
+        self._servers[txn.key] = txn
+        self._perform(txn, core.start())  # 100 Trying for INVITE, then _dispatch via Deliver
+
+    def _stateless_reply(self, req: SIPRequest, peer: Any, status: int,
+                         headers: list[tuple[str, str]]) -> None:
+        resp = make_response(req, status, to_tag=new_tag(), headers=headers)
+        self.send_response(resp, peer).addErrback(lambda f: None)
+
+    def _dispatch(self, txn: ServerTransaction) -> None:
+        """The UA core's decisions for a new request (s.8.2, s.9.2, s.11, s.12.2.2)."""
+        req = txn.request
+        method = req.method
+        if method == "CANCEL":
+            self._on_cancel(txn)
+            return
+        mf = req.max_forwards
+        if mf is not None and mf == 0 and method != "OPTIONS":
+            txn.respond(483)
+            return
+        if req.to_tag:
+            dialog = self._dialogs.get((req.call_id or "", req.to_tag, req.from_tag or ""))
+            if dialog is None or dialog.terminated:
+                txn.respond(481)
+                return
+            txn.dialog = dialog
+            self._guarded(dialog.receive, txn)
+        elif method == "OPTIONS":
+            txn.respond(200, headers=[("Allow", SUPPORTED_METHODS),
+                                      ("Accept", "application/sdp, text/plain")])
+        elif method == "INVITE" and len(self._dialogs) >= self.max_dialogs:
+            txn.respond(503, headers=[("Retry-After", "5")])
+        else:
+            self._guarded(self.router, txn)
+        if not txn.responded:
+            guard = TU_GUARD_INVITE if method == "INVITE" else TU_GUARD_NON_INVITE
+            txn._guard = self.reactor.callLater(guard, self._tu_silent, txn)
+
+    def _guarded(self, fn: Callable[[ServerTransaction], Any], txn: ServerTransaction) -> None:
+        try:
+            fn(txn)
+        except Exception:
+            log.failure("handler for {method} failed", method=txn.request.method)
+            if not txn.responded:
+                txn.respond(500)
+
+    def _tu_silent(self, txn: ServerTransaction) -> None:
+        txn._guard = None
+        if not txn.responded:
+            log.warn("{method} left unanswered by the application", method=txn.request.method)
+            txn.respond(408 if txn.request.method == "INVITE" else 500)
+
+    def _on_cancel(self, txn: ServerTransaction) -> None:
+        """s.9.2: 200 to the CANCEL, 487 to its INVITE if still unanswered; 481 if unknown."""
+        invite = self._servers.get(server_key(txn.request, "INVITE"))
+        if invite is None or invite.request.method != "INVITE":
+            txn.respond(481)
+            return
+        txn.respond(200)
+        if not invite.responded:
+            invite.respond(487)
+            if invite.on_cancel is not None:
+                try:
+                    invite.on_cancel()
+                except Exception:
+                    log.failure("on_cancel failed")
+
+    def _ack_to_dialog(self, ack: SIPRequest) -> None:
+        dialog = self._dialogs.get((ack.call_id or "", ack.to_tag or "", ack.from_tag or ""))
+        if dialog is not None:
+            dialog.on_ack(ack)
+        else:
+            log.debug("ACK for no dialog dropped")
+
+
+def _as_transport_error(failure: Failure, req: SIPRequest) -> Failure:
+    """Resolution and send failures reach the caller as SIPTransportError (s.8.1.3.1)."""
+    if failure.check(SIPTimeout, SIPTransportError):
+        return failure
+    return Failure(SIPTransportError(f"cannot send {req.method} to {req.uri}: "
+                                     f"{failure.getErrorMessage()}"))
+
+
+def _reliable(peer: Any) -> bool:
+    return peer.transport != "udp"
+
+
+def _name_addr(uri: str) -> str:
+    """A From/To value for ``uri``, which may already be a name-addr."""
+    return uri if "<" in uri else f"<{uri}>"
