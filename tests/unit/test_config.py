@@ -1,0 +1,276 @@
+"""config.py: TOML -> typed settings; every error is one line naming key, expected, found."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+
+import pytest
+
+from msrp_gateway import config
+from msrp_gateway.config import ConfigError, from_dict, load, parse_socket
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def error_of(data: dict, source: str = "gw.toml") -> str:
+    with pytest.raises(ConfigError) as info:
+        from_dict(data, source)
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+def test_empty_file_gives_opensips_defaults():
+    s = from_dict({})
+    assert s.sip.socket == ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    assert s.msrp.socket == ("msrp:127.0.0.1:2855",)
+    assert s.msrp.my_uri == "msrp://127.0.0.1:2855;tcp"
+    assert s.msrp_ua.max_duration == 43200
+    gw = s.msrp_gateway
+    assert (gw.hash_size, gw.cleanup_interval, gw.session_timeout, gw.message_timeout) == (
+        10, 60, 43200, 7200)
+    assert s.mi.http == "127.0.0.1:8888" and s.mi.address == ("127.0.0.1", 8888)
+    assert s.routing.script == "" and s.routing.trusted == ("127.0.0.0/8", "::1/128")
+
+
+def test_bundled_file_equals_the_built_in_defaults():
+    """The bundled file documents every key with its default value: they must agree."""
+    assert load(os.path.join(REPO, "msrp_gateway", "etc", "msrpgw.toml")) == from_dict({})
+    assert config.load_default() == from_dict({})
+
+
+def test_bundled_file_lists_every_key():
+    with open(os.path.join(REPO, "msrp_gateway", "etc", "msrpgw.toml"), "rb") as f:
+        data = tomllib.load(f)
+    for section in dataclasses.fields(config.Settings):
+        if section.name == "source":
+            continue
+        keys = {f.name for f in dataclasses.fields(section.default_factory)}
+        assert set(data[section.name]) == keys, section.name
+
+
+def test_top_level_etc_is_the_package_directory():
+    assert os.path.realpath(os.path.join(REPO, "etc")) == os.path.realpath(
+        os.path.join(REPO, "msrp_gateway", "etc"))
+
+
+def test_settings_are_frozen():
+    s = from_dict({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.sip.outbound_proxy = "sip:x"  # type: ignore[misc]
+
+
+def test_values_are_typed_and_stored():
+    s = from_dict({
+        "sip": {"socket": ["udp:10.0.0.1:5070", "tls:[::1]:5071", "tcp:gw.example.net"],
+                "outbound_proxy": "sip:proxy.example.net;transport=tcp"},
+        "msrp": {"socket": "msrps:127.0.0.1:2856", "my_uri": "msrps://127.0.0.1:2856;tcp",
+                 "relay_uri": "msrp://relay.example.net:2855;tcp", "send_timeout": 5},
+        "tls": {"certificate": __file__, "private_key": __file__},
+        "msrp_gateway": {"hash_size": 20, "session_timeout": 100, "message_timeout": 100},
+        "mi": {"http": "[::1]:9000"},
+        "routing": {"trusted": ["10.0.0.0/8"]},
+    })
+    assert s.sip.sockets[1] == config.SocketAddress("tls", "::1", 5071)
+    assert s.sip.sockets[2] == config.SocketAddress("tcp", "gw.example.net", 5060)
+    assert s.msrp.socket == ("msrps:127.0.0.1:2856",)
+    assert s.msrp.send_timeout == 5.0 and isinstance(s.msrp.send_timeout, float)
+    assert s.mi.address == ("::1", 9000)
+    assert str(s.routing.trusted_networks[0]) == "10.0.0.0/8"
+
+
+def test_socket_strings_round_trip_and_default_ports():
+    assert str(parse_socket("udp:[::1]:5060")) == "udp:[::1]:5060"
+    assert parse_socket("tls:127.0.0.1").port == 5061
+    assert parse_socket("msrp:127.0.0.1").port == 2855
+    assert parse_socket("UDP:127.0.0.1:0").port == 0
+
+
+@pytest.mark.parametrize("bad", ["udp:", "udp:1.2.3.4:70000", "udp:::1:5060", "sctp:1.2.3.4:5",
+                                 "udp:[::1", "udp:host_name:5", "udp:1.2.3.4:-1", "1.2.3.4:5060"])
+def test_bad_socket_strings_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_socket(bad)
+
+
+# --- every error message ------------------------------------------------------------------
+
+def test_unknown_table():
+    assert error_of({"sipp": {}}).startswith(
+        "gw.toml: [sipp]: expected one of the tables [sip], [msrp]")
+    assert error_of({"sipp": {}}).endswith("found an unknown table")
+
+
+def test_unknown_key_names_the_known_ones():
+    text = error_of({"msrp_gateway": {"hash_sise": 3}})
+    assert text.startswith("gw.toml: [msrp_gateway] hash_sise: expected one of the known keys "
+                           "(hash_size, cleanup_interval,")
+    assert text.endswith("found an unknown key")
+
+
+def test_section_that_is_not_a_table():
+    assert error_of({"sip": 5}) == "gw.toml: [sip]: expected a table, found 5"
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("msrp_gateway", "hash_size", "10", "an integer"),
+    ("msrp_gateway", "hash_size", True, "an integer"),
+    ("msrp_gateway", "hash_size", 1.5, "an integer"),
+    ("msrp", "send_timeout", "30", "a number"),
+    ("sip", "socket", 5060, "an array of strings"),
+    ("sip", "socket", ["udp:127.0.0.1:5060", 1], "an array of strings"),
+    ("sip", "outbound_proxy", 1, "a string"),
+    ("msrp_gateway", "failure_message", "yes", "true or false"),
+])
+def test_wrong_types(section, key, value, expected):
+    text = error_of({section: {key: value}})
+    assert text.startswith(f"gw.toml: [{section}] {key}: expected {expected}, found ")
+
+
+@pytest.mark.parametrize("value", [0, 21, -1])
+def test_hash_size_outside_1_to_20(value):
+    assert error_of({"msrp_gateway": {"hash_size": value}}) == (
+        f"gw.toml: [msrp_gateway] hash_size: expected a number from 1 to 20, found {value}")
+
+
+def test_hash_size_limits_accepted():
+    assert from_dict({"msrp_gateway": {"hash_size": 1}}).msrp_gateway.hash_size == 1
+    assert from_dict({"msrp_gateway": {"hash_size": 20}}).msrp_gateway.hash_size == 20
+
+
+def test_session_timeout_below_message_timeout():
+    assert error_of({"msrp_gateway": {"session_timeout": 100, "message_timeout": 200}}) == (
+        "gw.toml: [msrp_gateway] session_timeout: expected a value >= message_timeout (200), "
+        "as in OpenSIPS, found 100")
+
+
+def test_positive_bounds():
+    assert error_of({"msrp_gateway": {"cleanup_interval": 0}}) == (
+        "gw.toml: [msrp_gateway] cleanup_interval: expected a number >= 1, found 0")
+
+
+def test_sip_socket_with_msrp_scheme_names_the_element():
+    assert error_of({"sip": {"socket": ["udp:127.0.0.1:5060", "msrp:127.0.0.1:2855"]}}) == (
+        "gw.toml: [sip] socket[1]: expected a socket string starting with one of udp:, tcp:, "
+        "tls:, found 'msrp:127.0.0.1:2855'")
+
+
+def test_msrp_socket_with_sip_scheme():
+    assert error_of({"msrp": {"socket": ["tcp:127.0.0.1:2855"]}}) == (
+        "gw.toml: [msrp] socket[0]: expected a socket string starting with one of msrp:, "
+        "msrps:, found 'tcp:127.0.0.1:2855'")
+
+
+def test_socket_with_bad_port():
+    assert error_of({"sip": {"socket": ["udp:127.0.0.1:99999"]}}) == (
+        "gw.toml: [sip] socket[0]: expected 'udp:HOST:PORT' with an IP address or host name "
+        "and a port 0..65535, found 'udp:127.0.0.1:99999'")
+
+
+@pytest.mark.parametrize("sockets", [{"sip": {"socket": ["tls:127.0.0.1:5061"]}},
+                                     {"msrp": {"socket": ["msrps:127.0.0.1:2856"]}}])
+def test_tls_socket_needs_certificate_and_key(sockets):
+    text = error_of(sockets)
+    assert text.startswith("gw.toml: [tls] certificate: expected a certificate file for '")
+    assert text.endswith("found none")
+    text = error_of({**sockets, "tls": {"certificate": __file__}})
+    assert text.startswith("gw.toml: [tls] private_key: expected a private key file for '")
+
+
+def test_tls_files_must_exist():
+    assert error_of({"tls": {"certificate": "/nonexistent/cert.pem"}}) == (
+        "gw.toml: [tls] certificate: expected a path to an existing file (or ''), "
+        "found '/nonexistent/cert.pem'")
+
+
+def test_my_uri_must_be_msrp_over_tcp():
+    assert error_of({"msrp": {"my_uri": "sip:127.0.0.1"}}) == (
+        "gw.toml: [msrp] my_uri: expected an MSRP URI such as 'msrp://127.0.0.1:2855;tcp' "
+        "(msrp or msrps, ;tcp), found 'sip:127.0.0.1'")
+    assert error_of({"msrp": {"relay_uri": "msrp://relay:2855;udp"}}).startswith(
+        "gw.toml: [msrp] relay_uri: expected an MSRP URI")
+
+
+def test_msrps_my_uri_needs_tls_files():
+    assert error_of({"msrp": {"my_uri": "msrps://127.0.0.1:2855;tcp"}}).startswith(
+        "gw.toml: [tls] certificate: expected a certificate file for 'msrps://")
+
+
+def test_outbound_proxy_must_be_a_sip_uri():
+    assert error_of({"sip": {"outbound_proxy": "proxy.example.net"}}) == (
+        "gw.toml: [sip] outbound_proxy: expected a SIP URI such as "
+        "'sip:proxy.example.net;transport=tcp', found 'proxy.example.net'")
+
+
+def test_mi_http_address():
+    assert error_of({"mi": {"http": "localhost"}}) == (
+        "gw.toml: [mi] http: expected 'HOST:PORT' (for example '127.0.0.1:8888'), or '' to "
+        "turn it off, found 'localhost'")
+    assert from_dict({"mi": {"http": ""}}).mi.address is None
+
+
+def test_mi_basic_auth_needs_both_halves():
+    assert error_of({"mi": {"basic_user": "ops"}}) == (
+        "gw.toml: [mi] basic_password: expected a password when basic_user is set, found none")
+    assert error_of({"mi": {"basic_password": "pw"}}) == (
+        "gw.toml: [mi] basic_user: expected a user name when basic_password is set, found none")
+
+
+def test_trusted_networks_name_the_bad_element():
+    assert error_of({"routing": {"trusted": ["127.0.0.0/8", "10.0.0.0/33"]}}) == (
+        "gw.toml: [routing] trusted[1]: expected an IP network such as '127.0.0.0/8' or "
+        "'::1/128', found '10.0.0.0/33'")
+
+
+def test_routing_script_must_exist():
+    assert error_of({"routing": {"script": "/nonexistent/route.py"}}) == (
+        "gw.toml: [routing] script: expected a path to an existing file (or ''), "
+        "found '/nonexistent/route.py'")
+
+
+def test_enumerated_values():
+    assert error_of({"log": {"level": "verbose"}}) == (
+        "gw.toml: [log] level: expected one of 'debug', 'info', 'warn', 'error', 'critical', "
+        "found 'verbose'")
+    assert error_of({"msrp_ua": {"actpass_answer": "both"}}) == (
+        "gw.toml: [msrp_ua] actpass_answer: expected one of 'passive', 'active', found 'both'")
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "none.toml"
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: file: expected a readable TOML file, found no such file"
+
+
+def test_invalid_toml_is_one_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[sip]\nsocket = [\"udp:127.0.0.1:5060\"\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: file: expected valid TOML, found ")
+    assert "\n" not in text
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: file: expected ")
+
+
+def test_loaded_file_values_reach_settings(tmp_path):
+    path = tmp_path / "gw.toml"
+    path.write_text('[msrp_gateway]\nhash_size = 4\n[sip]\nsocket = "udp:127.0.0.1:0"\n')
+    s = load(path)
+    assert s.msrp_gateway.hash_size == 4 and s.sip.socket == ("udp:127.0.0.1:0",)
+    assert s.source == str(path)
