@@ -1,0 +1,294 @@
+"""Fakes of the seams between layers, for tests (shipped next to the code, as treq does).
+
+Each fake keeps the contract of docs/internals.md (same calls, same Deferreds, same error
+types, timers on the injected clock) and lets a test play the peer by hand.
+"""
+
+from __future__ import annotations
+
+# ---- SIP INVITE dialogs and MSRP sessions, as the UA sees them (engineer E) -------------
+import secrets as _secrets
+from typing import Any as _Any
+
+from twisted.internet import defer as _defer
+
+
+class FakeDialog:
+    """A `sip.dialog.Dialog` as the UA uses it; `peer_bye()` plays a BYE from the peer."""
+
+    def __init__(self, stack: FakeInviteStack, role: str, call_id: str, response: _Any = None) -> None:
+        self.stack = stack
+        self.role = role
+        self.call_id = call_id
+        self.response = response  # UAC: the 2xx that made the dialog
+        self.remote_sdp: bytes = response.body if response is not None else b""
+        self.terminated = False
+        self.confirmed: _defer.Deferred[FakeDialog] = _defer.Deferred()
+        self.on_bye: _Any = None
+        self.on_request: _Any = None
+        self.byes_sent = 0
+        self._ack_timer: _Any = None
+
+    def bye(self) -> _defer.Deferred[_Any]:
+        if self.terminated:
+            return _defer.succeed(None)
+        self.byes_sent += 1
+        self._end()
+        return _defer.succeed(200)
+
+    def peer_bye(self) -> None:
+        self._end()
+        if not self.confirmed.called:
+            self.confirmed.callback(self)
+        if self.on_bye is not None:
+            self.on_bye()
+
+    def ack(self) -> None:
+        if self._ack_timer is not None and self._ack_timer.active():
+            self._ack_timer.cancel()
+        if not self.confirmed.called:
+            self.confirmed.callback(self)
+
+    def _no_ack(self) -> None:
+        from .sip.transaction import SIPTimeout
+
+        self._ack_timer = None
+        if not self.confirmed.called:
+            self.confirmed.errback(SIPTimeout("no ACK for 2xx"))
+        if not self.terminated:  # s.13.3.1.4: the dialog layer itself sends the BYE
+            self.byes_sent += 1
+            self._end()
+
+    def _end(self) -> None:
+        self.terminated = True
+        if self._ack_timer is not None and self._ack_timer.active():
+            self._ack_timer.cancel()
+        self._ack_timer = None
+
+
+class FakeInviteClient:
+    """`stack.invite()`'s result; the test answers with `accept`, `reject` or lets Timer B run."""
+
+    def __init__(self, stack: FakeInviteStack, request: _Any) -> None:
+        from .sip.transaction import TIMER_B
+
+        self.stack = stack
+        self.request = request
+        self.deferred: _defer.Deferred[FakeDialog] = _defer.Deferred()
+        self.cancelled = False
+        self._timer_b = stack.clock.callLater(TIMER_B, self._timeout)
+
+    @property
+    def pending(self) -> bool:
+        return not self.deferred.called
+
+    def accept(self, body: bytes, content_type: str = "application/sdp") -> FakeDialog:
+        from .sip.message import Headers, SIPResponse
+
+        h = Headers([("Call-ID", self.request.call_id or ""), ("Content-Type", content_type)])
+        dialog = FakeDialog(self.stack, "uac", self.request.call_id or "", SIPResponse(200, "OK", h, body))
+        dialog.acked = True  # the stack ACKs a 2xx itself
+        self.stack.dialogs.append(dialog)
+        self._stop()
+        self.deferred.callback(dialog)
+        return dialog
+
+    def reject(self, code: int, reason: str) -> None:
+        from .sip.transaction import SIPFinalResponse
+
+        self._stop()
+        self.deferred.errback(SIPFinalResponse(code, reason))
+
+    def cancel(self) -> None:
+        """CANCEL: the peer answers 487 to the INVITE (as a real UAS does)."""
+        self.cancelled = True
+        if self.pending:
+            self.reject(487, "Request Terminated")
+
+    def _timeout(self) -> None:
+        from .sip.transaction import SIPTimeout
+
+        self._timer_b = None
+        self.deferred.errback(SIPTimeout("Timer B"))
+
+    def _stop(self) -> None:
+        if self._timer_b is not None and self._timer_b.active():
+            self._timer_b.cancel()
+        self._timer_b = None
+
+
+class FakeServerTransaction:
+    """An incoming request's server transaction; `responses` records what was answered."""
+
+    def __init__(self, request: _Any, source: _Any = None) -> None:
+        self.request = request
+        self.source = source
+        self.responses: list[tuple[int, str | None, dict[str, _Any]]] = []
+        self.on_cancel: _Any = None
+
+    @property
+    def responded(self) -> bool:
+        return any(code >= 200 for code, _, _ in self.responses)
+
+    def respond(self, status: int, reason: str | None = None, **kw: _Any) -> None:
+        self.responses.append((status, reason, kw))
+
+
+class FakeInviteStack:
+    """The part of `SIPStack` the UA uses: `new_request`, `invite`, `accept`."""
+
+    def __init__(self, clock: _Any) -> None:
+        self.clock = clock
+        self.invites: list[FakeInviteClient] = []
+        self.dialogs: list[FakeDialog] = []
+
+    def new_request(self, method: str, from_uri: str, to_uri: str, ruri: str, *, body: bytes = b"",
+                    content_type: str | None = None, headers: _Any = ()) -> _Any:
+        from .sip.message import Headers, SIPRequest
+
+        h = Headers([
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{_secrets.token_hex(6)}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<{from_uri}>;tag={_secrets.token_hex(4)}"),
+            ("To", f"<{to_uri}>"),
+            ("Call-ID", _secrets.token_hex(8)),
+            ("CSeq", f"1 {method}"),
+            ("Contact", "<sip:gw@127.0.0.1:5060>"),
+        ])
+        for name, value in headers:
+            h.add(name, value)
+        if content_type is not None:
+            h.set("Content-Type", content_type)
+        return SIPRequest(method, ruri, h, body)
+
+    def invite(self, req: _Any) -> FakeInviteClient:
+        ic = FakeInviteClient(self, req)
+        self.invites.append(ic)
+        return ic
+
+    def accept(self, txn: FakeServerTransaction, *, body: bytes, content_type: str,
+               headers: _Any = ()) -> FakeDialog:
+        from .sip.transaction import TIMER_H
+
+        txn.respond(200, "OK", body=body, content_type=content_type, headers=headers)
+        dialog = FakeDialog(self, "uas", txn.request.call_id or "")
+        dialog.local_sdp = body
+        dialog._ack_timer = self.clock.callLater(TIMER_H, dialog._no_ack)
+        self.dialogs.append(dialog)
+        return dialog
+
+    def open_transactions(self) -> list[FakeInviteClient]:
+        return [ic for ic in self.invites if ic.pending]
+
+    def open_dialogs(self) -> list[FakeDialog]:
+        return [d for d in self.dialogs if not d.terminated]
+
+
+class FakeMSRPSession:
+    """An `msrp.session.MSRPSession` as the UA uses it; the test plays the peer."""
+
+    def __init__(self, stack: FakeMSRPStack, accept_types: list[str]) -> None:
+        self.stack = stack
+        self.session_id = _secrets.token_hex(10)
+        scheme, _, rest = stack.my_uri.partition("://")
+        authority, _, params = rest.partition(";")
+        self.local_path = [f"{scheme}://{authority}/{self.session_id};{params or 'tcp'}"]
+        self.accept_types = list(accept_types)
+        self.remote_path: list[str] = []
+        self.bound = False
+        self.closed = False
+        self.connecting: _defer.Deferred[None] | None = None  # set by connect()
+        self.waiting: _defer.Deferred[None] | None = None  # set by wait_bound()
+        self.sent: list[tuple[str | None, bytes, str, str, _defer.Deferred[int]]] = []
+        self.on_message: _Any = None
+        self.on_report: _Any = None
+        self.on_closed: _Any = None
+        self._wait_call: _Any = None
+
+    def set_remote_path(self, path: list[str]) -> None:
+        from .msrp.uri import parse_msrp_uri
+
+        for uri in path:
+            parse_msrp_uri(uri)
+        self.remote_path = list(path)
+
+    def connect(self) -> _defer.Deferred[None]:
+        self.connecting = _defer.Deferred()
+        return self.connecting
+
+    def wait_bound(self, timeout: float) -> _defer.Deferred[None]:
+        from .msrp.session import MSRPSendError
+
+        self.waiting = d = _defer.Deferred()
+
+        def expire() -> None:
+            self._wait_call = None
+            if not d.called:
+                d.errback(MSRPSendError(408, "peer did not connect in time"))
+
+        self._wait_call = self.stack.clock.callLater(timeout, expire)
+        return d
+
+    # -- the peer's side --------------------------------------------------------------
+    def binding_done(self) -> None:
+        """The binding SEND got its 200 (active) or the peer's first SEND arrived (passive)."""
+        self.bound = True
+        self._stop_wait()
+        for d in (self.connecting, self.waiting):
+            if d is not None and not d.called:
+                d.callback(None)
+
+    def binding_failed(self, code: int = 503, comment: str = "cannot connect") -> None:
+        from .msrp.session import MSRPSendError
+
+        if self.connecting is not None and not self.connecting.called:
+            self.connecting.errback(MSRPSendError(code, comment))
+
+    def lose_connection(self, reason: str = "connection reset") -> None:
+        self.closed = True
+        self.bound = False
+        self._stop_wait()
+        if self.on_closed is not None:
+            self.on_closed(reason)
+
+    def send(self, content_type: str | None, body: bytes, *, failure_report: str = "yes",
+             success_report: str = "no") -> _defer.Deferred[int]:
+        from .msrp.session import MSRPSendError
+
+        if self.closed or not self.bound:
+            return _defer.fail(MSRPSendError(503, "session is not connected"))
+        d: _defer.Deferred[int] = _defer.Deferred()
+        self.sent.append((content_type, body, failure_report, success_report, d))
+        return d
+
+    def close(self) -> None:
+        from .msrp.session import MSRPSendError
+
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_wait()
+        if self.waiting is not None and not self.waiting.called:
+            self.waiting.errback(MSRPSendError(503, "session closed"))
+
+    def _stop_wait(self) -> None:
+        if self._wait_call is not None and self._wait_call.active():
+            self._wait_call.cancel()
+        self._wait_call = None
+
+
+class FakeMSRPStack:
+    """`MSRPStack.create_session` and a record of the sessions made."""
+
+    def __init__(self, clock: _Any, my_uri: str = "msrp://127.0.0.1:2855;tcp") -> None:
+        self.clock = clock
+        self.my_uri = my_uri
+        self.sessions: list[FakeMSRPSession] = []
+
+    def create_session(self, accept_types: list[str]) -> FakeMSRPSession:
+        s = FakeMSRPSession(self, accept_types)
+        self.sessions.append(s)
+        return s
+
+    def open_sessions(self) -> list[FakeMSRPSession]:
+        return [s for s in self.sessions if not s.closed]
