@@ -1,0 +1,485 @@
+"""The MSRP user agent (OpenSIPS msrp_ua): SIP INVITE sessions that carry MSRP.
+
+One `MSRPUserAgent` joins the SIP stack (INVITE dialogs) and the MSRP stack (sessions) with
+SDP offer/answer in between. As offerer (`start`) it sends the INVITE, checks the answer,
+connects or waits per ``a=setup`` and binds; as answerer (`answer`) it replies 200 with the
+answer and waits for the ACK and the binding. The handler hears exactly one `failed` or
+`terminated` per session, on every path, after which nothing of the session is left: no
+timer, no transaction waiting on us, no dialog, no MSRP session.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import sdp
+from .msrp.message import MSRPParseError
+from .msrp.session import IncomingMessage, MSRPSendError
+from .sip.transaction import SIPFinalResponse, SIPTransportError
+
+__all__ = [
+    "MSRPUserAgent",
+    "UAError",
+    "UASettings",
+    "UASessionInfo",
+    "SessionState",
+    "UAHandler",
+]
+
+log = Logger()
+
+# RFC 4975 s.7.1.1 gives 30 s for a SEND's response; the binding wait uses the same bound.
+SETUP_TIMEOUT = 30.0
+SDP_TYPE = "application/sdp"
+# A session's own local error codes towards send() callers (never on the wire).
+NO_SESSION = 481
+QUEUE_FULL = 503
+
+
+class UAError(Exception):
+    """A session cannot be started or answered; ``code``/``reason`` is the SIP reply to use.
+
+    ``headers`` are what that reply should carry (Warning for a 488, Accept for a 415).
+    """
+
+    def __init__(self, code: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+        self.headers = tuple(headers)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}"
+
+
+@dataclass(slots=True)
+class UASettings:
+    """What the UA needs from ``[msrp_ua]``; any object with these attributes will do."""
+
+    max_duration: float = 43200.0  # s; 0 = no limit (OpenSIPS msrp_ua max_duration)
+    setup_timeout: float = SETUP_TIMEOUT  # ACK + MSRP binding must be done within this
+    actpass_answer: str = "passive"  # our a=setup when an offer says actpass
+    offer_setup: str = "actpass"  # our a=setup in offers (RFC 6135)
+    advertised_contact: str = ""  # Contact URI for our INVITEs, "" = the stack's own
+    max_sessions: int = 100_000
+    max_queued_messages: int = 256  # per session, while it is being set up
+
+
+class UAHandler(Protocol):
+    """What the UA tells its user (the gateway) about a session."""
+
+    def established(self, session_id: str) -> None: ...
+    def failed(self, session_id: str, code: int | None, reason: str | None) -> None: ...
+    def terminated(self, session_id: str, why: str) -> None: ...
+    def message_received(self, session_id: str, msg: IncomingMessage) -> None: ...
+    def report_received(self, session_id: str, report: Any) -> None: ...
+
+
+class SessionState(enum.Enum):
+    INVITING = "inviting"  # UAC: INVITE sent, no 2xx yet
+    SETUP = "setup"  # dialog up; waiting for ACK (UAS) and the MSRP binding
+    ESTABLISHED = "established"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class UASessionInfo:
+    """One line of the MI listing."""
+
+    session_id: str
+    role: str  # "uac" (we offered) or "uas" (we answered)
+    state: str
+    from_uri: str
+    to_uri: str
+    ruri: str
+    call_id: str | None
+    remote_path: list[str]
+    created: float
+    established: float | None
+    queued: int
+
+
+@dataclass(slots=True, eq=False)
+class _Session:
+    sid: str
+    role: str
+    handler: Any
+    msrp: Any
+    content_types: list[str]
+    from_uri: str
+    to_uri: str
+    ruri: str
+    created: float
+    state: SessionState = SessionState.INVITING
+    invite: Any = None  # InviteClient while the INVITE is pending
+    dialog: Any = None
+    acked: bool = False
+    bound: bool = False
+    remote_path: list[str] = field(default_factory=list)
+    established_at: float | None = None
+    setup_call: IDelayedCall | None = None
+    duration_call: IDelayedCall | None = None
+    queue: deque[tuple[str | None, bytes, str, str, defer.Deferred[int]]] = field(default_factory=deque)
+    starting: bool = True  # inside start()/answer(): notifications are deferred
+
+
+def _split_types(content_types: str | Sequence[str]) -> list[str]:
+    if isinstance(content_types, str):
+        types = content_types.replace(",", " ").split()
+    else:
+        types = [t.strip() for t in content_types if t.strip()]
+    if not types:
+        raise UAError(500, "Server Internal Error", [("Warning", '399 msrpgw "no content types configured"')])
+    return types
+
+
+class MSRPUserAgent:
+    """Starts, answers, runs and ends MSRP sessions set up over SIP INVITE."""
+
+    def __init__(self, reactor: IReactorTime, sip_stack: Any, msrp_stack: Any, settings: Any = None) -> None:
+        self._clock = reactor
+        self._sip = sip_stack
+        self._msrp = msrp_stack
+        s = settings if settings is not None else UASettings()
+        self._max_duration = float(getattr(s, "max_duration", 43200.0))
+        self._setup_timeout = float(getattr(s, "setup_timeout", SETUP_TIMEOUT))
+        self._actpass_active = getattr(s, "actpass_answer", "passive") == "active"
+        self._offer_setup = getattr(s, "offer_setup", "actpass")
+        self._contact = getattr(s, "advertised_contact", "") or ""
+        self._max_sessions = int(getattr(s, "max_sessions", 100_000))
+        self._max_queued = int(getattr(s, "max_queued_messages", 256))
+        self._sessions: dict[str, _Session] = {}
+        self._byes: set[defer.Deferred[Any]] = set()
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self, content_types: str | Sequence[str], from_uri: str, to_uri: str, ruri: str, handler: Any) -> str:
+        """Offer a session (INVITE out); returns its session id. Raises `UAError` if it cannot."""
+        types = _split_types(content_types)
+        self._check_room()
+        msess = self._msrp.create_session(types)
+        try:
+            offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup)
+            req = self._sip.new_request(
+                "INVITE", from_uri, to_uri, ruri, body=offer, content_type=SDP_TYPE
+            )
+            if self._contact:
+                req.headers.set("Contact", f"<{self._contact}>")
+        except Exception as e:
+            msess.close()
+            log.failure("cannot build the INVITE for {ruri}", ruri=ruri)
+            raise UAError(500, "Server Internal Error") from e
+        s = _Session(msess.session_id, "uac", handler, msess, types, from_uri, to_uri, ruri, self._clock.seconds())
+        self._register(s)
+        try:
+            s.invite = self._sip.invite(req)
+        except Exception as e:
+            s.starting = False
+            self._finish(s, why=f"INVITE not sent: {e}", code=503, reason="Service Unavailable", quiet=True)
+            raise UAError(503, "Service Unavailable") from e
+        s.invite.deferred.addCallbacks(self._uac_answered, self._uac_refused, callbackArgs=(s,), errbackArgs=(s,))
+        s.starting = False
+        return s.sid
+
+    def answer(self, txn: Any, content_types: str | Sequence[str], handler: Any) -> str:
+        """Answer an INVITE (200 with our SDP); returns the session id.
+
+        Raises `UAError` without replying when the offer is unusable: the caller sends
+        ``code``/``reason`` with ``headers`` (488 + Warning, 415 + Accept, 503).
+        """
+        types = _split_types(content_types)
+        self._check_room()
+        req = txn.request
+        ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if not req.body:
+            raise UAError(488, "Not Acceptable Here", [("Warning", '304 msrpgw "an SDP offer is required"')])
+        if ctype and ctype != SDP_TYPE:
+            raise UAError(415, "Unsupported Media Type", [("Accept", SDP_TYPE)])
+        msess = self._msrp.create_session(types)
+        try:
+            neg = sdp.build_answer(req.body, list(msess.local_path), types, prefer_active=self._actpass_active)
+            msess.set_remote_path(neg.peer.path)
+        except sdp.SDPError as e:
+            msess.close()
+            raise UAError(e.code, "Not Acceptable Here", [("Warning", e.warning())]) from None
+        except MSRPParseError as e:
+            msess.close()
+            err = sdp.SDPError(f"bad a=path: {e}")
+            raise UAError(488, "Not Acceptable Here", [("Warning", err.warning())]) from None
+        s = _Session(
+            msess.session_id, "uas", handler, msess, neg.accept_types,
+            str(req.headers.get("From") or ""), str(req.headers.get("To") or ""), str(req.uri),
+            self._clock.seconds(),
+        )
+        s.remote_path = list(neg.peer.path)
+        self._register(s)
+        try:
+            dialog = self._sip.accept(txn, body=neg.body, content_type=SDP_TYPE)
+        except Exception as e:
+            s.starting = False
+            self._finish(s, why=f"200 not sent: {e}", quiet=True)
+            raise UAError(500, "Server Internal Error") from e
+        s.dialog = dialog
+        s.state = SessionState.SETUP
+        dialog.on_bye = lambda: self._finish(s, why="BYE from peer")
+        dialog.confirmed.addCallbacks(self._uas_acked, self._uas_no_ack, callbackArgs=(s,), errbackArgs=(s,))
+        self._bind(s, neg.active)
+        s.starting = False
+        return s.sid
+
+    def send(
+        self,
+        session_id: str,
+        content_type: str | None,
+        body: bytes,
+        *,
+        failure_report: str = "yes",
+        success_report: str = "no",
+    ) -> defer.Deferred[int]:
+        """Send one message; fires with the final MSRP status, errbacks `MSRPSendError`.
+
+        Before the session is bound the message waits (bounded) and goes out on binding.
+        """
+        s = self._sessions.get(session_id)
+        if s is None:
+            return defer.fail(MSRPSendError(NO_SESSION, "no such MSRP session"))
+        if s.bound:
+            return s.msrp.send(content_type, body, failure_report=failure_report, success_report=success_report)
+        if len(s.queue) >= self._max_queued:
+            return defer.fail(
+                MSRPSendError(QUEUE_FULL, f"{self._max_queued} messages already wait for the session set-up")
+            )
+        d: defer.Deferred[int] = defer.Deferred()
+        s.queue.append((content_type, body, failure_report, success_report, d))
+        return d
+
+    def end(self, session_id: str) -> bool:
+        """End a session (BYE, or CANCEL while the INVITE is pending); False if unknown.
+
+        The handler hears `terminated(session_id, "ended locally")` before this returns.
+        """
+        s = self._sessions.get(session_id)
+        if s is None:
+            return False
+        self._finish(s, why="ended locally", local=True)
+        return True
+
+    def sessions(self) -> list[UASessionInfo]:
+        """Every live session, for the MI."""
+        out = []
+        for s in self._sessions.values():
+            call_id = getattr(s.dialog, "call_id", None) if s.dialog is not None else None
+            out.append(
+                UASessionInfo(
+                    s.sid, s.role, s.state.value, s.from_uri, s.to_uri, s.ruri, call_id,
+                    list(s.remote_path), s.created, s.established_at, len(s.queue),
+                )
+            )
+        return out
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def stop(self) -> defer.Deferred[None]:
+        """End every session; fires when the BYEs sent so far are answered or timed out."""
+        for sid in list(self._sessions):
+            self.end(sid)
+        pending = list(self._byes)
+        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _check_room(self) -> None:
+        if len(self._sessions) >= self._max_sessions:
+            raise UAError(
+                503, "Service Unavailable",
+                [("Warning", f'399 msrpgw "session limit ({self._max_sessions}) reached"')],
+            )
+
+    def _register(self, s: _Session) -> None:
+        self._sessions[s.sid] = s
+        m = s.msrp
+        m.on_message = lambda msg: self._call(s, "message_received", s.sid, msg)
+        m.on_report = lambda rep: self._call(s, "report_received", s.sid, rep)
+        m.on_closed = lambda reason: self._finish(s, why=f"MSRP connection lost: {reason}")
+        if self._max_duration > 0:
+            s.duration_call = self._clock.callLater(self._max_duration, self._expired, s)
+
+    def _expired(self, s: _Session) -> None:
+        s.duration_call = None
+        self._finish(s, why=f"max_duration ({self._max_duration:g} s) reached", local=True)
+
+    def _uac_answered(self, dialog: Any, s: _Session) -> None:
+        s.invite = None
+        s.dialog = dialog
+        if s.state is SessionState.ENDED:
+            self._bye(dialog)  # a 2xx crossed our CANCEL
+            return
+        dialog.on_bye = lambda: self._finish(s, why="BYE from peer")
+        s.acked = True
+        try:
+            peer, common, active = sdp.read_answer(
+                _answer_body(dialog), s.content_types, sdp.proto_for_uri(s.msrp.local_path[-1])
+            )
+            s.msrp.set_remote_path(peer.path)
+        except (sdp.SDPError, MSRPParseError) as e:
+            log.warn("session {sid}: unusable answer from {ruri}: {why}", sid=s.sid, ruri=s.ruri, why=str(e))
+            self._finish(s, why=f"unusable SDP answer: {e}")
+            return
+        s.remote_path = list(peer.path)
+        s.content_types = common
+        s.state = SessionState.SETUP
+        self._bind(s, active)
+
+    def _uac_refused(self, f: Failure, s: _Session) -> None:
+        s.invite = None
+        if s.state is SessionState.ENDED:
+            return None  # the 487 to our CANCEL, or a failure after we gave up
+        exc = f.value
+        code: int | None = None
+        reason: str | None = None
+        if isinstance(exc, SIPFinalResponse):
+            code, reason = exc.code, exc.reason
+        elif isinstance(exc, SIPTransportError):
+            code, reason = exc.code, exc.reason  # s.8.1.3.1: a transport error counts as 503
+        elif not isinstance(exc, Exception):
+            return None
+        self._finish(s, why=f"INVITE failed: {code or 'no final response'} {reason or ''}".rstrip(),
+                     code=code, reason=reason)
+        return None
+
+    def _uas_acked(self, _: object, s: _Session) -> None:
+        if s.state is SessionState.ENDED:
+            return
+        s.acked = True
+        self._maybe_established(s)
+
+    def _uas_no_ack(self, f: Failure, s: _Session) -> None:
+        if s.state is not SessionState.ENDED:
+            self._finish(s, why="no ACK for our 200")
+
+    def _bind(self, s: _Session, active: bool) -> None:
+        """Connect and bind (active side) or wait for the peer's binding SEND (passive)."""
+        s.setup_call = self._clock.callLater(self._setup_timeout, self._setup_expired, s)
+        d = s.msrp.connect() if active else s.msrp.wait_bound(self._setup_timeout)
+        d.addCallbacks(self._bound, self._bind_failed, callbackArgs=(s,), errbackArgs=(s,))
+
+    def _bound(self, _: object, s: _Session) -> None:
+        if s.state is SessionState.ENDED:
+            return
+        s.bound = True
+        while s.queue:
+            ct, body, fr, sr, d = s.queue.popleft()
+            s.msrp.send(ct, body, failure_report=fr, success_report=sr).chainDeferred(d)
+        self._maybe_established(s)
+
+    def _bind_failed(self, f: Failure, s: _Session) -> None:
+        if s.state is not SessionState.ENDED:
+            self._finish(s, why=f"MSRP session not bound: {f.getErrorMessage()}")
+
+    def _setup_expired(self, s: _Session) -> None:
+        s.setup_call = None
+        what = "MSRP binding" if s.acked else "ACK and MSRP binding"
+        self._finish(s, why=f"{what} not done within {self._setup_timeout:g} s")
+
+    def _maybe_established(self, s: _Session) -> None:
+        if not (s.bound and s.acked) or s.state is not SessionState.SETUP:
+            return
+        if s.setup_call is not None and s.setup_call.active():
+            s.setup_call.cancel()
+        s.setup_call = None
+        s.state = SessionState.ESTABLISHED
+        s.established_at = self._clock.seconds()
+        log.info("MSRP session {sid} established ({role}) with {path}", sid=s.sid, role=s.role, path=s.remote_path)
+        self._call(s, "established", s.sid)
+
+    # ------------------------------------------------------------------ ending
+
+    def _finish(
+        self,
+        s: _Session,
+        *,
+        why: str,
+        code: int | None = None,
+        reason: str | None = None,
+        local: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """The one way out: release everything, then tell the handler once."""
+        if s.state is SessionState.ENDED:
+            return
+        was_established = s.state is SessionState.ESTABLISHED
+        s.state = SessionState.ENDED
+        self._sessions.pop(s.sid, None)
+        for name in ("setup_call", "duration_call"):
+            call = getattr(s, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(s, name, None)
+        m = s.msrp
+        m.on_message = m.on_report = m.on_closed = None
+        m.close()
+        if s.invite is not None:
+            s.invite.cancel()  # CANCEL; a crossing 2xx gets a BYE in _uac_answered
+        if s.dialog is not None and not s.dialog.terminated:
+            s.dialog.on_bye = None
+            self._bye(s.dialog)
+        while s.queue:
+            d = s.queue.popleft()[4]
+            d.errback(MSRPSendError(NO_SESSION, f"session ended before set-up: {why}"))
+        log.info("MSRP session {sid} ({role}) ended: {why}", sid=s.sid, role=s.role, why=why)
+        if quiet:
+            return
+        if s.role == "uac" and not was_established and not local:
+            self._call(s, "failed", s.sid, code, reason)
+        else:
+            self._call(s, "terminated", s.sid, why)
+
+    def _bye(self, dialog: Any) -> None:
+        try:
+            d = dialog.bye()
+        except Exception:
+            log.failure("BYE could not be sent")
+            return
+        self._byes.add(d)
+
+        def done(result: object) -> None:
+            self._byes.discard(d)
+            if isinstance(result, Failure):
+                log.info("BYE got no answer: {why}", why=result.getErrorMessage())
+
+        d.addBoth(done)
+
+    def _call(self, s: _Session, name: str, *args: Any) -> None:
+        if s.starting:
+            self._clock.callLater(0, self._call_now, s, name, args)
+        else:
+            self._call_now(s, name, args)
+
+    def _call_now(self, s: _Session, name: str, args: tuple[Any, ...]) -> None:
+        fn: Callable[..., Any] | None = getattr(s.handler, name, None)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            log.failure("handler {name} for session {sid} failed", name=name, sid=s.sid)
+
+
+def _answer_body(dialog: Any) -> bytes:
+    """The SDP answer carried by the 2xx that created a UAC dialog."""
+    resp = getattr(dialog, "response", None)
+    body = getattr(resp, "body", None)
+    if body is None:
+        body = getattr(dialog, "remote_sdp", None)
+    if not body:
+        raise sdp.SDPError("the 2xx carries no SDP answer")
+    return bytes(body)
