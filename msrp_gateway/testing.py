@@ -292,3 +292,189 @@ class FakeMSRPStack:
 
     def open_sessions(self) -> list[FakeMSRPSession]:
         return [s for s in self.sessions if not s.closed]
+
+
+# ---- the gateway's seams: the UA, the SIP sender, MSRP messages (engineer H) ---------------
+import itertools as _itertools
+from dataclasses import dataclass as _dataclass, field as _field
+
+
+@_dataclass(slots=True)
+class FakePeer:
+    """As sip.transport.Peer."""
+
+    transport: str = "udp"
+    host: str = "127.0.0.1"
+    port: int = 5060
+
+
+@_dataclass(slots=True)
+class FakeSIPResponse:
+    """What the gateway reads of a final SIP response."""
+
+    status: int
+    reason: str
+
+
+@_dataclass(slots=True)
+class FakeUASession:
+    session_id: str
+    role: str  # "uac" | "uas"
+    content_types: _Any
+    handler: _Any
+    from_uri: str = ""
+    to_uri: str = ""
+    ruri: str = ""
+    txn: _Any = None
+    ended: bool = False
+
+
+class FakeUAError(Exception):
+    """As ua.UAError: the offer is refused; the caller answers with code/reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class FakeSendError(Exception):
+    """As msrp.session.MSRPSendError."""
+
+    def __init__(self, code: int, comment: str | None = None) -> None:
+        super().__init__(f"{code} {comment}")
+        self.code = code
+        self.comment = comment
+
+
+class FakeUA:
+    """The MSRP user agent as the gateway uses it (`start/answer/send/end/sessions`); the
+    test plays the far side with `establish`, `fail`, `terminate`, `deliver`.
+
+    `refuse_answer = (488, "Not Acceptable Here")` makes the next answer() raise as UAError
+    does; every send() returns a Deferred kept in `sent` for the test to fire.
+    """
+
+    def __init__(self) -> None:
+        self._ids = _itertools.count(1)
+        self.by_id: dict[str, FakeUASession] = {}
+        self.sent: list[tuple[str, str, bytes, _defer.Deferred[int]]] = []
+        self.ended: list[str] = []
+        self.refuse_answer: tuple[int, str] | None = None
+        self.refuse_start: Exception | None = None
+
+    def _new(self, role: str, content_types: _Any, handler: _Any, **kw: _Any) -> str:
+        sid = f"fake{next(self._ids)}"
+        self.by_id[sid] = FakeUASession(sid, role, content_types, handler, **kw)
+        return sid
+
+    def start(self, content_types: _Any, from_uri: str, to_uri: str, ruri: str,
+              handler: _Any) -> str:
+        if self.refuse_start is not None:
+            raise self.refuse_start
+        return self._new("uac", content_types, handler, from_uri=from_uri, to_uri=to_uri,
+                         ruri=ruri)
+
+    def answer(self, txn: _Any, content_types: _Any, handler: _Any) -> str:
+        if self.refuse_answer is not None:
+            code, reason = self.refuse_answer
+            self.refuse_answer = None
+            raise FakeUAError(code, reason)
+        sid = self._new("uas", content_types, handler, txn=txn)
+        txn.respond(200, "OK")
+        return sid
+
+    def send(self, session_id: str, content_type: str, body: bytes, *,
+             failure_report: str = "yes", success_report: str = "no") -> _defer.Deferred[int]:
+        s = self.by_id.get(session_id)
+        if s is None or s.ended:
+            return _defer.fail(FakeSendError(481, "Session Does Not Exist"))
+        d: _defer.Deferred[int] = _defer.Deferred()
+        self.sent.append((session_id, content_type, body, d))
+        return d
+
+    def end(self, session_id: str) -> bool:
+        s = self.by_id.get(session_id)
+        if s is None or s.ended:
+            return False
+        s.ended = True
+        self.ended.append(session_id)
+        return True
+
+    def sessions(self) -> list[FakeUASession]:
+        return [s for s in self.by_id.values() if not s.ended]
+
+    # -- the far side --
+    def establish(self, session_id: str) -> None:
+        self.by_id[session_id].handler.established(session_id)
+
+    def fail(self, session_id: str, code: int | None, reason: str | None) -> None:
+        s = self.by_id[session_id]
+        s.ended = True
+        s.handler.failed(session_id, code, reason)
+
+    def terminate(self, session_id: str, why: str = "BYE") -> None:
+        s = self.by_id[session_id]
+        s.ended = True
+        s.handler.terminated(session_id, why)
+
+    def deliver(self, session_id: str, msg: _Any) -> None:
+        self.by_id[session_id].handler.message_received(session_id, msg)
+
+    def last(self) -> FakeUASession:
+        return list(self.by_id.values())[-1]
+
+
+@_dataclass(slots=True)
+class FakeIncomingMessage:
+    """As msrp.session.IncomingMessage; failure REPORTs land in `reports`."""
+
+    content_type: str | None
+    body: bytes
+    failure_report: str = "yes"
+    success_report: str = "no"
+    message_id: str = "m1"
+    reports: list[tuple[int, str | None]] = _field(default_factory=list)
+
+    def report_failure(self, code: int, comment: str | None = None) -> None:
+        self.reports.append((code, comment))
+
+
+@_dataclass(slots=True)
+class FakeOutgoingRequest:
+    method: str
+    from_uri: str
+    to_uri: str
+    ruri: str
+    body: bytes
+    content_type: str | None
+    headers: _Any = ()
+
+
+class SIPTimeout(Exception):
+    """Named as sip.stack.SIPTimeout (the gateway tells timeouts apart by that name)."""
+
+
+class FakeSIPSender:
+    """The SIP stack as the gateway uses it for requests it originates (`new_request`,
+    `send_request`); each sent request waits in `sent` with its Deferred, and
+    `answer(i, status)` / `time_out(i)` play the far side."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[FakeOutgoingRequest, _defer.Deferred[_Any]]] = []
+
+    def new_request(self, method: str, from_uri: str, to_uri: str, ruri: str, *,
+                    body: bytes = b"", content_type: str | None = None,
+                    headers: _Any = ()) -> FakeOutgoingRequest:
+        return FakeOutgoingRequest(method, from_uri, to_uri, ruri, body, content_type, headers)
+
+    def send_request(self, req: FakeOutgoingRequest) -> _defer.Deferred[_Any]:
+        d: _defer.Deferred[_Any] = _defer.Deferred()
+        self.sent.append((req, d))
+        return d
+
+    def answer(self, index: int, status: int, reason: str = "") -> None:
+        self.sent[index][1].callback(FakeSIPResponse(status, reason or str(status)))
+
+    def time_out(self, index: int) -> None:
+        self.sent[index][1].errback(SIPTimeout("Timer F"))
