@@ -1,0 +1,721 @@
+"""The gateway: joins a page-mode peer (SIP MESSAGE) to a session-mode peer (MSRP).
+
+OpenSIPS' msrp_gateway re-built: `msg_to_msrp` and `msrp_gw_answer` are the two functions a
+routing script calls; the session table, its sweep and the UA notifications live here.
+Time comes from the injected reactor; the UA and the SIP stack are injected too, so the
+whole module runs on `task.Clock` against the fakes of `msrp_gateway.testing`.
+
+The request view `req` the script functions take needs only: `method`, `ruri`, `from_uri`,
+`to_uri` (str), `body` (bytes), `content_type` (str | None), `responded` (bool),
+`reply(code, reason=None, *, headers=())`, `transaction` (the ServerTransaction) and a
+writable `owned` flag (set when the transaction is handed to the UA, which answers it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from msrp_gateway.registry import (
+    DuplicateKey,
+    GatewaySession,
+    Origin,
+    QueuedBody,
+    Registry,
+    RegistryError,
+    RegistryFull,
+    State,
+    check_key,
+)
+
+__all__ = [
+    "SETUP_FAILED_EVENT",
+    "OK",
+    "ERR_PARAMS",
+    "ERR_DUPLICATE",
+    "ERR_LIMIT",
+    "ERR_UA",
+    "GatewaySettings",
+    "Gateway",
+    "GatewayError",
+    "SessionNotFound",
+    "EndSessionFailed",
+    "DuplicateKey",
+    "RegistryFull",
+    "parse_content_types",
+    "type_accepted",
+]
+
+log = Logger(namespace="msrp_gateway.gateway")
+
+SETUP_FAILED_EVENT = "E_MSRP_GW_SETUP_FAILED"
+
+# Script function return codes: 1 ok, negative on error (as OpenSIPS; the negatives tell why).
+OK = 1
+ERR_PARAMS = -1  # bad key, URI, body or content type: nothing created
+ERR_DUPLICATE = -2  # msrp_gw_answer with a key already in use
+ERR_LIMIT = -3  # max_sessions or the per-session queue bound: 503
+ERR_UA = -4  # the UA refused or the gateway is stopping
+
+MAX_CONTENT_TYPES = 32
+_MEDIA_TYPE = re.compile(r"^(\*|[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+))$")
+_TYPE_SPLIT = re.compile(r"[\s,]+")
+
+# SIP final status of a generated MESSAGE -> MSRP status of the failure REPORT (RFC 4975
+# s.10); anything else is reported as 400 with the SIP status in the comment.
+_SIP_TO_MSRP_STATUS = {400: 400, 403: 403, 408: 408, 413: 413, 415: 415, 488: 415, 503: 408}
+
+
+class GatewayError(Exception):
+    """An MI-visible failure; `.code`/`.message` are what OpenSIPS' MI answers."""
+
+    code = 500
+    message = "Gateway error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.message)
+
+
+class SessionNotFound(GatewayError):
+    code = 404
+    message = "Session doesn't exist"
+
+
+class EndSessionFailed(GatewayError):
+    code = 500
+    message = "Unable to end session"
+
+
+@dataclass(slots=True)
+class GatewaySettings:
+    """[msrp_gateway] settings; defaults are OpenSIPS' (times in seconds)."""
+
+    hash_size: int = 10
+    cleanup_interval: float = 60
+    session_timeout: float = 43200
+    message_timeout: float = 7200
+    max_sessions: int = 100_000
+    max_queued_messages: int = 64  # per session, while its MSRP side is being set up
+    max_queued_bytes: int = 1 << 20  # per session
+    max_pending_messages: int = 10_000  # MESSAGEs generated from SENDs, awaiting their answer
+    stop_timeout: float = 5.0  # shutdown waits this long for BYEs to complete
+    failure_message: bool = True  # default on_event pages the sender when set-up fails
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hash_size, int) or not 1 <= self.hash_size <= 20:
+            raise ValueError(f"msrp_gateway.hash_size must be 1..20, not {self.hash_size!r}")
+        for name in ("cleanup_interval", "session_timeout", "message_timeout", "stop_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"msrp_gateway.{name} must be a positive number of seconds")
+        if self.session_timeout < self.message_timeout:
+            raise ValueError(
+                "msrp_gateway.session_timeout can't be lower than message_timeout "
+                f"({self.session_timeout} < {self.message_timeout})"
+            )
+        for name in ("max_sessions", "max_queued_messages", "max_queued_bytes",
+                     "max_pending_messages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"msrp_gateway.{name} must be a positive integer")
+
+    @classmethod
+    def from_any(cls, settings: Any) -> GatewaySettings:
+        """Accept a GatewaySettings, a mapping, a config object with a `msrp_gateway`
+        section, or any object carrying the field names as attributes."""
+        if isinstance(settings, cls):
+            return settings
+        if settings is None:
+            return cls()
+        section = getattr(settings, "msrp_gateway", None)
+        if section is None and isinstance(settings, Mapping):
+            section = settings.get("msrp_gateway", settings)
+        if section is None:
+            section = settings
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if isinstance(section, Mapping):
+                if f.name in section:
+                    values[f.name] = section[f.name]
+            elif hasattr(section, f.name):
+                values[f.name] = getattr(section, f.name)
+        return cls(**values)
+
+
+def parse_content_types(content_types: str | Iterable[str]) -> tuple[str, ...]:
+    """'text/plain, text/html' (or a list) -> ('text/plain', 'text/html'); ValueError if bad."""
+    if isinstance(content_types, str):
+        items = [t for t in _TYPE_SPLIT.split(content_types.strip().lower()) if t]
+    else:
+        items = [str(t).strip().lower() for t in content_types]
+    if not items:
+        raise ValueError("content_types is empty")
+    if len(items) > MAX_CONTENT_TYPES:
+        raise ValueError(f"more than {MAX_CONTENT_TYPES} content types")
+    for item in items:
+        if not _MEDIA_TYPE.match(item):
+            raise ValueError(f"bad content type {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def type_accepted(content_type: str, accepted: tuple[str, ...]) -> bool:
+    """Does a Content-Type value (parameters allowed) match an accept list with wildcards?"""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "/" not in media:
+        return False
+    major = media.split("/", 1)[0]
+    for item in accepted:
+        if item == "*" or item == media or item == major + "/*":
+            return True
+    return False
+
+
+class _SessionHandler:
+    """The UA handler of one gateway session: UA notifications name the session directly,
+    so they work even when they arrive before `ua.start`/`ua.answer` has returned."""
+
+    __slots__ = ("_gw", "_session")
+
+    def __init__(self, gw: Gateway, session: GatewaySession) -> None:
+        self._gw = gw
+        self._session = session
+
+    def established(self, session_id: str) -> None:
+        self._gw._on_established(self._session, session_id)
+
+    def failed(self, session_id: str, code: int | None, reason: str | None) -> None:
+        self._gw._on_failed(self._session, code, reason)
+
+    def terminated(self, session_id: str, why: str) -> None:
+        self._gw._on_terminated(self._session, why)
+
+    def message_received(self, session_id: str, msg: Any) -> None:
+        self._gw._on_message(self._session, msg)
+
+    def report_received(self, session_id: str, report: Any) -> None:
+        # A REPORT is a delivery notice for something we sent; never passed on as a MESSAGE.
+        log.debug("REPORT on gateway session {key} ignored", key=self._session.key)
+
+
+class Gateway:
+    """The session table and the two script functions; see the module docstring."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        ua: Any,
+        sip_stack: Any,
+        settings: Any = None,
+        emit_event: Callable[[str, dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.ua = ua
+        self.sip_stack = sip_stack
+        self.settings = GatewaySettings.from_any(settings)
+        self.emit_event = emit_event
+        self.registry = Registry(self.settings.hash_size, self.settings.max_sessions)
+        self._sweeper: task.LoopingCall | None = None
+        self._stopping = False
+        self._pending_messages = 0
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sweep: every cleanup_interval, end sessions idle past their timeouts."""
+        self._stopping = False
+        if self._sweeper is None or not self._sweeper.running:
+            self._sweeper = task.LoopingCall(self.sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(self.settings.cleanup_interval, now=False)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Refuse new work, BYE every session and fire once all have ended (or after
+        stop_timeout seconds), leaving no timer behind."""
+        self._stopping = True
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+        waiting = [self._end(sess, "gateway shutdown")[1] for sess in self.registry]
+        waiting = [d for d in waiting if d is not None and not d.called]
+        done: defer.Deferred[None] = defer.Deferred()
+        if not waiting:
+            done.callback(None)
+            return done
+        remaining = [len(waiting)]
+
+        def finish() -> None:
+            if not done.called:
+                if timer.active():
+                    timer.cancel()
+                done.callback(None)
+
+        def one_closed(_: object) -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                finish()
+
+        def timed_out() -> None:
+            log.warn("shutdown: {n} MSRP sessions did not end within {t} s",
+                     n=remaining[0], t=self.settings.stop_timeout)
+            finish()
+
+        timer = self.reactor.callLater(self.settings.stop_timeout, timed_out)
+        for d in waiting:
+            d.addBoth(one_closed)
+        return done
+
+    def sweep(self) -> int:
+        """End sessions with no SEND for session_timeout or no MESSAGE for message_timeout
+        (both counted from creation). Returns how many were ended."""
+        now = self.reactor.seconds()
+        s_timeout = self.settings.session_timeout
+        m_timeout = min(self.settings.message_timeout, s_timeout)
+        ended = 0
+        for sess in self.registry:
+            since_send = now - sess.last_send
+            since_message = now - sess.last_message
+            if since_send >= s_timeout or since_message >= m_timeout:
+                log.info(
+                    "gateway session {key} timed out ({since_message:.0f} s since last "
+                    "MESSAGE, {since_send:.0f} s since last SEND)",
+                    key=sess.key, since_message=since_message, since_send=since_send,
+                )
+                self._end(sess, "timeout")
+                ended += 1
+        return ended
+
+    # -- script functions --------------------------------------------------------------
+
+    def msg_to_msrp(self, req: Any, key: str, content_types: str | Iterable[str]) -> int:
+        """Send a MESSAGE's body to the MSRP session `key`, opening it (INVITE out) if there
+        is none. Answers the MESSAGE: 202 once the body is sent or queued, else 4xx/5xx."""
+        try:
+            check_key(key)
+            types = parse_content_types(content_types)
+        except ValueError as e:
+            log.error("msg_to_msrp: {error}", error=str(e))
+            _reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        if self._stopping:
+            _reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        body = req.body
+        if not body:
+            _reply(req, 400, "Missing Message Body")
+            return ERR_PARAMS
+        content_type = req.content_type
+        if not content_type:
+            _reply(req, 400, "Missing Content-Type")
+            return ERR_PARAMS
+
+        sess = self.registry.get(key)
+        now = self.reactor.seconds()
+        if sess is not None:
+            if not type_accepted(content_type, sess.content_types):
+                _reply(req, 415, "Unsupported Media Type",
+                       headers=[("Accept", ", ".join(sess.content_types))])
+                return ERR_PARAMS
+            sess.last_message = now
+            if sess.established:
+                self._send(sess, content_type, body)
+            elif not self._enqueue(sess, req, content_type, body):
+                return ERR_LIMIT
+            _reply(req, 202, "Accepted")
+            return OK
+
+        if not type_accepted(content_type, types):
+            _reply(req, 415, "Unsupported Media Type", headers=[("Accept", ", ".join(types))])
+            return ERR_PARAMS
+        # The MSRP side is To; the MESSAGEs we generate go back to the MESSAGE's From.
+        sess = GatewaySession(
+            key=key, from_uri=req.to_uri, to_uri=req.from_uri, ruri=req.from_uri,
+            origin=Origin.MESSAGE, content_types=types,
+            created=now, last_send=now, last_message=now,
+        )
+        try:
+            self.registry.add(sess)
+        except RegistryError as e:
+            log.warn("msg_to_msrp {key}: {error}", key=key, error=str(e))
+            _reply(req, e.code if isinstance(e, RegistryFull) else 500, _reason(e.code))
+            return ERR_LIMIT if isinstance(e, RegistryFull) else ERR_DUPLICATE
+        if not self._enqueue(sess, req, content_type, body):
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            return ERR_LIMIT
+        try:
+            sess.ua_session_id = self.ua.start(
+                _ua_types(types), req.from_uri, req.to_uri, req.ruri, _SessionHandler(self, sess)
+            )
+        except Exception as e:  # noqa: BLE001 - the UA's refusal becomes the MESSAGE's answer
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            code = _status_of(e)
+            log.error("msg_to_msrp {key}: the UA could not start a session: {error}",
+                      key=key, error=str(e))
+            _reply(req, code, getattr(e, "reason", None) or _reason(code))
+            return ERR_UA
+        if sess.state is State.ENDED:  # failed synchronously; already reported by the event
+            _reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        log.info("gateway session {key} opened by MESSAGE (UA session {sid})",
+                 key=key, sid=sess.ua_session_id)
+        _reply(req, 202, "Accepted")
+        return OK
+
+    def msrp_gw_answer(
+        self,
+        req: Any,
+        key: str,
+        content_types: str | Iterable[str],
+        from_uri: str,
+        to_uri: str,
+        ruri: str,
+    ) -> int:
+        """Answer an initial INVITE through the UA; every SEND on the session becomes a
+        MESSAGE from `from_uri` to `to_uri` sent to `ruri`. Nothing is created on error."""
+        try:
+            check_key(key)
+            types = parse_content_types(content_types)
+        except ValueError as e:
+            log.error("msrp_gw_answer: {error}", error=str(e))
+            _reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        if req.method != "INVITE":
+            log.error("msrp_gw_answer called for a {method} request", method=req.method)
+            _reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        checked: list[str] = []
+        for name, value in (("From", from_uri), ("To", to_uri), ("RURI", ruri)):
+            uri = _strip_uri(value) if isinstance(value, str) else ""
+            if not uri or not _valid_uri(uri):
+                log.error("msrp_gw_answer {key}: not a valid SIP URI in {name} param [{value}]",
+                          key=key, name=name, value=value)
+                _reply(req, 400, f"Bad {name} URI")
+                return ERR_PARAMS
+            checked.append(uri)
+        if self._stopping:
+            _reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        now = self.reactor.seconds()
+        sess = GatewaySession(
+            key=key, from_uri=checked[0], to_uri=checked[1], ruri=checked[2],
+            origin=Origin.INVITE, content_types=types,
+            created=now, last_send=now, last_message=now,
+        )
+        try:
+            self.registry.add(sess)
+        except RegistryError as e:
+            log.warn("msrp_gw_answer {key}: {error}", key=key, error=str(e))
+            if isinstance(e, DuplicateKey):
+                _reply(req, 486, "Busy Here")
+                return ERR_DUPLICATE
+            _reply(req, 503, "Service Unavailable")
+            return ERR_LIMIT
+        txn = getattr(req, "transaction", req)
+        try:
+            sess.ua_session_id = self.ua.answer(txn, _ua_types(types), _SessionHandler(self, sess))
+        except Exception as e:  # noqa: BLE001 - UAError(code, reason): we answer, UA did not
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            code = _status_of(e)
+            log.warn("msrp_gw_answer {key}: offer refused: {code} {error}",
+                     key=key, code=code, error=str(e))
+            _reply(req, code, getattr(e, "reason", None) or _reason(code))
+            return ERR_UA
+        try:
+            req.owned = True
+        except AttributeError:
+            pass
+        log.info("gateway session {key} opened by INVITE (UA session {sid})",
+                 key=key, sid=sess.ua_session_id)
+        return OK
+
+    # -- management --------------------------------------------------------------------
+
+    def session(self, key: str) -> GatewaySession | None:
+        return self.registry.get(key)
+
+    def __len__(self) -> int:
+        return len(self.registry)
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        """MI listing: OpenSIPS' four string members first, then ours."""
+        now = self.reactor.seconds()
+        return [
+            {
+                "key": s.key,
+                "msg_side_to": s.to_uri,
+                "msg_side_ruri": s.ruri,
+                "msrp_ua_session_id": s.ua_session_id if s.established else "",
+                "msg_side_from": s.from_uri,
+                "state": s.state.value,
+                "opened_by": s.origin.value,
+                "age": int(now - s.created),
+                "idle_message": int(now - s.last_message),
+                "idle_send": int(now - s.last_send),
+                "queued": len(s.queue),
+            }
+            for s in self.registry
+        ]
+
+    def end_session(self, key: str) -> None:
+        """MI end: BYE the MSRP side and forget the session (as OpenSIPS, even when the UA
+        could not end it, which raises EndSessionFailed)."""
+        sess = self.registry.get(key)
+        if sess is None:
+            raise SessionNotFound(f"no gateway session with key {key!r}")
+        ok, _ = self._end(sess, "ended by MI")
+        if not ok:
+            raise EndSessionFailed(f"the UA could not end session {sess.ua_session_id!r}")
+
+    def send_message(
+        self,
+        from_uri: str,
+        to_uri: str,
+        ruri: str,
+        body: bytes,
+        content_type: str = "text/plain",
+        *,
+        key: str = "",
+    ) -> defer.Deferred[tuple[int, str]]:
+        """Send a page-mode MESSAGE; fires (status, reason) of its final answer, 408 on
+        timeout and 503 when it could not be sent. Never errbacks."""
+        if self._pending_messages >= self.settings.max_pending_messages:
+            log.error("MESSAGE for gateway session {key} not sent: max_pending_messages "
+                      "({n}) reached", key=key, n=self.settings.max_pending_messages)
+            return defer.succeed((503, "Too Many Pending MESSAGEs"))
+        try:
+            request = self.sip_stack.new_request(
+                "MESSAGE", from_uri, to_uri, ruri, body=body, content_type=content_type
+            )
+            d = self.sip_stack.send_request(request)
+        except Exception as e:  # noqa: BLE001 - a bad URI or a stack refusal
+            log.error("MESSAGE for gateway session {key} not sent: {error}",
+                      key=key, error=str(e))
+            return defer.succeed((503, "Service Unavailable"))
+        self._pending_messages += 1
+
+        def answered(response: Any) -> tuple[int, str]:
+            return (int(response.status), str(response.reason))
+
+        def failed(f: Failure) -> tuple[int, str]:
+            if type(f.value).__name__ == "SIPTimeout":
+                return (408, "Request Timeout")
+            return (503, "Service Unavailable")
+
+        def done(result: tuple[int, str]) -> tuple[int, str]:
+            self._pending_messages -= 1
+            return result
+
+        d.addCallbacks(answered, failed)
+        d.addBoth(done)
+        return d
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _enqueue(self, sess: GatewaySession, req: Any, content_type: str, body: bytes) -> bool:
+        s = self.settings
+        if len(sess.queue) >= s.max_queued_messages or \
+                sess.queued_bytes + len(body) > s.max_queued_bytes:
+            log.warn("gateway session {key}: queue full ({n} messages, {b} bytes) while the "
+                     "MSRP side is set up", key=sess.key, n=len(sess.queue), b=sess.queued_bytes)
+            _reply(req, 503, "Service Unavailable", headers=[("Retry-After", "5")])
+            return False
+        sess.queue.append(QueuedBody(content_type, body, defer.Deferred()))
+        sess.queued_bytes += len(body)
+        return True
+
+    def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:
+        """One MESSAGE body out as a SEND; fires the MSRP status (failures logged, never
+        raised), the explicit path a later end-to-end MESSAGE answer will hang on."""
+        key = sess.key
+        try:
+            d = self.ua.send(sess.ua_session_id, content_type, body,
+                             failure_report="yes", success_report="no")
+        except Exception as e:  # noqa: BLE001
+            log.error("gateway session {key}: SEND not sent: {error}", key=key, error=str(e))
+            return defer.succeed(500)
+
+        def sent_failed(f: Failure) -> int:
+            code = getattr(f.value, "code", None) or 500
+            log.error("gateway session {key}: SEND failed: {code} {comment}", key=key,
+                      code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())
+            return int(code)
+
+        d.addErrback(sent_failed)
+        return d
+
+    def _end(self, sess: GatewaySession, why: str) -> tuple[bool, defer.Deferred[None] | None]:
+        """Take the session out of the table and end its UA session (BYE or CANCEL)."""
+        if sess.state is State.ENDED:
+            return True, sess.closed
+        self.registry.remove(sess)
+        sess.state = State.ENDED
+        sess.closed = defer.Deferred()
+        self._drop_queue(sess, why)
+        if not sess.ua_session_id:
+            sess.closed.callback(None)
+            return True, sess.closed
+        try:
+            ok = bool(self.ua.end(sess.ua_session_id))
+        except Exception as e:  # noqa: BLE001
+            log.error("gateway session {key}: UA end failed: {error}", key=sess.key, error=str(e))
+            ok = False
+        if not ok and not sess.closed.called:
+            sess.closed.callback(None)
+        log.info("gateway session {key} ended: {why}", key=sess.key, why=why)
+        return ok, sess.closed
+
+    def _drop_queue(self, sess: GatewaySession, why: str) -> int:
+        n = len(sess.queue)
+        if n:
+            log.error("gateway session {key}: {n} queued message(s) not delivered ({why})",
+                      key=sess.key, n=n, why=why)
+            for item in sess.queue:
+                if item.result is not None and not item.result.called:
+                    item.result.callback(480)
+            sess.queue.clear()
+            sess.queued_bytes = 0
+        return n
+
+    def _closed(self, sess: GatewaySession) -> None:
+        if sess.closed is not None and not sess.closed.called:
+            sess.closed.callback(None)
+
+    def _on_established(self, sess: GatewaySession, session_id: str) -> None:
+        if sess.state is not State.SETUP:
+            return
+        if session_id:
+            sess.ua_session_id = session_id
+        sess.state = State.ESTABLISHED
+        log.info("gateway session {key}: MSRP side established", key=sess.key)
+        while sess.queue:
+            item = sess.queue.popleft()
+            sess.queued_bytes -= len(item.body)
+            d = self._send(sess, item.content_type, item.body)
+            if item.result is not None:
+                d.chainDeferred(item.result)
+
+    def _on_failed(self, sess: GatewaySession, code: int | None, reason: str | None) -> None:
+        if sess.state is State.ENDED:
+            self._closed(sess)
+            return
+        self.registry.remove(sess)
+        sess.state = State.ENDED
+        log.error("gateway session {key}: MSRP side set-up failed: {code} {reason}",
+                  key=sess.key, code=code, reason=reason)
+        self._drop_queue(sess, "set-up failed")
+        if sess.origin is Origin.MESSAGE:
+            params = {
+                "key": sess.key,
+                "from_uri": sess.from_uri,
+                "to_uri": sess.to_uri,
+                "ruri": sess.ruri,
+                "code": int(code) if code is not None else None,
+                "reason": reason if code is not None else None,
+            }
+            self._emit(SETUP_FAILED_EVENT, params)
+
+    def _on_terminated(self, sess: GatewaySession, why: str) -> None:
+        if sess.state is State.ENDED:
+            self._closed(sess)
+            return
+        self.registry.remove(sess)
+        sess.state = State.ENDED
+        self._drop_queue(sess, why)
+        log.info("gateway session {key} ended by the MSRP side: {why}", key=sess.key, why=why)
+
+    def _on_message(self, sess: GatewaySession, msg: Any) -> None:
+        if sess.state is State.ENDED:
+            return
+        sess.last_send = self.reactor.seconds()
+        body = msg.body
+        if not body:
+            return  # empty SENDs (binding, keep-alive) carry nothing to page
+        content_type = msg.content_type
+        if not content_type:
+            log.warn("gateway session {key}: SEND without Content-Type not paged", key=sess.key)
+            self._report(sess, msg, 415, "Content-Type missing")
+            return
+        d = self.send_message(sess.from_uri, sess.to_uri, sess.ruri, body, content_type,
+                              key=sess.key)
+
+        def answered(result: tuple[int, str]) -> None:
+            status, reason = result
+            if status >= 300:
+                log.error("gateway session {key}: MESSAGE failed: {status} {reason}",
+                          key=sess.key, status=status, reason=reason)
+                self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
+                             f"MESSAGE answered {status} {reason}")
+
+        d.addCallback(answered)
+
+    def _report(self, sess: GatewaySession, msg: Any, code: int, comment: str) -> None:
+        if getattr(msg, "failure_report", "yes") not in ("yes", "partial"):
+            return
+        try:
+            msg.report_failure(code, comment)
+        except Exception as e:  # noqa: BLE001 - the session may be gone by now
+            log.warn("gateway session {key}: failure REPORT not sent: {error}",
+                     key=sess.key, error=str(e))
+
+    def _emit(self, name: str, params: dict[str, Any]) -> None:
+        if self.emit_event is None:
+            log.warn("{name} {params} (no event receiver)", name=name, params=params)
+            return
+        try:
+            self.emit_event(name, params)
+        except Exception:  # noqa: BLE001 - a broken subscriber must not break the gateway
+            log.failure("event {name} delivery failed", name=name)
+
+
+def _reply(req: Any, code: int, reason: str | None = None, *,
+           headers: Iterable[tuple[str, str]] = ()) -> None:
+    if getattr(req, "responded", False):
+        return
+    req.reply(code, reason, headers=list(headers))
+
+
+def _reason(code: int) -> str:
+    return {400: "Bad Request", 415: "Unsupported Media Type", 486: "Busy Here",
+            488: "Not Acceptable Here", 500: "Server Internal Error",
+            503: "Service Unavailable"}.get(code, "Error")
+
+
+def _status_of(error: BaseException) -> int:
+    code = getattr(error, "code", None)
+    return code if isinstance(code, int) and 400 <= code <= 699 else 500
+
+
+def _ua_types(types: tuple[str, ...]) -> list[str]:
+    return list(types)
+
+
+def _strip_uri(text: str) -> str:
+    """OpenSIPS trims the R-URI param and takes off one pair of <>."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
+
+
+_TEL_URI = re.compile(r"^tel:\+?[0-9A-Fa-f*#().\-]+(;[!-~]*)?$")
+
+
+def _valid_uri(text: str) -> bool:
+    if text[:4].lower() == "tel:":
+        return bool(_TEL_URI.match(text))
+    from msrp_gateway.sip.uri import parse_uri  # lazy: keeps the registry usable alone
+
+    try:
+        parse_uri(text)
+    except Exception:  # noqa: BLE001 - SIPParseError, whatever the parser raises
+        return False
+    return True
