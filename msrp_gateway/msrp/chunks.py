@@ -1,0 +1,343 @@
+"""Outgoing chunking and incoming reassembly of MSRP messages (RFC 4975 s.5.1, s.7.1.1).
+
+Sans-IO: `Chunker` hands out one SEND at a time so the session can interleave other
+messages between chunks; `Reassembler` takes chunks in any order and says when a message
+is whole, refused (413/400) or abandoned. Time only enters through the `now` arguments.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .message import ByteRange, MSRPHeaders, MSRPRequest, new_ident
+
+__all__ = [
+    "Abandoned",
+    "AssembledMessage",
+    "Chunker",
+    "DEFAULT_CHUNK_SIZE",
+    "Reassembler",
+    "ReassemblyError",
+]
+
+#: Bytes of body per SEND. RFC 4975 s.7.1.1 asks for chunks of at most 2048 bytes when the
+#: message is sent before its length is known; 2048 keeps a big message from blocking
+#: others for long on a shared connection.
+DEFAULT_CHUNK_SIZE = 2048
+
+
+def _path_text(path: Sequence[str] | str) -> str:
+    return path if isinstance(path, str) else " ".join(path)
+
+
+class Chunker:
+    """One outgoing message as a lazy series of SEND requests (`+` ... `$`, or `#`).
+
+    Each chunk gets a fresh transaction id from `new_transaction_id`, and a Byte-Range
+    `start-end/total`. A body no larger than `chunk_size` goes as one SEND. An empty body
+    goes as one SEND with no body (and so no Content-Type, as RFC 4975 s.7.1 requires).
+    """
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        message_id: str,
+        to_path: Sequence[str] | str,
+        from_path: Sequence[str] | str,
+        content_type: str | None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        failure_report: str | None = None,
+        success_report: str | None = None,
+        extra_headers: Iterable[tuple[str, str]] = (),
+        new_transaction_id: Callable[[], str] = new_ident,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("MSRP chunk_size must be a positive number of bytes")
+        if body and not content_type:
+            raise ValueError("an MSRP message with a body needs a content type")
+        self.body = body
+        self.message_id = message_id
+        self.chunk_size = chunk_size
+        self.content_type = content_type
+        self._to_path = _path_text(to_path)
+        self._from_path = _path_text(from_path)
+        self._failure_report = failure_report
+        self._success_report = success_report
+        self._extra = list(extra_headers)
+        self._new_tid = new_transaction_id
+        self._offset = 0
+        self._started = False
+        self._finished = False
+
+    @property
+    def total(self) -> int:
+        return len(self.body)
+
+    @property
+    def offset(self) -> int:
+        """Bytes already handed out in chunks."""
+        return self._offset
+
+    @property
+    def done(self) -> bool:
+        """True once the last chunk (`$`) or an abort (`#`) has been handed out."""
+        return self._finished
+
+    def _request(self, start: int, data: bytes, flag: str) -> MSRPRequest:
+        h = MSRPHeaders()
+        h.add("To-Path", self._to_path)
+        h.add("From-Path", self._from_path)
+        h.add("Message-ID", self.message_id)
+        if self._success_report is not None:
+            h.add("Success-Report", self._success_report)
+        if self._failure_report is not None:
+            h.add("Failure-Report", self._failure_report)
+        for name, value in self._extra:
+            h.add(name, value)
+        h.add("Byte-Range", str(ByteRange(start + 1, start + len(data), self.total)))
+        if data and self.content_type is not None:
+            h.add("Content-Type", self.content_type)
+        return MSRPRequest(self._new_tid(), "SEND", h, data, flag)
+
+    def next_chunk(self) -> MSRPRequest | None:
+        """The next SEND, or None when the message is done."""
+        if self._finished:
+            return None
+        if self._started and self._offset >= self.total:
+            self._finished = True
+            return None
+        self._started = True
+        start = self._offset
+        end = min(start + self.chunk_size, self.total)
+        self._offset = end
+        flag = "$" if end >= self.total else "+"
+        if flag == "$":
+            self._finished = True
+        return self._request(start, self.body[start:end], flag)
+
+    def abort(self) -> MSRPRequest | None:
+        """A bodiless `#` SEND telling the peer to drop what it has (None if already done)."""
+        if self._finished:
+            return None
+        self._finished = True
+        return self._request(self._offset, b"", "#")
+
+    def __iter__(self) -> Iterator[MSRPRequest]:
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+
+
+class ReassemblyError(Exception):
+    """A chunk the session must refuse: answer its SEND with `code` (413 or 400).
+
+    The message's partial state is already dropped; later chunks of it get 413 too.
+    """
+
+    def __init__(self, code: int, reason: str, message_id: str | None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.message_id = message_id
+
+
+@dataclass(slots=True)
+class AssembledMessage:
+    """A whole message. `request` is the chunk that completed it (its paths serve REPORTs)."""
+
+    message_id: str
+    content_type: str | None
+    body: bytes
+    failure_report: str
+    success_report: str
+    request: MSRPRequest
+
+
+@dataclass(slots=True)
+class Abandoned:
+    """An incomplete message given up: `reason` is "aborted" (peer sent `#`) or "timeout"."""
+
+    message_id: str
+    reason: str
+    received: int
+    total: int | None
+    content_type: str | None
+    failure_report: str
+    success_report: str
+    request: MSRPRequest
+
+
+@dataclass(slots=True)
+class _Partial:
+    buf: bytearray
+    covered: list[int]  # flat sorted [s0, e0, s1, e1, ...] of disjoint half-open ranges
+    total: int | None
+    content_type: str | None
+    failure_report: str
+    success_report: str
+    last_request: MSRPRequest
+    last_seen: float
+    chunks: int = 0
+    received: int = field(default=0)
+
+    def add(self, start: int, data: bytes) -> None:
+        end = start + len(data)
+        if end > len(self.buf):
+            self.buf.extend(bytes(end - len(self.buf)))
+        self.buf[start:end] = data
+        cov = self.covered
+        # Merge [start, end) into the flat interval list.
+        lo = bisect.bisect_left(cov, start)
+        hi = bisect.bisect_right(cov, end)
+        new_start = start if lo % 2 == 0 else cov[lo - 1]
+        new_end = end if hi % 2 == 0 else cov[hi]
+        lo_i = lo if lo % 2 == 0 else lo - 1
+        hi_i = hi if hi % 2 == 0 else hi + 1
+        cov[lo_i:hi_i] = [new_start, new_end]
+        self.received = sum(cov[i + 1] - cov[i] for i in range(0, len(cov), 2))
+
+    def complete(self) -> bool:
+        return (
+            self.total is not None
+            and (self.total == 0 or self.covered == [0, self.total])
+        )
+
+
+class Reassembler:
+    """Incoming chunks -> whole messages, per Message-ID, in any order; bounded.
+
+    `receive(request, now)` returns an `AssembledMessage` when the message is whole, an
+    `Abandoned` when the peer aborted it (`#`), else None (wait for more); it raises
+    `ReassemblyError` (413 over `max_message_size`, too many open messages or chunks;
+    400 for inconsistent ranges). `expire(now)` returns the messages idle longer than
+    `timeout` seconds, which are dropped: the caller reports them, nothing is kept.
+    Duplicate and overlapping chunks are accepted (the later bytes win).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = 16 * 1024 * 1024,
+        max_open: int = 16,
+        max_chunks: int = 65536,
+        timeout: float = 60.0,
+        remember_refused: int = 256,
+    ) -> None:
+        if max_message_size < 1 or max_open < 1 or max_chunks < 1 or timeout <= 0:
+            raise ValueError("Reassembler bounds must be positive")
+        self.max_message_size = max_message_size
+        self.max_open = max_open
+        self.max_chunks = max_chunks
+        self.timeout = timeout
+        self._open: dict[str, _Partial] = {}
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember_refused
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def pending(self) -> list[str]:
+        """Message-IDs being reassembled."""
+        return list(self._open)
+
+    def _refuse(self, code: int, reason: str, mid: str) -> ReassemblyError:
+        self._open.pop(mid, None)
+        self._refused[mid] = None
+        self._refused.move_to_end(mid)
+        while len(self._refused) > self._remember:
+            self._refused.popitem(last=False)
+        return ReassemblyError(code, reason, mid)
+
+    def receive(self, request: MSRPRequest, now: float) -> AssembledMessage | Abandoned | None:
+        mid = request.message_id
+        if mid is None:
+            raise ReassemblyError(400, "SEND without Message-ID", None)
+        if mid in self._refused:
+            raise ReassemblyError(413, "message already refused", mid)
+        try:
+            br = request.byte_range
+        except Exception as e:  # MSRPParseError from a hand-built request
+            raise ReassemblyError(400, str(e), mid) from None
+        body = request.body
+        start = br.start - 1
+        end = start + len(body)
+        if br.end is not None and len(body) > br.end - start:
+            raise self._refuse(400, "chunk body longer than its Byte-Range", mid)
+        total = br.total
+        if total is None and request.flag == "$":
+            total = end  # the last chunk of a message of unknown length fixes it
+        limit = self.max_message_size
+        if (total is not None and total > limit) or end > limit:
+            raise self._refuse(413, f"message larger than {limit} bytes", mid)
+        if total is not None and end > total:
+            raise self._refuse(400, "chunk extends past the message total", mid)
+
+        part = self._open.get(mid)
+        if part is None:
+            if request.flag == "#":
+                return Abandoned(mid, "aborted", len(body), total, request.content_type,
+                                 request.failure_report, request.success_report, request)
+            if start == 0 and request.flag == "$" and (total is None or total == end):
+                # The common case: a whole message in one chunk, no copy.
+                return AssembledMessage(mid, request.content_type, body,
+                                        request.failure_report, request.success_report,
+                                        request)
+            if len(self._open) >= self.max_open:
+                raise ReassemblyError(413, "too many messages being reassembled", mid)
+            part = _Partial(bytearray(), [], total, request.content_type,
+                            request.failure_report, request.success_report, request, now)
+            self._open[mid] = part
+        else:
+            if total is not None and part.total is not None and total != part.total:
+                raise self._refuse(400, "chunks disagree on the message total", mid)
+            if part.total is not None and end > part.total:
+                raise self._refuse(400, "chunk extends past the message total", mid)
+        if part.total is None and total is not None:
+            if len(part.buf) > total:
+                raise self._refuse(400, "earlier chunks extend past the message total", mid)
+            part.total = total
+        part.chunks += 1
+        if part.chunks > self.max_chunks:
+            raise self._refuse(413, f"message in more than {self.max_chunks} chunks", mid)
+        if part.content_type is None:
+            part.content_type = request.content_type
+        part.last_request = request
+        part.last_seen = now
+        if body:
+            part.add(start, body)
+        if request.flag == "#":
+            del self._open[mid]
+            return Abandoned(mid, "aborted", part.received, part.total, part.content_type,
+                             part.failure_report, part.success_report, request)
+        if part.complete():
+            del self._open[mid]
+            assert part.total is not None
+            data = bytes(part.buf[: part.total])
+            return AssembledMessage(mid, part.content_type, data, part.failure_report,
+                                    part.success_report, request)
+        return None
+
+    def expire(self, now: float) -> list[Abandoned]:
+        """Drop and return every message with no chunk for `timeout` seconds."""
+        gone: list[Abandoned] = []
+        for mid, part in list(self._open.items()):
+            if now - part.last_seen >= self.timeout:
+                del self._open[mid]
+                gone.append(Abandoned(mid, "timeout", part.received, part.total,
+                                      part.content_type, part.failure_report,
+                                      part.success_report, part.last_request))
+        return gone
+
+    def discard_all(self) -> list[Abandoned]:
+        """Drop every open message (session closing) and return them to be reported."""
+        gone = [
+            Abandoned(mid, "closed", p.received, p.total, p.content_type, p.failure_report,
+                      p.success_report, p.last_request)
+            for mid, p in self._open.items()
+        ]
+        self._open.clear()
+        return gone
