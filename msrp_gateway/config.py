@@ -326,6 +326,7 @@ class MISettings:
 
     http: str = _opt(_host_port_or_empty, "127.0.0.1:8888")
     max_body_size: int = _opt(_between(256, 64 * 1024 * 1024), 65536)
+    max_batch: int = _opt(_between(1, 10000), 32)
     bearer_token: str = _opt(None, "")
     basic_user: str = _opt(None, "")
     basic_password: str = _opt(None, "")
@@ -337,14 +338,14 @@ class MISettings:
 
 @dataclass(frozen=True, slots=True)
 class EventsSettings:
-    """``[events]``: subscription and delivery bounds."""
+    """``[events]``: subscription and delivery bounds (a subscriber that is down costs at
+    most a bounded, backed-off retry and a bounded queue)."""
 
     max_subscribers: int = _opt(_between(1), 256)
-    default_expire: int = _opt(_between(1), 3600)
-    max_retries: int = _opt(_between(0, 10), 2)
-    retry_interval: float = _opt(_between(0.01), 1.0)
-    connect_timeout: float = _opt(_between(0.1), 5.0)
     max_queue: int = _opt(_between(1), 1000)
+    connect_timeout: float = _opt(_between(0.1), 5.0)
+    retry_delay: float = _opt(_between(0.01), 1.0)
+    max_retry_delay: float = _opt(_between(0.01), 60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +475,10 @@ def _cross_checks(s: Settings, source: str) -> None:
     if tls_sockets and not s.tls.private_key:
         raise ConfigError("[tls] private_key", f"a private key file for {tls_sockets[0]!r}",
                           _Unknown("none"), source)
+    if s.events.max_retry_delay < s.events.retry_delay:
+        raise ConfigError("[events] max_retry_delay",
+                          f"a value >= retry_delay ({s.events.retry_delay})",
+                          s.events.max_retry_delay, source)
     if s.mi.basic_user and not s.mi.basic_password:
         raise ConfigError("[mi] basic_password", "a password when basic_user is set",
                           _Unknown("none"), source)

@@ -15,9 +15,12 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger, LogLevelFilterPredicate
+from twisted.logger import Logger, LogLevel
 
 from msrp_gateway.config import Settings
+from msrp_gateway.events import EventBus
+from msrp_gateway.mi import MIAuth, make_site
+from msrp_gateway.mi_commands import LogLevelControl, build_table
 
 __all__ = ["StartupError", "ListenerService", "GatewayService", "build_service"]
 
@@ -30,7 +33,6 @@ NOT_WIRED: tuple[str, ...] = (
     "MSRP stack (msrp_gateway.msrp.transport)",
     "MSRP user agent (msrp_gateway.ua)",
     "gateway (msrp_gateway.gateway) and routing (msrp_gateway.routing)",
-    "MI over HTTP (msrp_gateway.mi) and events (msrp_gateway.events)",
 )
 
 
@@ -77,6 +79,18 @@ def _show_address(port: IListeningPort) -> str:
     return f"{addr}:{host.port}"
 
 
+class _Stopper(Service):
+    """Calls ``stop()`` (which may return a Deferred) when the service stops."""
+
+    def __init__(self, name: str, stop: Callable[[], Any]) -> None:
+        self.setName(name)
+        self._stop = stop
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        return defer.maybeDeferred(self._stop)
+
+
 class _Startable(Service):
     """Runs an object's own start()/stop() (the gateway's sweep and its BYE-all)."""
 
@@ -97,11 +111,14 @@ class GatewayService(MultiService):
     """The root service.  ``first_to_stop`` children stop (and finish) before the rest."""
 
     def __init__(self, settings: Settings, reactor: Any,
-                 log_levels: LogLevelFilterPredicate | None = None) -> None:
+                 log_control: LogLevelControl | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        self.log_levels = log_levels if log_levels is not None else LogLevelFilterPredicate()
+        if log_control is None:
+            log_control = LogLevelControl(LogLevel.levelWithName(settings.log.level))
+        self.log_control = log_control
+        self.events: EventBus | None = None
         self.first_to_stop: list[Service] = []
         self.not_wired: tuple[str, ...] = NOT_WIRED
 
@@ -133,8 +150,32 @@ class GatewayService(MultiService):
         log.info("msrpgw stopped")
 
 
+def _listen_tcp(reactor: Any, host: str, port: int, factory: Any) -> Callable[[], Any]:
+    return lambda: reactor.listenTCP(port, factory, interface=host)
+
+
 def build_service(settings: Settings, reactor: Any,
-                  log_levels: LogLevelFilterPredicate | None = None) -> GatewayService:
+                  log_control: LogLevelControl | None = None) -> GatewayService:
     """Build (but do not start) the whole gateway on ``reactor``."""
-    root = GatewayService(settings, reactor, log_levels)
+    root = GatewayService(settings, reactor, log_control)
+
+    ev = settings.events
+    events = EventBus(reactor, max_subscribers=ev.max_subscribers, tcp_queue_limit=ev.max_queue,
+                      connect_timeout=ev.connect_timeout, retry_delay=ev.retry_delay,
+                      max_retry_delay=ev.max_retry_delay)
+    root.events = events
+    # Added first so that it stops last: events raised while sessions end still go out.
+    _Stopper("events", events.stop).setServiceParent(root)
+
+    mi = settings.mi
+    if mi.address is not None:
+        table = build_table(clock=reactor, gateway=None, ua=None, events=events,
+                            log_control=root.log_control)
+        auth = MIAuth(token=mi.bearer_token or None, username=mi.basic_user or None,
+                      password=mi.basic_password or None)
+        site = make_site(table, clock=reactor, max_body=mi.max_body_size,
+                         max_batch=mi.max_batch, auth=auth)
+        host, port = mi.address
+        ListenerService(f"mi:http:{mi.http}", _listen_tcp(reactor, host, port, site)
+                        ).setServiceParent(root)
     return root

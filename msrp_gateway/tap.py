@@ -10,14 +10,14 @@ import sys
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
-                            LogLevelFilterPredicate, textFileLogObserver)
+from twisted.logger import ILogObserver, LogLevel, textFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 
 from msrp_gateway import __version__
 from msrp_gateway.config import LOG_LEVELS, ConfigError, load, load_default
+from msrp_gateway.mi_commands import LogLevelControl
 from msrp_gateway.service import StartupError, build_service
 
 __all__ = ["Options", "makeService"]
@@ -68,7 +68,7 @@ class _Root(MultiService):
             raise SystemExit(1) from None
 
 
-def _twistd_observer(options: usage.Options, predicate: LogLevelFilterPredicate) -> Any:
+def _twistd_observer(options: usage.Options, control: LogLevelControl) -> Any:
     """The observer twistd would make from its own options, behind our level filter."""
     parent = getattr(options, "parent", None)
     if parent is None or parent.get("syslog") or parent.get("logger"):
@@ -78,7 +78,7 @@ def _twistd_observer(options: usage.Options, predicate: LogLevelFilterPredicate)
         out: Any = sys.stdout
     else:
         out = LogFile.fromFullPath(name or "twistd.log")
-    return FilteringLogObserver(textFileLogObserver(out), [predicate])
+    return control.observer(textFileLogObserver(out))
 
 
 def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
@@ -95,7 +95,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
         sys.stderr.write(f"msrpgw: configuration error: {e}\n")
         raise SystemExit(1) from None
     level = options["log-level"] or settings.log.level
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    root = _Root(_twistd_observer(options, predicate))
-    build_service(settings, reactor, log_levels=predicate).setServiceParent(root)
+    control = LogLevelControl(LogLevel.levelWithName(level))
+    root = _Root(_twistd_observer(options, control))
+    build_service(settings, reactor, log_control=control).setServiceParent(root)
     return root
