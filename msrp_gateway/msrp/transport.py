@@ -1,0 +1,296 @@
+"""MSRP over TCP and TLS: listeners, outbound connections shared per next hop.
+
+The protocol objects only move bytes between a socket and a `session.LinkCore`; all
+MSRP logic lives there. `MSRPStack` is what the UA uses: it creates sessions, listens on
+`msrp:HOST:PORT` / `msrps:HOST:PORT` and opens (or reuses, RFC 4975 s.6) connections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from twisted.internet import defer, endpoints, ssl
+from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .message import FrameParser, MSRPParseError
+from .session import (
+    CONNECTION_LOST,
+    LinkCore,
+    MSRPSendError,
+    MSRPSession,
+    SessionError,
+    SessionHost,
+    SessionSettings,
+    SessionTable,
+    new_id,
+)
+from .uri import DEFAULT_PORT, MSRPURI, parse_msrp_uri
+
+__all__ = ["MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError"]
+
+log = Logger()
+
+CONNECT_TIMEOUT = 10.0
+_SOCKET_RE = re.compile(r"(msrps?):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})\Z")
+
+
+def parse_socket(text: str) -> tuple[bool, str, int]:
+    """`msrp:HOST:PORT` / `msrps:HOST:PORT` -> (tls, host, port); ValueError says the fix."""
+    m = _SOCKET_RE.match(text.strip())
+    if m is None:
+        raise ValueError(f"bad MSRP socket {text!r}: write msrp:HOST:PORT or msrps:HOST:PORT")
+    port = int(m.group(3))
+    if port > 65535:
+        raise ValueError(f"bad MSRP socket {text!r}: port {port} is above 65535")
+    host = m.group(2)
+    if host.startswith("["):
+        host = host[1:-1]
+    return m.group(1) == "msrps", host, port
+
+
+@dataclass(slots=True)
+class TLSSettings:
+    """Certificate and key files for msrps; `ca_certificates` verifies peers (else the
+    platform trust store)."""
+
+    certificate: str
+    private_key: str
+    ca_certificates: str | None = None
+
+    def _own(self) -> ssl.PrivateCertificate:
+        with open(self.certificate, "rb") as f:
+            cert = f.read()
+        with open(self.private_key, "rb") as f:
+            key = f.read()
+        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+
+    def _trust(self) -> Any:
+        if not self.ca_certificates:
+            return ssl.platformTrust()
+        with open(self.ca_certificates, "rb") as f:
+            pem = f.read()
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                            pem, re.S)
+        if not blocks:
+            raise ValueError(f"[tls] ca_certificates: no certificate in {self.ca_certificates}")
+        return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
+
+    def server_options(self) -> Any:
+        return self._own().options()
+
+    def client_options(self, hostname: str) -> Any:
+        return ssl.optionsForClientTLS(hostname, trustRoot=self._trust(),
+                                       clientCertificate=self._own())
+
+
+def tls_settings_from(obj: Any) -> TLSSettings | None:
+    """Accept a TLSSettings, any object with the [tls] attributes, or None."""
+    if obj is None or isinstance(obj, TLSSettings):
+        return obj
+    cert = getattr(obj, "certificate", None)
+    key = getattr(obj, "private_key", None)
+    if not cert or not key:
+        return None
+    return TLSSettings(cert, key, getattr(obj, "ca_certificates", None))
+
+
+@implementer(IPushProducer)
+class MSRPProtocol(Protocol):
+    """Bytes in and out of one `LinkCore`; the core pauses when the socket is full."""
+
+    def __init__(self, stack: MSRPStack, outbound_key: tuple[bool, str, int] | None) -> None:
+        self.stack = stack
+        self.outbound_key = outbound_key
+        self.core: LinkCore | None = None
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
+                             FrameParser(self.stack.limits), self.transport.write,
+                             self.transport.loseConnection, self.stack._link_idle, name)
+        self.core.protocol = self  # type: ignore[attr-defined]
+        self.transport.registerProducer(self, True)
+        self.stack._protocols.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.core is not None:
+            self.core.data_received(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:
+        self.stack._protocols.discard(self)
+        self.stack._link_gone(self)
+        if self.core is not None:
+            self.core.connection_lost(reason.getErrorMessage())
+        self.closed.callback(None)
+
+    # IPushProducer: the transport tells us when its buffer is full and when it drained.
+    def pauseProducing(self) -> None:
+        if self.core is not None:
+            self.core.pause()
+
+    def resumeProducing(self) -> None:
+        if self.core is not None:
+            self.core.resume()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _InboundFactory(Factory):
+    def __init__(self, stack: MSRPStack) -> None:
+        self.stack = stack
+
+    def buildProtocol(self, addr: Any) -> MSRPProtocol:
+        return MSRPProtocol(self.stack, None)
+
+
+class _OutboundFactory(Factory):
+    def __init__(self, stack: MSRPStack, key: tuple[bool, str, int]) -> None:
+        self.stack = stack
+        self.key = key
+
+    def buildProtocol(self, addr: Any) -> MSRPProtocol:
+        return MSRPProtocol(self.stack, self.key)
+
+
+class MSRPStack(SessionHost):
+    """Sessions, listeners and connections of one MSRP endpoint.
+
+    `my_uri` (e.g. `msrp://127.0.0.1:2855;tcp`) is the authority put in our session URIs;
+    when None, the first `listen()` provides it (handy with port 0).
+    """
+
+    def __init__(self, reactor: Any, my_uri: str | None = None, *,
+                 relay_uri: str | None = None, tls: Any = None, limits: Any = None,
+                 settings: SessionSettings | None = None) -> None:
+        if relay_uri:
+            raise ValueError("[msrp] relay_uri: MSRP relays (RFC 4976 AUTH) are not "
+                             "supported yet; remove relay_uri")
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
+        self.tls = tls_settings_from(tls)
+        self.limits = limits
+        self.settings = settings or SessionSettings()
+        self.table = SessionTable(self.settings)
+        self._ports: list[IListeningPort] = []
+        self._protocols: set[MSRPProtocol] = set()
+        self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}
+        self._connecting: dict[tuple[bool, str, int], list[defer.Deferred[LinkCore]]] = {}
+
+    # -- listening ----------------------------------------------------------------------
+    def listen(self, socket_string: str) -> IListeningPort:
+        secure, host, port = parse_socket(socket_string)
+        factory = _InboundFactory(self)
+        if secure:
+            if self.tls is None:
+                raise ValueError(f"MSRP socket {socket_string!r} needs [tls] certificate "
+                                 "and private_key")
+            lp = self.reactor.listenSSL(port, factory, self.tls.server_options(),
+                                        interface=host)
+        else:
+            lp = self.reactor.listenTCP(port, factory, interface=host)
+        self._ports.append(lp)
+        if self.my_uri is None:
+            actual = lp.getHost().port
+            self.my_uri = MSRPURI("msrps" if secure else "msrp", host, actual)
+        log.info("MSRP listening on {sock} (port {port})", sock=socket_string,
+                 port=lp.getHost().port)
+        return lp
+
+    # -- sessions -------------------------------------------------------------------------
+    def create_session(self, accept_types: Sequence[str]) -> MSRPSession:
+        if self.my_uri is None:
+            raise ValueError("[msrp] my_uri is not set and nothing listens yet")
+        for _ in range(8):
+            sid = new_id()
+            if self.table.get(sid) is None:
+                break
+        local = str(dataclasses.replace(self.my_uri, session_id=sid))
+        session = MSRPSession(self, sid, local, accept_types, self.settings)
+        self.table.add(session)  # raises SessionError(503) when the table is full
+        return session
+
+    def get_session(self, session_id: str) -> MSRPSession | None:
+        return self.table.get(session_id)
+
+    def forget(self, session: MSRPSession) -> None:
+        self.table.remove(session)
+
+    # -- connections ----------------------------------------------------------------------
+    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
+        """The connection to the next hop `uri`, opened or reused (RFC 4975 s.6)."""
+        try:
+            target = parse_msrp_uri(uri)
+        except MSRPParseError as e:
+            return defer.fail(MSRPSendError(400, e.reason))
+        key = (target.secure, target.host.lower(), target.effective_port)
+        proto = self._outbound.get(key)
+        if proto is not None and proto.core is not None and not proto.core.lost:
+            return defer.succeed(proto.core)
+        d: defer.Deferred[LinkCore] = defer.Deferred()
+        waiters = self._connecting.get(key)
+        if waiters is not None:
+            waiters.append(d)
+            return d
+        self._connecting[key] = [d]
+        endpoint: Any = endpoints.HostnameEndpoint(self.reactor, target.host,
+                                                   target.effective_port,
+                                                   timeout=CONNECT_TIMEOUT)
+        if target.secure:
+            if self.tls is None:
+                self._connecting.pop(key)
+                return defer.fail(MSRPSendError(503, "msrps peer but no [tls] settings"))
+            endpoint = endpoints.wrapClientTLS(self.tls.client_options(target.host),
+                                               endpoint)
+        cd = endpoint.connect(_OutboundFactory(self, key))
+        cd.addCallbacks(self._connected, self._connect_failed,
+                        callbackArgs=(key,), errbackArgs=(key,))
+        return d
+
+    def _connected(self, proto: MSRPProtocol, key: tuple[bool, str, int]) -> None:
+        self._outbound[key] = proto
+        for d in self._connecting.pop(key, []):
+            d.callback(proto.core)
+
+    def _connect_failed(self, failure: Failure, key: tuple[bool, str, int]) -> None:
+        why = failure.getErrorMessage()
+        log.warn("MSRP connection to {host}:{port} failed: {why}", host=key[1],
+                 port=key[2], why=why)
+        for d in self._connecting.pop(key, []):
+            d.errback(MSRPSendError(CONNECTION_LOST, f"cannot connect: {why}"))
+
+    def _link_idle(self, core: LinkCore) -> None:
+        log.debug("MSRP connection {name} idle, closing", name=core.name)
+
+    def _link_gone(self, proto: MSRPProtocol) -> None:
+        key = proto.outbound_key
+        if key is not None and self._outbound.get(key) is proto:
+            del self._outbound[key]
+
+    def connection_count(self) -> int:
+        return len(self._protocols)
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def stop(self) -> defer.Deferred[None]:
+        """Stop listening and close every connection; fires when all are gone."""
+        waits: list[defer.Deferred[Any]] = []
+        for lp in self._ports:
+            waits.append(defer.maybeDeferred(lp.stopListening))
+        self._ports.clear()
+        for proto in list(self._protocols):
+            waits.append(proto.closed)
+            proto.transport.loseConnection()
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+
+__all__ += ["SessionError", "DEFAULT_PORT"]

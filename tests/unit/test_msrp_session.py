@@ -1,0 +1,492 @@
+"""Sans-IO MSRP sessions: matching, transactions, report rules, chunking, timers.
+
+Everything runs on a `LinkCore` fed bytes by hand, with writes collected in a list and
+time on `task.Clock`: no sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import defer, task
+
+from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.session import (
+    LinkCore,
+    MSRPSendError,
+    MSRPSession,
+    SessionHost,
+    SessionSettings,
+    SessionTable,
+    content_type_accepted,
+    new_id,
+    wants_response,
+)
+
+PEER = "msrp://10.0.0.2:7777/peer1;tcp"
+
+
+class Host(SessionHost):
+    """The smallest stack: a clock, a table, one pre-made link for every next hop."""
+
+    def __init__(self, settings: SessionSettings | None = None) -> None:
+        self.clock = task.Clock()
+        self.settings = settings or SessionSettings()
+        self.table = SessionTable(self.settings)
+        self.link: LinkCore | None = None
+
+    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
+        assert self.link is not None
+        return defer.succeed(self.link)
+
+    def forget(self, session: MSRPSession) -> None:
+        self.table.remove(session)
+
+    def session(self, accept=("text/plain",), remote=(PEER,)) -> MSRPSession:
+        sid = new_id()
+        s = MSRPSession(self, sid, f"msrp://10.0.0.1:2855/{sid};tcp", accept, self.settings)
+        if remote:
+            s.set_remote_path(list(remote))
+        self.table.add(s)
+        return s
+
+
+class Wire:
+    """A LinkCore with its written bytes parsed back into frames."""
+
+    def __init__(self, host: Host) -> None:
+        self.out = FrameParser()
+        self.frames: list[Any] = []
+        self.closed = 0
+        self.idle = 0
+        self.core = LinkCore(host.clock, host.table, host.settings, FrameParser(),
+                             self._write, self._lose, self._on_idle, "test")
+
+    def _write(self, data: bytes) -> None:
+        self.frames.extend(self.out.feed(data))
+
+    def _lose(self) -> None:
+        self.closed += 1
+
+    def _on_idle(self, core: LinkCore) -> None:
+        self.idle += 1
+
+    def take(self) -> list[Any]:
+        frames, self.frames = self.frames, []
+        return frames
+
+    def responses(self) -> list[MSRPResponse]:
+        return [f for f in self.take() if isinstance(f, MSRPResponse)]
+
+
+def send_frame(to: str, frm: str = PEER, body: bytes = b"hello", *, tid: str | None = None,
+               method: str = "SEND", mid: str = "m1", ctype: str | None = "text/plain",
+               byte_range: str | None = None, flag: str = "$",
+               extra: tuple[str, ...] = ()) -> bytes:
+    tid = tid or new_id(4)
+    lines = [f"MSRP {tid} {method}", f"To-Path: {to}", f"From-Path: {frm}",
+             f"Message-ID: {mid}"]
+    if byte_range is None:
+        byte_range = f"1-{len(body)}/{len(body)}"
+    lines.append(f"Byte-Range: {byte_range}")
+    lines.extend(extra)
+    if ctype is not None and body:
+        lines.append(f"Content-Type: {ctype}")
+    head = "\r\n".join(lines).encode() + b"\r\n"
+    if body:
+        head += b"\r\n" + body + b"\r\n"
+    return head + f"-------{tid}{flag}\r\n".encode()
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host()
+
+
+# ---- pure rules ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fr,status,expected", [
+    ("yes", 200, True), ("yes", 415, True), (None, 200, True),
+    ("partial", 200, False), ("partial", 481, True),
+    ("no", 200, False), ("no", 413, False), ("Partial", 200, False),
+])
+def test_failure_report_decides_which_responses_are_sent(fr, status, expected):
+    assert wants_response(fr, status) is expected
+
+
+@pytest.mark.parametrize("ctype,accept,ok", [
+    ("text/plain", ["text/plain"], True),
+    ("Text/Plain; charset=UTF-8", ["text/plain"], True),
+    ("text/html", ["TEXT/*"], True),
+    ("image/png", ["text/*"], False),
+    ("application/im-iscomposing+xml", ["*"], True),
+    (None, ["*"], False),
+    ("", ["text/plain"], False),
+    ("message/cpim", ["text/plain"], False),
+])
+def test_content_type_matching_is_case_insensitive_with_wildcards(ctype, accept, ok):
+    assert content_type_accepted(ctype, accept) is ok
+
+
+def test_ids_are_unguessable_and_distinct():
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 20 for i in ids)
+
+
+# ---- receiving ----------------------------------------------------------------------------
+
+def test_send_to_known_session_gets_200_and_is_delivered(host):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, tid="tid1"))
+    [resp] = w.responses()
+    assert (resp.transaction_id, resp.status) == ("tid1", 200)
+    assert resp.to_path == [PEER] and resp.from_path == [s.local_uri]
+    assert [(m.body, m.content_type, m.message_id) for m in got] == [(b"hello", "text/plain", "m1")]
+
+
+def test_first_request_binds_passive_session(host):
+    s = host.session()
+    bound = s.wait_bound(5)
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, body=b""))
+    assert bound.called and s.link is w.core
+    assert [r.status for r in w.responses()] == [200]
+    assert host.clock.getDelayedCalls() == []
+
+
+def test_wait_bound_times_out(host):
+    s = host.session()
+    d = s.wait_bound(5)
+    failures = []
+    d.addErrback(failures.append)
+    host.clock.advance(5)
+    assert failures and failures[0].value.code == 408
+
+
+def test_unknown_session_gets_481(host):
+    w = Wire(host)
+    w.core.data_received(send_frame("msrp://10.0.0.1:2855/nosuch;tcp"))
+    assert [r.status for r in w.responses()] == [481]
+
+
+def test_from_path_must_match_negotiated_peer(host):
+    s = host.session()
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, frm="msrp://10.9.9.9:1/other;tcp"))
+    assert [r.status for r in w.responses()] == [481]
+
+
+def test_session_id_only_matching_ignores_authority():
+    h = Host(SessionSettings(session_id_matching=True))
+    s = h.session()
+    w = Wire(h)
+    to = s.local_uri.replace("10.0.0.1:2855", "192.0.2.1:9")
+    w.core.data_received(send_frame(to, frm="msrp://198.51.100.7:5/peer1;tcp"))
+    assert [r.status for r in w.responses()] == [200]
+
+
+def test_session_bound_to_other_connection_gets_506(host):
+    s = host.session()
+    w1, w2 = Wire(host), Wire(host)
+    w1.core.data_received(send_frame(s.local_uri))
+    w2.core.data_received(send_frame(s.local_uri, mid="m2"))
+    assert [r.status for r in w1.responses()] == [200]
+    assert [r.status for r in w2.responses()] == [506]
+
+
+def test_unknown_method_gets_501_and_report_is_never_answered(host):
+    s = host.session()
+    reports = []
+    s.on_report = reports.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, method="FOO", body=b""))
+    w.core.data_received(send_frame(s.local_uri, method="REPORT", body=b"",
+                                    extra=("Status: 000 200 OK",)))
+    w.core.data_received(send_frame("msrp://10.0.0.1:2855/nosuch;tcp", method="REPORT",
+                                    body=b"", extra=("Status: 000 200 OK",)))
+    assert [r.status for r in w.responses()] == [501]
+    assert len(reports) == 1 and reports[0].method == "REPORT"
+
+
+@pytest.mark.parametrize("ctype", [None, "image/png"])
+def test_missing_or_unaccepted_content_type_gets_415(host, ctype):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, ctype=ctype))
+    assert [r.status for r in w.responses()] == [415]
+    assert got == []
+
+
+def test_wildcard_accept_types_accept_subtypes(host):
+    s = host.session(accept=("text/*",))
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, ctype="TEXT/HTML"))
+    assert [r.status for r in w.responses()] == [200]
+
+
+def test_failure_report_no_suppresses_all_responses(host):
+    s = host.session()
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, extra=("Failure-Report: no",)))
+    w.core.data_received(send_frame(s.local_uri, ctype="image/png", mid="m2",
+                                    extra=("Failure-Report: no",)))
+    assert w.take() == []
+
+
+def test_partial_failure_report_gets_no_200_but_gets_415(host):
+    s = host.session()
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, extra=("Failure-Report: partial",)))
+    w.core.data_received(send_frame(s.local_uri, ctype="image/png", mid="m2",
+                                    extra=("Failure-Report: partial",)))
+    assert [r.status for r in w.responses()] == [415]
+
+
+def test_success_report_sent_once_whole_message_arrived(host):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, body=b"abc", byte_range="1-3/6",
+                                    flag="+", extra=("Success-Report: yes",)))
+    first = w.take()
+    assert [type(f) for f in first] == [MSRPResponse]
+    w.core.data_received(send_frame(s.local_uri, body=b"def", byte_range="4-6/6",
+                                    extra=("Success-Report: yes",)))
+    frames = w.take()
+    reports = [f for f in frames if isinstance(f, MSRPRequest)]
+    assert len(reports) == 1
+    rep = reports[0]
+    assert rep.method == "REPORT" and rep.message_id == "m1"
+    assert rep.to_path == [PEER] and rep.from_path == [s.local_uri]
+    assert rep.headers.get("Status").startswith("000 200")
+    br = rep.byte_range
+    assert (br.start, br.end, br.total) == (1, 6, 6)
+    assert [m.body for m in got] == [b"abcdef"]
+
+
+def test_chunks_out_of_order_reassemble(host):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, body=b"world", byte_range="7-11/11"))
+    w.core.data_received(send_frame(s.local_uri, body=b"hello ", byte_range="1-6/11",
+                                    flag="+"))
+    assert [m.body for m in got] == [b"hello world"]
+    assert host.clock.getDelayedCalls() == []
+
+
+def test_message_beyond_size_bound_gets_413():
+    h = Host(SessionSettings(max_message_size=100))
+    s = h.session()
+    w = Wire(h)
+    w.core.data_received(send_frame(s.local_uri, body=b"x" * 50, byte_range="1-50/500",
+                                    flag="+"))
+    assert [r.status for r in w.responses()] == [413]
+
+
+def test_incomplete_message_times_out_and_is_reported(host):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri, body=b"abc", byte_range="1-3/6", flag="+"))
+    w.take()
+    host.clock.advance(host.settings.reassembly_timeout)
+    [rep] = w.take()
+    assert rep.method == "REPORT" and rep.headers.get("Status").startswith("000 408")
+    assert got == [] and host.clock.getDelayedCalls() == []
+
+
+def test_incoming_message_report_failure_sends_failure_report(host):
+    s = host.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(host)
+    w.core.data_received(send_frame(s.local_uri))
+    w.take()
+    assert got[0].report_failure(404, "Not Found") is True
+    [rep] = w.take()
+    assert rep.method == "REPORT" and rep.headers.get("Status") == "000 404 Not Found"
+
+
+def test_malformed_request_gets_400_and_connection_survives(host):
+    s = host.session()
+    w = Wire(host)
+    bad = b"MSRP bad1 SEND\r\nTo-Path: " + s.local_uri.encode() + \
+        b"\r\nByte-Range: nonsense\r\nFrom-Path: " + PEER.encode() + \
+        b"\r\nMessage-ID: x\r\n-------bad1$\r\n"
+    w.core.data_received(send_frame(s.local_uri, tid="first") + bad +
+                         send_frame(s.local_uri, tid="good", mid="m2"))
+    assert [(r.transaction_id, r.status) for r in w.responses()] == [
+        ("first", 200), ("bad1", 400), ("good", 200)]
+    assert w.closed == 0
+
+
+# ---- sending ---------------------------------------------------------------------------------
+
+def bound_session(host: Host) -> tuple[MSRPSession, Wire]:
+    s = host.session()
+    w = Wire(host)
+    s.bind(w.core)
+    return s, w
+
+
+def reply(w: Wire, req: MSRPRequest, status: int) -> None:
+    w.core.data_received(
+        f"MSRP {req.transaction_id} {status} X\r\nTo-Path: {req.from_path[0]}\r\n"
+        f"From-Path: {req.to_path[0]}\r\n-------{req.transaction_id}$\r\n".encode())
+
+
+def test_send_fires_with_200_on_response(host):
+    s, w = bound_session(host)
+    d = s.send("text/plain", b"hi")
+    [req] = w.take()
+    assert req.method == "SEND" and req.body == b"hi" and req.content_type == "text/plain"
+    assert req.to_path == [PEER] and req.from_path == [s.local_uri]
+    assert not d.called
+    reply(w, req, 200)
+    assert d.result == 200
+    assert host.clock.getDelayedCalls() == []
+
+
+def test_send_times_out_with_408_after_response_timeout(host):
+    s, w = bound_session(host)
+    d = s.send("text/plain", b"hi")
+    errors = []
+    d.addErrback(errors.append)
+    host.clock.advance(29.9)
+    assert errors == []
+    host.clock.advance(0.2)
+    assert errors[0].value.code == 408
+
+
+def test_send_failure_reports_peer_status(host):
+    s, w = bound_session(host)
+    d = s.send("text/plain", b"hi")
+    errors = []
+    d.addErrback(errors.append)
+    [req] = w.take()
+    reply(w, req, 415)
+    assert isinstance(errors[0].value, MSRPSendError) and errors[0].value.code == 415
+
+
+def test_failure_report_no_fires_once_written(host):
+    s, w = bound_session(host)
+    d = s.send("text/plain", b"hi", failure_report="no")
+    [req] = w.take()
+    assert req.headers.get("Failure-Report") == "no"
+    assert d.result == 200 and host.clock.getDelayedCalls() == []
+
+
+def test_failure_report_partial_succeeds_when_no_negative_response(host):
+    s, w = bound_session(host)
+    d = s.send("text/plain", b"hi", failure_report="partial")
+    assert not d.called
+    host.clock.advance(host.settings.response_timeout)
+    assert d.result == 200
+
+
+def test_large_message_is_chunked_with_byte_ranges(host):
+    s, w = bound_session(host)
+    body = bytes(range(256)) * 20  # 5120 bytes, chunk size 2048
+    d = s.send("text/plain", body)
+    reqs = w.take()
+    ranges = [(r.byte_range.start, r.byte_range.end, r.byte_range.total, r.flag)
+              for r in reqs]
+    assert ranges == [(1, 2048, 5120, "+"), (2049, 4096, 5120, "+"), (4097, 5120, 5120, "$")]
+    assert b"".join(r.body for r in reqs) == body
+    assert len({r.transaction_id for r in reqs}) == 3
+    assert len({r.message_id for r in reqs}) == 1
+    for r in reqs[:-1]:
+        reply(w, r, 200)
+    assert not d.called
+    reply(w, reqs[-1], 200)
+    assert d.result == 200
+
+
+def test_two_large_messages_interleave(host):
+    s, w = bound_session(host)
+    w.core.pause()
+    s.send("text/plain", b"a" * 5000)
+    s.send("text/plain", b"b" * 5000)
+    w.core.resume()
+    order = [r.body[:1] for r in w.take()]
+    assert order == [b"a", b"b", b"a", b"b", b"a", b"b"]
+
+
+def test_negative_response_to_a_chunk_stops_the_message(host):
+    s, w = bound_session(host)
+    w.core.pause()
+    d = s.send("text/plain", b"z" * 6000)
+    errors = []
+    d.addErrback(errors.append)
+    w.core.resume()
+    reqs = w.take()
+    reply(w, reqs[0], 413)
+    assert errors[0].value.code == 413
+    assert host.clock.getDelayedCalls() == []
+
+
+def test_send_queue_bound_refuses_with_clear_error():
+    h = Host(SessionSettings(max_queued_messages=1))
+    s, w = bound_session(h)
+    w.core.pause()
+    s.send("text/plain", b"1")
+    errors = []
+    s.send("text/plain", b"2").addErrback(errors.append)
+    assert errors[0].value.code == 503 and "queue full" in errors[0].value.comment
+
+
+def test_send_on_unbound_session_fails(host):
+    s = host.session()
+    errors = []
+    s.send("text/plain", b"x").addErrback(errors.append)
+    assert errors[0].value.code == 503
+
+
+def test_connection_loss_fails_pending_and_tells_each_session_once(host):
+    s1, w = bound_session(host)
+    s2 = host.session(remote=("msrp://10.0.0.3:1/p2;tcp",))
+    s2.bind(w.core)
+    closed: list[tuple[str, str]] = []
+    s1.on_closed = lambda why: closed.append(("s1", why))
+    s2.on_closed = lambda why: closed.append(("s2", why))
+    errors = []
+    s1.send("text/plain", b"q" * 5000).addErrback(errors.append)
+    w.core.connection_lost("reset by peer")
+    w.core.connection_lost("again")
+    assert sorted(c[0] for c in closed) == ["s1", "s2"]
+    assert errors[0].value.code == 503
+    assert host.clock.getDelayedCalls() == []
+    assert len(host.table) == 0
+
+
+def test_idle_connection_closes_after_idle_timeout(host):
+    s, w = bound_session(host)
+    host.clock.advance(host.settings.idle_timeout * 2)
+    assert w.closed == 0
+    s.close()
+    host.clock.advance(host.settings.idle_timeout)
+    assert w.closed == 1 and w.idle == 1
+
+
+def test_connect_sends_binding_send_and_fires_on_200(host):
+    s = host.session()
+    w = Wire(host)
+    host.link = w.core
+    fired = []
+    s.connect().addCallback(fired.append)
+    [req] = w.take()
+    assert req.method == "SEND" and req.body == b""
+    assert fired == []
+    reply(w, req, 200)
+    assert fired == [None]
