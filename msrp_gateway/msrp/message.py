@@ -33,7 +33,9 @@ class MSRPParseError(Exception):
     `code` is the MSRP status to answer (400, or 413 for a body over the bound);
     `transaction_id` is set when the broken frame's id is known (answer it, keep the
     connection); `response` is True when the broken frame was a response (never
-    answered). Raised (not returned) only when framing is lost: close the connection.
+    answered); `to_path`/`from_path` are the broken frame's paths (lists of URI strings)
+    when its headers held them, else None. Raised (not returned) only when framing is
+    lost: close the connection.
     """
 
     def __init__(
@@ -49,6 +51,8 @@ class MSRPParseError(Exception):
         self.code = code
         self.transaction_id = transaction_id
         self.response = response
+        self.to_path: list[str] | None = None
+        self.from_path: list[str] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -564,6 +568,18 @@ class FrameParser:
                 reason, code, self._tid, response=self._start_line[:1].isdigit()
             )
 
+    def _annotate(self, err: MSRPParseError) -> MSRPParseError:
+        """Give a frame-level error the frame's paths, so the 400 can be addressed."""
+        err.transaction_id = self._tid
+        err.response = self._start_line[:1].isdigit()
+        for line in self._header_lines:
+            key = line[:10].lower()
+            if key.startswith(b"to-path:"):
+                err.to_path = line[8:].decode("utf-8", "replace").split()
+            elif key.startswith(b"from-path:"):
+                err.from_path = line[10:].decode("utf-8", "replace").split()
+        return err
+
     def _enter_skip(self, keep_from: int) -> None:
         # Keep the CRLF before `keep_from` so an end-line right there is still found.
         cut = max(0, keep_from - 2)
@@ -663,7 +679,7 @@ class FrameParser:
         i, f = self._find_end(buf, 0)
         if i >= 0 and f >= 0:
             assert self._error is not None
-            out.append(self._error)
+            out.append(self._annotate(self._error))
             self._consume(i + len(self._end_pat) + 3)
             return True
         keep_from = i if i >= 0 else max(0, len(buf) - len(self._end_pat) + 1)
@@ -677,13 +693,11 @@ class FrameParser:
         self, body: bytes, flag: str, has_body: bool
     ) -> MSRPRequest | MSRPResponse | MSRPParseError:
         if self._error is not None:
-            return self._error
+            return self._annotate(self._error)
         try:
             return _build(self._tid, self._start_line, self._header_lines, body, flag, has_body)
         except MSRPParseError as e:
-            e.transaction_id = self._tid
-            e.response = self._start_line[:1].isdigit()
-            return e
+            return self._annotate(e)
 
 
 _path_ok: dict[str, bool] = {}
