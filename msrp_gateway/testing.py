@@ -478,3 +478,57 @@ class FakeSIPSender:
 
     def time_out(self, index: int) -> None:
         self.sent[index][1].errback(SIPTimeout("Timer F"))
+
+
+# ---- the SIP transport, as the SIP stack sees it (engineer B) ------------------------------
+
+
+class FakeSIPTransport:
+    """`sip.transport.SIPTransport` in memory: what the stack sends lands in `sent` (re-parsed
+    from its bytes, as (message, peer)); `deliver(bytes_or_message, peer)` plays a peer.
+
+    `resolve` follows s.18.1.1 (``transport=`` param, TCP over 1300 bytes, port 5060/5061);
+    `fail_sends = True` makes every send errback, as a refused TCP connection does.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5060) -> None:
+        self.host = host
+        self.port = port
+        self.sent: list[tuple[_Any, _Any]] = []
+        self.on_message: _Any = None
+        self.fail_sends = False
+
+    def send(self, msg: _Any, peer: _Any) -> _defer.Deferred[None]:
+        from .sip.message import parse_message
+
+        if self.fail_sends:
+            return _defer.fail(ConnectionRefusedError(f"{peer.host}:{peer.port}"))
+        self.sent.append((parse_message(msg.to_bytes()), peer))
+        return _defer.succeed(None)
+
+    def local_via(self, peer: _Any) -> tuple[str, str, int]:
+        return peer.transport.upper(), self.host, self.port
+
+    def response_peer(self, request: _Any, source: _Any) -> _Any:
+        return source
+
+    def resolve(self, uri_text: str, size: int) -> _defer.Deferred[_Any]:
+        from .sip.uri import parse_uri
+
+        uri = parse_uri(uri_text)
+        transport = uri.transport or ("tls" if uri.scheme == "sips" else
+                                      "tcp" if size > 1300 else "udp")
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        return _defer.succeed(FakePeer(transport, uri.host, port))
+
+    def deliver(self, data: _Any, peer: _Any) -> None:
+        from .sip.message import parse_message
+
+        msg = parse_message(data) if isinstance(data, bytes) else data
+        self.on_message(msg, peer)
+
+    def take(self) -> list[_Any]:
+        """The messages sent since the last call (peers dropped)."""
+        out = [m for m, _ in self.sent]
+        self.sent.clear()
+        return out
