@@ -119,6 +119,8 @@ class Dialog:
         self.confirmed: defer.Deferred[Dialog] = defer.Deferred()
         self.on_bye: Callable[[], None] | None = None
         self.on_request: Callable[[Any], None] | None = None
+        self.response: SIPResponse | None = None  # UAC: the 2xx that made the dialog
+        self.remote_sdp: bytes = b""  # the peer's latest SDP (2xx or INVITE body)
         self.local_sdp: bytes = b""
         self.local_content_type: str | None = None
         self._last_ack: SIPRequest | None = None
@@ -143,18 +145,23 @@ class Dialog:
         contact = resp.headers.get_all("Contact")
         to_value = resp.headers.get("To") or ""
         route_set = list(reversed(resp.headers.get_all("Record-Route")))
-        return cls(owner, role="uac", call_id=invite.call_id, local_tag=invite.from_tag or "",
+        dialog = cls(owner, role="uac", call_id=invite.call_id, local_tag=invite.from_tag or "",
                    remote_tag=resp.to_tag or "",
                    local_party=_without_tag(invite.headers.get("From") or ""),
                    remote_party=_without_tag(to_value),
                    remote_target=_uri_of(contact[0]) if contact else invite.uri,
                    route_set=route_set, local_cseq=invite.cseq[0], remote_cseq=None)
+        dialog.response = resp
+        dialog.remote_sdp = resp.body
+        dialog.local_sdp = invite.body
+        dialog.local_content_type = invite.content_type
+        return dialog
 
     @classmethod
     def from_uas(cls, owner: DialogOwner, invite: SIPRequest, local_tag: str) -> Dialog:
         """s.12.1.1: the dialog our 2xx to an INVITE creates."""
         contact = invite.headers.get_all("Contact")
-        return cls(owner, role="uas", call_id=invite.call_id, local_tag=local_tag,
+        dialog = cls(owner, role="uas", call_id=invite.call_id, local_tag=local_tag,
                    remote_tag=invite.from_tag or "",
                    local_party=_without_tag(invite.headers.get("To") or ""),
                    remote_party=_without_tag(invite.headers.get("From") or ""),
@@ -162,6 +169,8 @@ class Dialog:
                        invite.headers.get("From") or ""),
                    route_set=list(invite.headers.get_all("Record-Route")),
                    local_cseq=secrets.randbelow(2 ** 16) + 1, remote_cseq=invite.cseq[0])
+        dialog.remote_sdp = invite.body
+        return dialog
 
     # -- requests we send ----------------------------------------------------------------
 
@@ -342,6 +351,8 @@ class Dialog:
             contact = req.headers.get_all("Contact")
             if contact:
                 self.remote_target = _uri_of(contact[0])  # target refresh (s.12.2.2)
+            if req.body:
+                self.remote_sdp = req.body
         if self.on_request is not None:
             self.on_request(txn)
             return
