@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from . import sdp
 from .msrp.message import MSRPParseError
-from .msrp.session import IncomingMessage, MSRPSendError
+from .msrp.session import IncomingMessage, MSRPSendError, SessionError
 from .sip.transaction import SIPFinalResponse, SIPTransportError
 
 __all__ = [
@@ -165,7 +165,7 @@ class MSRPUserAgent:
         """Offer a session (INVITE out); returns its session id. Raises `UAError` if it cannot."""
         types = _split_types(content_types)
         self._check_room()
-        msess = self._msrp.create_session(types)
+        msess = self._create_msrp(types)
         try:
             offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup)
             req = self._sip.new_request(
@@ -203,7 +203,7 @@ class MSRPUserAgent:
             raise UAError(488, "Not Acceptable Here", [("Warning", '304 msrpgw "an SDP offer is required"')])
         if ctype and ctype != SDP_TYPE:
             raise UAError(415, "Unsupported Media Type", [("Accept", SDP_TYPE)])
-        msess = self._msrp.create_session(types)
+        msess = self._create_msrp(types)
         try:
             neg = sdp.build_answer(req.body, list(msess.local_path), types, prefer_active=self._actpass_active)
             msess.set_remote_path(neg.peer.path)
@@ -303,6 +303,14 @@ class MSRPUserAgent:
                 503, "Service Unavailable",
                 [("Warning", f'399 msrpgw "session limit ({self._max_sessions}) reached"')],
             )
+
+    def _create_msrp(self, types: list[str]) -> Any:
+        try:
+            return self._msrp.create_session(types)
+        except SessionError as e:  # the MSRP session table is full
+            raise UAError(
+                503, "Service Unavailable", [("Warning", f'399 msrpgw "MSRP: {e.comment or e.code}"')]
+            ) from None
 
     def _register(self, s: _Session) -> None:
         self._sessions[s.sid] = s
@@ -475,11 +483,8 @@ class MSRPUserAgent:
 
 
 def _answer_body(dialog: Any) -> bytes:
-    """The SDP answer carried by the 2xx that created a UAC dialog."""
-    resp = getattr(dialog, "response", None)
-    body = getattr(resp, "body", None)
-    if body is None:
-        body = getattr(dialog, "remote_sdp", None)
+    """The SDP answer carried by the 2xx that created a UAC dialog (``Dialog.remote_sdp``)."""
+    body = getattr(dialog, "remote_sdp", b"")
     if not body:
         raise sdp.SDPError("the 2xx carries no SDP answer")
     return bytes(body)
