@@ -145,18 +145,39 @@ def gateway_session_entry(item: Any) -> dict[str, Any]:
     return out
 
 
-def ua_session_entry(item: Any) -> dict[str, Any]:
-    """msrp_ua's members in msrp_ua's order (missing ones as OpenSIPS' defaults)."""
+#: msrp_ua's dlg_state numbers (MSRPUA_DLG_NEW/CONF/EST/TERM) for our UA states.
+_DLG_STATE = {"inviting": 0, "setup": 1, "established": 2, "ended": 3}
+
+
+def ua_session_entry(item: Any, now: float = 0.0, max_duration: float = 0.0) -> dict[str, Any]:
+    """msrp_ua's members in msrp_ua's order, then the UA's own extra fields.
+
+    ``b2b_key`` is the SIP Call-ID (we have no B2B entity); ``lifetime`` is the
+    number of seconds left before max_duration ends the session (0: no limit).
+    """
     raw = _as_dict(item)
-    defaults: dict[str, Any] = {"session_id": "", "b2b_key": "", "type": "",
-                                "handler": "msrp_gateway", "dlg_state": 0,
-                                "peer_path": "", "lifetime": 0}
-    out: dict[str, Any] = {}
-    for name in UA_SESSION_FIELDS:
-        value = raw.pop(name, defaults[name])
-        if isinstance(value, (list, tuple)) and name == "peer_path":
-            value = " ".join(str(v) for v in value)
-        out[name] = _json_safe(value)
+    role = str(raw.pop("role", "") or "")
+    state = raw.get("state")
+    out: dict[str, Any] = {"session_id": str(raw.pop("session_id", "") or "")}
+    call_id = raw.pop("call_id", None)
+    out["b2b_key"] = str(raw.pop("b2b_key", None) or call_id or "")
+    out["type"] = str(raw.pop("type", None) or role.upper())
+    out["handler"] = str(raw.pop("handler", None) or "msrp_gateway")
+    dlg = raw.pop("dlg_state", None)
+    out["dlg_state"] = dlg if isinstance(dlg, int) else _DLG_STATE.get(
+        str(getattr(state, "value", state)), 0)
+    path = raw.pop("peer_path", None)
+    if path is None:
+        path = raw.pop("remote_path", "")
+    out["peer_path"] = " ".join(map(str, path)) if isinstance(path, (list, tuple)) else str(path)
+    lifetime = raw.pop("lifetime", None)
+    if lifetime is None:
+        created = raw.get("created")
+        lifetime = (max(0, int(created + max_duration - now))
+                    if max_duration and isinstance(created, (int, float)) else 0)
+    out["lifetime"] = lifetime
+    if role:
+        out["role"] = role
     out.update({k: _json_safe(v) for k, v in raw.items()})
     return out
 
@@ -173,11 +194,14 @@ def build_table(
     log_control: LogLevelControl | None = None,
     started_at: float | None = None,
     server_name: str = "msrpgw",
+    ua_max_duration: float = 0.0,
     wall_time: Callable[[], float] = time.time,
 ) -> CommandTable:
     """All MI commands for the given parts; commands of absent parts are left out.
 
-    ``clock`` measures uptime; ``wall_time`` gives the dates ``uptime`` prints.
+    ``clock`` measures uptime; ``wall_time`` gives the dates ``uptime`` prints;
+    ``ua_max_duration`` ([msrp_ua] max_duration) gives msrp_ua_list_sessions'
+    ``lifetime``.
     """
     table = CommandTable()
     start_clock = clock.seconds()
@@ -206,8 +230,11 @@ def build_table(
 
     # -- msrp_ua --
     if ua is not None:
+        ua_max = float(ua_max_duration or 0.0)
+
         def ua_list() -> list[dict[str, Any]]:
-            return [ua_session_entry(s) for s in ua.sessions()]
+            now = clock.seconds()
+            return [ua_session_entry(s, now, ua_max) for s in ua.sessions()]
 
         def ua_end(session_id: str) -> str:
             try:

@@ -298,6 +298,29 @@ def test_ua_list_sessions_has_msrp_ua_members(parts):
                      "peer_path": "msrp://127.0.0.1:3000/xyz;tcp", "lifetime": 3600}
 
 
+def test_ua_list_sessions_maps_the_real_ua_listing(clock):
+    from msrp_gateway.ua import UASessionInfo
+
+    info = UASessionInfo("s1", "uas", "established", "sip:a@x", "sip:b@y", "sip:b@y",
+                         "call-1", ["msrp://10.0.0.1:2855/p;tcp", "msrp://10.0.0.2:2855/q;tcp"],
+                         100.0, 101.0, 0)
+
+    class UA:
+        def sessions(self):
+            return [info]
+
+    clock.advance(160)
+    table = build_table(clock=clock, ua=UA(), ua_max_duration=3600)
+    [entry] = call(MIResource(table), rpc("msrp_ua_list_sessions"))["result"]
+    assert list(entry)[:7] == ["session_id", "b2b_key", "type", "handler", "dlg_state",
+                               "peer_path", "lifetime"]
+    assert entry["session_id"] == "s1" and entry["b2b_key"] == "call-1"
+    assert entry["type"] == "UAS" and entry["dlg_state"] == 2
+    assert entry["peer_path"] == "msrp://10.0.0.1:2855/p;tcp msrp://10.0.0.2:2855/q;tcp"
+    assert entry["lifetime"] == 3540
+    assert entry["from_uri"] == "sip:a@x" and entry["state"] == "established"
+
+
 def test_ua_end_session_ok_unknown_and_failure(parts):
     resource = parts[0]
     assert call(resource, rpc("msrp_ua:end_session", {"session_id": "abc123"}))["result"] == "OK"
@@ -509,3 +532,10 @@ def test_http_auth_when_configured(header, code):
 def test_mierror_and_paramserror_carry_their_fields():
     assert (MIError(404, "x").code, MIError(404, "x").message) == (404, "x")
     assert ParamsError("d").data == "d"
+
+
+def test_end_session_maps_the_real_gateway_exceptions():
+    from msrp_gateway import gateway
+
+    assert (SessionNotFound, EndSessionFailed) == (gateway.SessionNotFound,
+                                                   gateway.EndSessionFailed)
