@@ -114,6 +114,10 @@ class Registry:
     def bucket_count(self) -> int:
         return len(self._buckets)
 
+    def bucket_loads(self) -> list[int]:
+        """Sessions per bucket, for MI statistics and the hash-spread test."""
+        return [len(b) for b in self._buckets]
+
     def _bucket(self, key: str) -> dict[str, GatewaySession]:
         return self._buckets[hash(key) & self._mask]
 
