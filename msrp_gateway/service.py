@@ -140,13 +140,16 @@ class GatewayService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
         log.info("msrpgw stopping")
+        Service.stopService(self)
         for svc in self.first_to_stop:
             if svc.running:
                 try:
                     yield defer.maybeDeferred(svc.stopService)
                 except Exception:
                     log.failure("stopping {name} failed", name=svc.name)
-        yield defer.maybeDeferred(super().stopService)
+        rest = [defer.maybeDeferred(svc.stopService) for svc in reversed(list(self))
+                if svc.running]
+        yield defer.DeferredList(rest, consumeErrors=True)
         log.info("msrpgw stopped")
 
 

@@ -1,0 +1,213 @@
+"""service.py / tap.py on a MemoryReactor: what listens where, start-up failures, stop order."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogLevel
+from twisted.python import usage
+from twisted.application.service import Application
+
+from msrp_gateway import tap
+from msrp_gateway.config import from_dict
+from msrp_gateway.service import GatewayService, ListenerService, StartupError, build_service
+
+
+class _Port:
+    """A listening port that remembers being closed."""
+
+    def __init__(self, kind, host, port):
+        self.kind, self.host_, self.port_ = kind, host, port
+        self.closed = False
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+        return IPv4Address(self.kind, self.host_, self.port_)
+
+    def stopListening(self):
+        self.closed = True
+
+
+class Reactor(MemoryReactorClock):
+    """MemoryReactorClock that also records UDP listeners, and returns closable ports."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+        self.ports = []
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        super().listenTCP(port, factory, backlog, interface)
+        self.ports.append(_Port("TCP", interface, port))
+        return self.ports[-1]
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        self.ports.append(_Port("UDP", interface, port))
+        return self.ports[-1]
+
+
+def tcp_listeners(reactor):
+    return {(interface, port): factory for port, factory, _backlog, interface
+            in reactor.tcpServers}
+
+
+def udp_listeners(reactor):
+    return {(interface, port): proto for port, proto, interface, _size in reactor.udpServers}
+
+
+def make(data=None):
+    reactor = Reactor()
+    root = build_service(from_dict(data or {}), reactor)
+    return reactor, root
+
+
+def test_nothing_listens_before_start():
+    reactor, _root = make()
+    assert reactor.tcpServers == [] and reactor.udpServers == []
+
+
+def test_mi_listens_on_configured_http_address():
+    reactor, root = make({"mi": {"http": "127.0.0.2:9099"}})
+    root.startService()
+    site = tcp_listeners(reactor)[("127.0.0.2", 9099)]
+    assert type(site).__name__ == "MISite"
+    root.stopService()
+
+
+def test_mi_off_when_http_is_empty():
+    reactor, root = make({"mi": {"http": ""}})
+    root.startService()
+    assert ("127.0.0.1", 8888) not in tcp_listeners(reactor)
+    root.stopService()
+
+
+def test_mi_log_level_command_changes_the_shared_level_control():
+    """The MI's log_level and the log observer's filter are one object (what twistd uses)."""
+    _reactor, root = make({"log": {"level": "warn"}})
+    assert root.log_control.predicate.logLevelForNamespace("x") == LogLevel.warn
+    root.log_control.set_level(4)
+    assert root.log_control.predicate.logLevelForNamespace("x") == LogLevel.debug
+
+
+def test_listener_is_closed_on_stop():
+    reactor, root = make()
+    root.startService()
+    assert reactor.ports and not any(p.closed for p in reactor.ports)
+    d = root.stopService()
+    assert d.called
+    assert all(p.closed for p in reactor.ports)
+
+
+class _TakenReactor(MemoryReactorClock):
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+def test_taken_port_fails_start_up_with_one_line():
+    root = build_service(from_dict({}), _TakenReactor())
+    with pytest.raises(StartupError) as info:
+        root.startService()
+    assert str(info.value) == ("cannot listen on mi:http:127.0.0.1:8888: "
+                               "[Errno 98] Address already in use")
+    assert not root.running
+
+
+def test_failed_start_closes_what_did_open():
+    reactor = MemoryReactorClock()
+    root = GatewayService(from_dict({}), reactor)
+    first = ListenerService("first", lambda: reactor.listenTCP(1111, object()))
+    first.setServiceParent(root)
+
+    def taken():
+        raise CannotListenError("127.0.0.1", 2222, OSError(98, "Address already in use"))
+    ListenerService("second", taken).setServiceParent(root)
+    with pytest.raises(StartupError):
+        root.startService()
+    assert not first.running and first.port is None
+
+
+class _Recorder(Service):
+    def __init__(self, name, order, deferred=None):
+        self.setName(name)
+        self.order = order
+        self.deferred = deferred
+
+    def stopService(self):
+        super().stopService()
+        self.order.append(self.name)
+        return self.deferred
+
+
+def test_first_to_stop_finishes_before_the_rest_stop():
+    """The gateway's BYEs go out while listeners are still open."""
+    root = GatewayService(from_dict({}), MemoryReactorClock())
+    order: list[str] = []
+    pending: defer.Deferred[None] = defer.Deferred()
+    _Recorder("listener", order).setServiceParent(root)
+    gw = _Recorder("gateway", order, pending)
+    gw.setServiceParent(root)
+    root.first_to_stop.append(gw)
+    root.startService()
+    d = root.stopService()
+    assert order == ["gateway"] and not d.called
+    pending.callback(None)
+    assert order == ["gateway", "listener"] and d.called
+
+
+# --- tap ---------------------------------------------------------------------------------
+
+def test_options_reject_unknown_log_level():
+    opts = tap.Options()
+    with pytest.raises(usage.UsageError) as info:
+        opts.parseOptions(["--log-level", "loud"])
+    assert "--log-level: expected one of debug, info, warn, error, critical" in str(info.value)
+
+
+def test_make_service_on_bundled_config_uses_given_reactor():
+    reactor = MemoryReactorClock()
+    opts = tap.Options()
+    opts.parseOptions([])
+    svc = tap.makeService(opts, reactor=reactor)
+    svc.startService()
+    assert ("127.0.0.1", 8888) in tcp_listeners(reactor)
+    svc.stopService()
+
+
+def test_make_service_with_bad_config_prints_one_line_and_exits(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("[msrp_gateway]\nhash_size = 0\n")
+    opts = tap.Options()
+    opts.parseOptions(["--config", str(path)])
+    with pytest.raises(SystemExit) as info:
+        tap.makeService(opts, reactor=MemoryReactorClock())
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == (f"msrpgw: configuration error: {path}: [msrp_gateway] hash_size: expected "
+                   "a number from 1 to 20, found 0\n")
+
+
+def test_log_level_option_overrides_config_and_reaches_twistds_observer(tmp_path):
+    path = tmp_path / "gw.toml"
+    path.write_text('[log]\nlevel = "debug"\n[mi]\nhttp = ""\n')
+
+    class Parent(dict):
+        pass
+    opts = tap.Options()
+    opts.parseOptions(["--config", str(path), "--log-level", "error"])
+    opts.parent = Parent(logfile=str(tmp_path / "gw.log"), nodaemon=True, syslog=False,
+                         logger=None)
+    svc = tap.makeService(opts, reactor=MemoryReactorClock())
+    app = Application("msrpgw")
+    svc.setServiceParent(app)
+    observer = app.getComponent(ILogObserver)
+    assert observer is not None
+    observer({"log_level": LogLevel.warn, "log_namespace": "t", "log_format": "quiet",
+              "log_time": 0.0})
+    observer({"log_level": LogLevel.error, "log_namespace": "t", "log_format": "loud",
+              "log_time": 0.0})
+    text = (tmp_path / "gw.log").read_text()
+    assert "loud" in text and "quiet" not in text
