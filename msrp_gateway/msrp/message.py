@@ -753,7 +753,7 @@ def _build(
     if start_s[:3].isdigit() and (len(start_s) == 3 or start_s[3] == " "):
         if has_body and (body or "content-type" in seen):
             raise MSRPParseError("an MSRP response carries no body")
-        comment = start_s[4:] if len(start_s) > 4 else None
+        comment = start_s[4:] if len(start_s) > 3 else None
         if comment is not None and _UTF8TEXT_BAD_RE.search(comment):
             raise MSRPParseError("control character in response comment")
         return MSRPResponse(tid, int(start_s[:3]), comment, headers)
