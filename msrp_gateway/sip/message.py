@@ -361,7 +361,7 @@ class _MessageBase:
         if value is None:
             return None
         value = value.strip(" \t\r\n")
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+        if not value.isdigit() or len(value) > 10 or int(value) > 255:
             raise SIPParseError(f"malformed Max-Forwards {value[:20]!r}")
         return int(value)
 
@@ -525,6 +525,10 @@ def _validate(msg: SIPMessage) -> None:
             msg.max_forwards  # noqa: B018 - validates
         validate_name_addr(msg.headers.get("From") or "")
         validate_name_addr(msg.headers.get("To") or "")
+        if "contact" in msg.headers:
+            for contact in msg.headers.get_all("Contact"):
+                if contact != "*":
+                    validate_name_addr(contact)
         via = msg.headers.get("Via") or ""
         if "," in via or _FAST_VIA_RE.fullmatch(via) is None:
             msg.top_via  # noqa: B018 - validates
@@ -650,17 +654,22 @@ class StreamParser:
         return out
 
 
-_CL_LINE_RE = re.compile(r"^(?:content-length|l)[ \t]*:[ \t]*(\d{1,10})[ \t]*$",
+_CL_LINE_RE = re.compile(r"^(?:content-length|l)[ \t]*:[ \t]*(.*?)[ \t]*$",
                          re.IGNORECASE | re.MULTILINE)
 
 
 def _lenient_length(head: str) -> int | None:
-    """Content-Length of a message whose headers failed, to skip it on a stream; a head
-    without a readable one cannot be framed and raises."""
+    """Content-Length of a message whose other headers failed, to skip it on a stream.
+    An unreadable or conflicting one means the stream cannot be framed: raise."""
     values = set(_CL_LINE_RE.findall(head.replace("\r\n", "\n")))
     if len(values) > 1:
         raise SIPParseError("conflicting Content-Length values on a stream")
-    return int(values.pop()) if values else None
+    if not values:
+        return None
+    value = values.pop()
+    if not value.isdigit() or len(value) > 10:
+        raise SIPParseError("unreadable Content-Length on a stream")
+    return int(value)
 
 
 REASON_PHRASES = {

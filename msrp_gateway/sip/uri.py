@@ -324,6 +324,8 @@ def parse_params(text: str, where: str = "header") -> dict[str, str | None]:
         if text[i] != ";":
             raise SIPParseError(f"junk after {where}: {text[i:i + 40]!r}")
         i += 1
+        while i < n and text[i] in _LWS:
+            i += 1
         j = i
         while j < n and text[j] not in "=;" and text[j] not in _LWS:
             j += 1
@@ -437,7 +439,7 @@ def parse_name_addr(text: str) -> NameAddr:
         rest = s[gt + 1:]
     else:
         semi = s.find(";")
-        uri, rest = (s, "") if semi < 0 else (s[:semi], s[semi:])
+        uri, rest = (s, "") if semi < 0 else (s[:semi].rstrip(_LWS), s[semi:])
         if not uri or "," in uri or "?" in uri:
             raise SIPParseError(f"bad addr-spec {text[:80]!r}")
     _check_uri(uri, text)
