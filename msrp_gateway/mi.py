@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, resource, server
+from twisted.web import http, pages, resource, server
 from txjsonrpc_ng import jsonrpclib
 from txjsonrpc_ng.web.jsonrpc import JSONRPC
 
@@ -475,13 +475,23 @@ class _BoundedRequest(server.Request):
         super().requestReceived(command, path, version)
 
 
+class _Root(resource.Resource):
+    """Serves its children only; everything else is a plain 404."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
+        return pages.notFound()
+
+    def render(self, request: server.Request) -> bytes:
+        return pages.notFound().render(request)
+
+
 class MISite(server.Site):
     """A Site serving ``resource`` at ``/mi`` (404 elsewhere), bodies bounded."""
 
     requestFactory = _BoundedRequest
 
     def __init__(self, mi: MIResource, *, path: bytes = b"mi", **kwargs: Any) -> None:
-        root = resource.Resource()
+        root = _Root()
         root.putChild(path, mi)
         super().__init__(root, **kwargs)
         self.max_body = mi.max_body
