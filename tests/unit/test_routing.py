@@ -1,0 +1,308 @@
+"""Routing: the request view, script loading, the default route and event route."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from importlib import resources
+
+import pytest
+from twisted.internet import task
+from twisted.logger import globalLogPublisher
+
+from msrp_gateway.gateway import SETUP_FAILED_EVENT, Gateway, GatewaySettings
+from msrp_gateway.routing import RequestView, Router, RoutingScriptError, load_script
+from msrp_gateway.sip.message import Headers, SIPRequest
+from msrp_gateway.testing import FakePeer, FakeServerTransaction, FakeSIPSender, FakeUA
+
+ALICE = "sip:alice@example.net"
+BOB = "sip:bob@example.com"
+ETC_SCRIPT = str(resources.files("msrp_gateway").joinpath("etc/routing.py"))
+
+
+def txn(method: str = "MESSAGE", *, ruri: str = BOB,
+        frm: str = '"Alice" <sip:Alice@Example.NET:5070;transport=udp>;tag=a1',
+        to: str = "<sip:bob@EXAMPLE.com>", body: bytes = b"hello",
+        ctype: str | None = "text/plain", source: str = "127.0.0.1",
+        cseq: int = 1) -> FakeServerTransaction:
+    h = Headers()
+    h.add("Via", f"SIP/2.0/UDP {source}:5070;branch=z9hG4bK{cseq}{method}")
+    h.add("From", frm)
+    h.add("To", to)
+    h.add("Call-ID", f"c{cseq}")
+    h.add("CSeq", f"{cseq} {method}")
+    h.add("Max-Forwards", "70")
+    if ctype:
+        h.add("Content-Type", ctype)
+    return FakeServerTransaction(SIPRequest(method, ruri, h, body), FakePeer("udp", source, 5070))
+
+
+def final(t: FakeServerTransaction) -> int | None:
+    codes = [c for c, _, _ in t.responses if c >= 200]
+    assert len(codes) <= 1
+    return codes[0] if codes else None
+
+
+class World:
+    def __init__(self, *, script: str = "", failure_message: bool = True) -> None:
+        self.clock = task.Clock()
+        self.ua = FakeUA()
+        self.sip = FakeSIPSender()
+        self.gw = Gateway(self.clock, self.ua, self.sip,
+                          GatewaySettings(failure_message=failure_message))
+        self.router = Router(self.gw, script=script)
+        self.gw.emit_event = self.router.on_event
+
+
+@pytest.fixture
+def logged():
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def write(tmp_path, text: str) -> str:
+    p = tmp_path / "route.py"
+    p.write_text(text)
+    return str(p)
+
+
+# -- the request view -------------------------------------------------------------------------
+
+
+def test_request_view_exposes_what_the_script_contract_names() -> None:
+    t = txn(body=b"hi there", ctype="text/plain; charset=utf-8")
+    req = RequestView(t, [ipaddress.ip_network("127.0.0.0/8")])
+    assert (req.method, req.ruri) == ("MESSAGE", BOB)
+    assert req.from_uri == "sip:Alice@Example.NET:5070;transport=udp"
+    assert req.to_uri == "sip:bob@EXAMPLE.com"
+    assert (req.from_tag, req.to_tag, req.is_initial) == ("a1", None, True)
+    assert req.from_aor == "sip:Alice@example.net"  # user kept, host lower-cased, no port
+    assert req.to_aor == "sip:bob@example.com"
+    assert (req.source_ip, req.source_port, req.transport) == ("127.0.0.1", 5070, "udp")
+    assert req.trusted
+    assert req.header("call-id") == "c1" and req.call_id == "c1"
+    assert (req.body, req.content_type) == (b"hi there", "text/plain; charset=utf-8")
+    assert not req.responded
+    req.reply(202, "Accepted")
+    assert req.responded and final(t) == 202
+
+
+def test_ack_is_never_answered() -> None:
+    t = txn("ACK", ctype=None, body=b"")
+    RequestView(t, []).reply(500)
+    assert t.responses == []
+
+
+# -- the default route (built in, and etc/routing.py written out) -----------------------------
+
+
+@pytest.fixture(params=["", ETC_SCRIPT], ids=["built-in", "etc/routing.py"])
+def world(request) -> World:
+    return World(script=request.param)
+
+
+def test_default_route_message_uses_to_from_key(world: World) -> None:
+    t = txn()
+    world.router(t)
+    assert final(t) == 202
+    [s] = world.gw.list_sessions()
+    assert s["key"] == "sip:bob@example.com-sip:Alice@example.net"
+    assert world.ua.last().role == "uac"
+
+
+def test_default_route_invite_uses_from_to_key_so_replies_share_it(world: World) -> None:
+    invite = txn("INVITE", frm="<sip:bob@example.com>;tag=b1", to="<sip:Alice@example.net>",
+                 ruri="sip:Alice@example.net", ctype="application/sdp", body=b"v=0\r\n")
+    world.router(invite)
+    assert final(invite) == 200
+    [s] = world.gw.list_sessions()
+    assert s["key"] == "sip:bob@example.com-sip:Alice@example.net"
+    world.ua.establish(world.ua.last().session_id)
+    reply = txn(frm="<sip:Alice@example.net:5090>;tag=z", to="<sip:bob@example.com>", cseq=2)
+    world.router(reply)
+    assert final(reply) == 202
+    assert len(world.ua.by_id) == 1 and world.ua.sent[0][2] == b"hello"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "SUBSCRIBE", "REGISTER"])
+def test_default_route_refuses_other_methods_with_405(world: World, method: str) -> None:
+    t = txn(method, ctype=None, body=b"")
+    world.router(t)
+    assert final(t) == 405
+    assert "MESSAGE" in dict(t.responses[0][2]["headers"])["Allow"]
+
+
+def test_default_route_refuses_in_dialog_invite(world: World) -> None:
+    t = txn("INVITE", to="<sip:bob@example.com>;tag=x", ctype="application/sdp", body=b"v=0")
+    world.router(t)
+    assert final(t) == 405 and world.ua.by_id == {}
+
+
+def test_default_route_refuses_untrusted_sources(world: World) -> None:
+    t = txn(source="192.0.2.7")
+    world.router(t)
+    assert final(t) == 403 and world.gw.list_sessions() == []
+
+
+def test_default_route_ignores_stray_ack(world: World) -> None:
+    t = txn("ACK", ctype=None, body=b"")
+    world.router(t)
+    assert t.responses == []
+
+
+def test_default_on_event_pages_the_sender_on_setup_failure(world: World) -> None:
+    world.router(txn())
+    world.ua.fail(world.ua.last().session_id, 486, "Busy Here")
+    [(out, _)] = world.sip.sent
+    assert out.method == "MESSAGE"
+    assert (out.from_uri, out.to_uri, out.ruri) == (
+        "sip:bob@EXAMPLE.com", "sip:Alice@Example.NET:5070;transport=udp",
+        "sip:Alice@Example.NET:5070;transport=udp")
+    assert out.content_type == "text/plain"
+    assert b"could not be delivered" in out.body and b"486 Busy Here" in out.body
+
+
+def test_failure_message_can_be_switched_off() -> None:
+    for script in ("", ETC_SCRIPT):
+        w = World(script=script, failure_message=False)
+        w.router(txn())
+        w.ua.fail(w.ua.last().session_id, None, None)
+        assert w.sip.sent == []
+
+
+# -- scripts ----------------------------------------------------------------------------------
+
+
+def test_script_route_and_on_event_are_called(tmp_path) -> None:
+    path = write(tmp_path, (
+        "seen = []\n"
+        "def route(req, gw):\n"
+        "    gw.msg_to_msrp(req, 'k-' + req.from_aor, 'text/*')\n"
+        "def on_event(name, params, gw):\n"
+        "    seen.append((name, params['key']))\n"
+        "    gw.send_message(params['from_uri'], params['ruri'], params['ruri'], b'custom')\n"
+    ))
+    w = World(script=path)
+    t = txn(ctype="text/html")
+    w.router(t)
+    assert final(t) == 202
+    w.ua.fail(w.ua.last().session_id, 603, "Decline")
+    assert [o.body for o, _ in w.sip.sent] == [b"custom"]
+
+
+def test_script_without_on_event_sends_no_failure_message(tmp_path) -> None:
+    path = write(tmp_path, "def route(req, gw):\n    gw.msg_to_msrp(req, 'k', 'text/plain')\n")
+    w = World(script=path)
+    w.router(txn())
+    w.ua.fail(w.ua.last().session_id, 486, "Busy Here")
+    assert w.sip.sent == []
+
+
+def test_route_that_answers_nothing_gets_500_sent_for_it(tmp_path, logged) -> None:
+    w = World(script=write(tmp_path, "def route(req, gw):\n    pass\n"))
+    t = txn()
+    w.router(t)
+    assert final(t) == 500
+    assert any("unanswered" in str(e.get("log_format", "")) for e in logged)
+
+
+def test_route_that_raises_gets_500_and_the_line_is_logged(tmp_path, logged) -> None:
+    path = write(tmp_path, "def route(req, gw):\n    x = 1\n    raise KeyError('boom')\n")
+    w = World(script=path)
+    t = txn()
+    w.router(t)
+    assert final(t) == 500
+    assert any(e.get("path") == path and e.get("line") == 3 for e in logged)
+
+
+def test_route_may_answer_later_through_a_deferred(tmp_path) -> None:
+    path = write(tmp_path, (
+        "from twisted.internet import task\n"
+        "def route(req, gw):\n"
+        "    return task.deferLater(gw.reactor, 2, req.reply, 480, 'Later')\n"
+    ))
+    w = World(script=path)
+    t = txn()
+    w.router(t)
+    assert t.responses == []  # no premature 500 while the script is still working
+    w.clock.advance(2)
+    assert final(t) == 480
+
+
+def test_untrusted_sources_reach_a_custom_script_which_may_check(tmp_path) -> None:
+    path = write(tmp_path, (
+        "def route(req, gw):\n"
+        "    req.reply(200 if req.trusted else 403)\n"
+    ))
+    w = World(script=path)
+    inside, outside = txn(), txn(source="203.0.113.5", cseq=2)
+    w.router(inside)
+    w.router(outside)
+    assert (final(inside), final(outside)) == (200, 403)
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ("def route(req, gw):\n    return (\n", 2, "syntax error"),
+    ("x = 1\ny = 1 / 0\ndef route(req, gw):\n    pass\n", 2, "ZeroDivisionError"),
+    ("def routing(req, gw):\n    pass\n", None, "no route(req, gw)"),
+    ("def route(req):\n    pass\n", 1, "route must take (req, gw)"),
+    ("route = 3\n", None, "route is not a function"),
+    ("def route(req, gw):\n    pass\n\ndef on_event(name):\n    pass\n", 4,
+     "on_event must take (name, params, gw)"),
+])
+def test_script_errors_name_file_and_line(tmp_path, text, line, words) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RoutingScriptError) as e:
+        Router(World().gw, script=path)
+    assert e.value.path == path and e.value.line == line
+    assert words in str(e.value)
+    assert str(e.value).startswith(f"routing script {path}:{line}" if line else
+                                   f"routing script {path}:")
+
+
+def test_missing_script_is_a_clear_error(tmp_path) -> None:
+    path = os.path.join(str(tmp_path), "nope.py")
+    with pytest.raises(RoutingScriptError) as e:
+        load_script(path)
+    assert path in str(e.value) and "cannot read" in str(e.value)
+
+
+def test_broken_on_event_does_not_break_the_gateway(tmp_path, logged) -> None:
+    path = write(tmp_path, (
+        "def route(req, gw):\n    gw.msg_to_msrp(req, 'k', 'text/plain')\n"
+        "def on_event(name, params, gw):\n    raise RuntimeError('bad handler')\n"
+    ))
+    w = World(script=path)
+    w.router(txn())
+    w.ua.fail(w.ua.last().session_id, 486, "Busy Here")
+    assert w.gw.list_sessions() == []
+    assert any(e.get("name") == SETUP_FAILED_EVENT and e.get("log_failure") for e in logged)
+
+
+def test_router_from_settings_reads_script_and_trusted() -> None:
+    class RoutingSettings:
+        script = ""
+        trusted = ("10.0.0.0/8",)
+
+    w = World()
+    router = Router.from_settings(w.gw, RoutingSettings())
+    t = txn()  # from 127.0.0.1: not trusted now
+    router(t)
+    assert final(t) == 403
+    ok = txn(source="10.1.2.3", cseq=2)
+    router(ok)
+    assert final(ok) == 202
+
+
+def test_deferred_errback_from_route_answers_500(tmp_path) -> None:
+    path = write(tmp_path, (
+        "from twisted.internet import defer\n"
+        "def route(req, gw):\n"
+        "    return defer.fail(ValueError('nope'))\n"
+    ))
+    w = World(script=path)
+    t = txn()
+    w.router(t)
+    assert final(t) == 500
