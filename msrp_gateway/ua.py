@@ -101,6 +101,7 @@ class UASessionInfo:
     to_uri: str
     ruri: str
     call_id: str | None
+    local_path: list[str]
     remote_path: list[str]
     created: float
     established: float | None
@@ -280,7 +281,7 @@ class MSRPUserAgent:
             out.append(
                 UASessionInfo(
                     s.sid, s.role, s.state.value, s.from_uri, s.to_uri, s.ruri, call_id,
-                    list(s.remote_path), s.created, s.established_at, len(s.queue),
+                    list(s.msrp.local_path), list(s.remote_path), s.created, s.established_at, len(s.queue),
                 )
             )
         return out
