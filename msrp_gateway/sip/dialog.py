@@ -259,6 +259,12 @@ class Dialog:
             else:
                 d.callback(result)
 
+    def stop_timers(self) -> None:
+        """Stop resending our 2xx (stack shutdown); the dialog state is left as it is."""
+        if self._pending is not None:
+            self._pending.stop()
+            self._pending = None
+
     def _end(self) -> None:
         if self.terminated:
             return

@@ -9,6 +9,7 @@ to their dialog (481 when unknown) and everything else out of dialog to ``router
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -123,6 +124,7 @@ class ServerTransaction(_Entry):
             log.debug("second final response to {method} ignored", method=self.request.method)
             return None
         if self.request.method == "INVITE" and 200 <= status < 300:
+            self._stop_guard()
             if self.dialog is None:
                 dialog = self._stack.accept(self, body=body, content_type=content_type,
                                             headers=headers)
@@ -134,8 +136,15 @@ class ServerTransaction(_Entry):
             return resp
         resp = self._stack._build_response(self, status, reason, headers, body, content_type,
                                            to_tag, contact=False)
+        if status >= 200:
+            self._stop_guard()
         self._stack._perform(self, self.core.on_response(resp))
         return resp
+
+    def _stop_guard(self) -> None:
+        if self._guard is not None and self._guard.active():
+            self._guard.cancel()
+        self._guard = None
 
     def deliver(self, msg: Any) -> None:
         if msg.method == "ACK":
@@ -144,9 +153,7 @@ class ServerTransaction(_Entry):
             self._stack._dispatch(self)
 
     def terminated(self, reason: str) -> None:
-        if self._guard is not None and self._guard.active():
-            self._guard.cancel()
-        self._guard = None
+        self._stop_guard()
         if reason != "normal":
             log.info("{method} server transaction ended: {reason}",
                      method=self.request.method, reason=reason)
@@ -266,9 +273,7 @@ class InviteClient:
             self._fail(SIPFinalResponse(487, "Request Terminated", resp))
             return
         stack._dialogs[dialog.key] = dialog
-        stack._uac_invites[(self.request.call_id, dialog.local_tag)] = self
-        stack.reactor.callLater(64 * stack.timers.t1, stack._uac_invites.pop,
-                                (self.request.call_id, dialog.local_tag), None)
+        stack._remember_answered(self, dialog.local_tag)
         self.dialog = dialog
         self._finish()
         dialog.confirmed.callback(dialog)
@@ -313,7 +318,10 @@ class SIPStack:
         self._servers: dict[Any, ServerTransaction] = {}
         self._clients: dict[Any, _ClientEntry] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
-        self._uac_invites: dict[tuple[str | None, str], InviteClient] = {}
+        # INVITEs answered 2xx in the last 64*T1, for 2xx from other forks (s.13.2.2.4);
+        # insertion order is expiry order, so pruning pops from the front
+        self._uac_invites: OrderedDict[tuple[str | None, str], tuple[float, InviteClient]] = \
+            OrderedDict()
         self._cseq = secrets.randbelow(2 ** 16) + 1
         transport.on_message = self._on_message
 
@@ -422,9 +430,38 @@ class SIPStack:
     def send_response(self, resp: SIPResponse, peer: Any) -> defer.Deferred[None]:
         return defer.maybeDeferred(self.transport.send, resp, peer)
 
+    def stop(self) -> None:
+        """Cancel every timer of every transaction and dialog (service shutdown, tests)."""
+        for entry in [*self._servers.values(), *self._clients.values()]:
+            self._drop(entry)
+            if isinstance(entry, ServerTransaction):
+                entry.terminated("normal")
+        for dialog in list(self._dialogs.values()):
+            dialog.stop_timers()
+        self._uac_invites.clear()
+
     def forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.key) is dialog:
             del self._dialogs[dialog.key]
+
+    def _remember_answered(self, client: InviteClient, local_tag: str) -> None:
+        now = self.reactor.seconds()
+        self._prune_answered(now)
+        self._uac_invites[(client.request.call_id, local_tag)] = \
+            (now + 64 * self.timers.t1, client)
+
+    def _prune_answered(self, now: float) -> None:
+        table = self._uac_invites
+        while table:
+            key, (expires, _) = next(iter(table.items()))
+            if expires > now:
+                break
+            del table[key]
+
+    def _answered_invite(self, call_id: str | None, local_tag: str) -> InviteClient | None:
+        self._prune_answered(self.reactor.seconds())
+        found = self._uac_invites.get((call_id, local_tag))
+        return found[1] if found is not None else None
 
     # -- internals: sending --------------------------------------------------------------
 
@@ -568,7 +605,7 @@ class SIPStack:
             if dialog is not None:
                 dialog.on_2xx_retransmission(resp)
                 return
-            client = self._uac_invites.get((resp.call_id, resp.from_tag or ""))
+            client = self._answered_invite(resp.call_id, resp.from_tag or "")
             if client is not None:
                 client._on_2xx(resp)  # another fork answered: ACK and BYE it
                 return
@@ -614,6 +651,10 @@ class SIPStack:
         mf = req.max_forwards
         if mf is not None and mf == 0 and method != "OPTIONS":
             txn.respond(483)
+            return
+        if method != "BYE" and "Require" in req.headers:
+            # s.8.2.2.3: we support no extension that a Require may name
+            txn.respond(420, headers=[("Unsupported", ", ".join(req.headers.get_all("Require")))])
             return
         if req.to_tag:
             dialog = self._dialogs.get((req.call_id or "", req.to_tag, req.from_tag or ""))

@@ -513,3 +513,38 @@ def test_send_request_fires_with_any_final_status(status):
     (sent,) = env.transport.take()
     env.deliver(make_response(sent, status).to_bytes())
     assert [r.status for r in results] == [status]
+
+
+def test_require_of_an_unknown_extension_gets_420_with_unsupported():
+    env = Env()
+    env.deliver(req_bytes("MESSAGE", extra="Require: 100rel, timer\r\n"))
+    (resp,) = env.transport.take()
+    assert resp.status == 420 and resp.headers.get("Unsupported") == "100rel, timer"
+    assert env.routed == []
+
+
+def test_a_2xx_from_a_second_fork_is_acked_and_byed():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    dialogs = []
+    client.deferred.addCallback(dialogs.append)
+    (invite,) = env.transport.take()
+    env.deliver(uac_answer(env, invite, 200, rr=False, body=b"answer"))
+    assert statuses(env.transport.take()) == ["ACK"]
+    fork = make_response(invite, 200, to_tag="fork2", body=b"other",
+                         headers=[("Contact", "<sip:carol@192.0.2.10>")])
+    env.deliver(fork.to_bytes())
+    sent = env.transport.take()
+    assert statuses(sent) == ["ACK", "BYE"] and all(m.to_tag == "fork2" for m in sent)
+    assert len(dialogs) == 1 and not dialogs[0].terminated
+
+
+def test_stop_cancels_every_timer():
+    env = Env()
+    route, dialogs = accept_router(env)
+    env.stack.router = route
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
+    env.stack.send_request(outgoing(env, "MESSAGE"))
+    assert env.clock.getDelayedCalls()
+    env.stack.stop()
+    assert env.clock.getDelayedCalls() == []
