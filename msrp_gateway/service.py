@@ -19,8 +19,22 @@ from twisted.logger import Logger, LogLevel
 
 from msrp_gateway.config import Settings
 from msrp_gateway.events import EventBus
+from msrp_gateway.gateway import Gateway
 from msrp_gateway.mi import MIAuth, make_site
 from msrp_gateway.mi_commands import LogLevelControl, build_table
+from msrp_gateway.msrp.message import Limits as MSRPLimits
+from msrp_gateway.msrp.session import SessionSettings
+from msrp_gateway.msrp.transport import MSRPStack
+from msrp_gateway.routing import Router, RoutingScriptError
+from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.ua import MSRPUserAgent
+
+try:
+    from msrp_gateway.sip.transport import SIPTransport
+except ModuleNotFoundError as _missing:  # not landed yet: the SIP side is left out, loudly
+    if _missing.name != "msrp_gateway.sip.transport":
+        raise
+    SIPTransport = None
 
 __all__ = ["StartupError", "ListenerService", "GatewayService", "build_service"]
 
@@ -28,11 +42,9 @@ log = Logger()
 
 # Layers that service.py cannot wire yet because their module has not landed; each is
 # named in one log line at start so nobody mistakes a partial gateway for a whole one.
-NOT_WIRED: tuple[str, ...] = (
-    "SIP transport and stack (msrp_gateway.sip.transport, msrp_gateway.sip.stack)",
-    "MSRP stack (msrp_gateway.msrp.transport)",
-    "MSRP user agent (msrp_gateway.ua)",
-    "gateway (msrp_gateway.gateway) and routing (msrp_gateway.routing)",
+NOT_WIRED: tuple[str, ...] = () if SIPTransport is not None else (
+    "SIP transport (msrp_gateway.sip.transport), and with it the SIP stack, the MSRP user "
+    "agent, the gateway and routing (the MSRP listeners, MI and events run)",
 )
 
 
@@ -44,12 +56,15 @@ class ListenerService(Service):
     """One listening socket, opened in startService and closed in stopService.
 
     A port that cannot be opened raises :class:`StartupError` from startService, so
-    twistd stops instead of running on without the listener.
+    twistd stops instead of running on without the listener.  ``closes=False`` leaves
+    closing to whoever made the port (a stack whose ``stop()`` closes its own ports).
     """
 
-    def __init__(self, description: str, listen: Callable[[], IListeningPort]) -> None:
+    def __init__(self, description: str, listen: Callable[[], IListeningPort],
+                 closes: bool = True) -> None:
         self.description = description
         self._listen = listen
+        self._closes = closes
         self.port: IListeningPort | None = None
         self.setName(description)
 
@@ -66,7 +81,7 @@ class ListenerService(Service):
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
-        if port is None:
+        if port is None or not self._closes:
             return None
         return defer.maybeDeferred(port.stopListening)
 
@@ -119,6 +134,11 @@ class GatewayService(MultiService):
             log_control = LogLevelControl(LogLevel.levelWithName(settings.log.level))
         self.log_control = log_control
         self.events: EventBus | None = None
+        self.sip: Any = None
+        self.msrp: MSRPStack | None = None
+        self.ua: MSRPUserAgent | None = None
+        self.gateway: Gateway | None = None
+        self.router: Router | None = None
         self.first_to_stop: list[Service] = []
         self.not_wired: tuple[str, ...] = NOT_WIRED
 
@@ -157,9 +177,40 @@ def _listen_tcp(reactor: Any, host: str, port: int, factory: Any) -> Callable[[]
     return lambda: reactor.listenTCP(port, factory, interface=host)
 
 
+def _sip_local_host(settings: Settings) -> str:
+    """host:port of the first SIP socket, for the Contact and Via of what we send."""
+    first = settings.sip.sockets[0]
+    host = f"[{first.host}]" if ":" in first.host else first.host
+    return f"{host}:{first.port}"
+
+
+def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
+    m = settings.msrp
+    session_settings = SessionSettings(
+        response_timeout=m.send_timeout, chunk_size=m.chunk_size,
+        max_message_size=m.max_message_size, max_reassemblies=m.max_reassemblies,
+        reassembly_timeout=m.reassembly_timeout, idle_timeout=m.idle_timeout,
+        max_queued_messages=m.max_send_queue,
+        max_sessions=settings.msrp_gateway.max_sessions,
+        session_id_matching=(m.session_matching == "session-id"))
+    limits = MSRPLimits(max_header_bytes=m.max_header_size,
+                        max_body_size=max(m.max_message_size, m.chunk_size))
+    return MSRPStack(reactor, m.my_uri, relay_uri=m.relay_uri or None,
+                     tls=settings.tls if settings.tls.configured else None,
+                     limits=limits, settings=session_settings)
+
+
+def _refuse_until_routed(txn: Any) -> None:
+    txn.respond(503, "Starting")
+
+
 def build_service(settings: Settings, reactor: Any,
                   log_control: LogLevelControl | None = None) -> GatewayService:
-    """Build (but do not start) the whole gateway on ``reactor``."""
+    """Build (but do not start) the whole gateway on ``reactor``.
+
+    Raises :class:`StartupError` when a part refuses its settings (a routing script that
+    does not load, ...).
+    """
     root = GatewayService(settings, reactor, log_control)
 
     ev = settings.events
@@ -170,9 +221,44 @@ def build_service(settings: Settings, reactor: Any,
     # Added first so that it stops last: events raised while sessions end still go out.
     _Stopper("events", events.stop).setServiceParent(root)
 
+    msrp = root.msrp = _msrp_stack(settings, reactor)
+    _Stopper("msrp", msrp.stop).setServiceParent(root)
+    for sock in settings.msrp.socket:
+        ListenerService(sock, lambda s=sock: msrp.listen(s), closes=False
+                        ).setServiceParent(root)
+
+    if SIPTransport is not None:
+        transport = SIPTransport(reactor, tls_settings=settings.tls
+                                 if settings.tls.configured else None)
+        stack = root.sip = SIPStack(
+            reactor, transport, local_uri_host=_sip_local_host(settings),
+            outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
+            max_transactions=settings.sip.max_transactions)
+        ua = root.ua = MSRPUserAgent(reactor, stack, msrp, settings.msrp_ua)
+
+        def emit_event(name: str, params: dict[str, Any]) -> None:
+            events.raise_event(name, params)
+            if root.router is not None:
+                root.router.on_event(name, params)
+
+        gw = root.gateway = Gateway(reactor, ua, stack, settings.msrp_gateway, emit_event)
+        try:
+            root.router = Router.from_settings(gw, settings.routing)
+        except RoutingScriptError as e:
+            raise StartupError(f"routing script: {e}") from e
+        stack.router = root.router
+        for sock in settings.sip.socket:
+            ListenerService(sock, lambda s=sock: transport.listen(s)).setServiceParent(root)
+        ua_svc = _Stopper("ua", ua.stop)
+        ua_svc.setServiceParent(root)
+        gw_svc = _Startable("gateway", gw)
+        gw_svc.setServiceParent(root)
+        # Gateway first (its sessions' BYEs), then whatever the UA still has, then the rest.
+        root.first_to_stop += [gw_svc, ua_svc]
+
     mi = settings.mi
     if mi.address is not None:
-        table = build_table(clock=reactor, gateway=None, ua=None, events=events,
+        table = build_table(clock=reactor, gateway=root.gateway, ua=root.ua, events=events,
                             log_control=root.log_control)
         auth = MIAuth(token=mi.bearer_token or None, username=mi.basic_user or None,
                       password=mi.basic_password or None)

@@ -97,5 +97,9 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     level = options["log-level"] or settings.log.level
     control = LogLevelControl(LogLevel.levelWithName(level))
     root = _Root(_twistd_observer(options, control))
-    build_service(settings, reactor, log_control=control).setServiceParent(root)
+    try:
+        build_service(settings, reactor, log_control=control).setServiceParent(root)
+    except StartupError as e:
+        sys.stderr.write(f"msrpgw: {e}\n")
+        raise SystemExit(1) from None
     return root

@@ -78,6 +78,16 @@ def test_mi_listens_on_configured_http_address():
     root.stopService()
 
 
+def test_msrp_listens_on_each_configured_socket():
+    reactor, root = make({"msrp": {"socket": ["msrp:127.0.0.1:2855", "msrp:127.0.0.3:2999"],
+                                   "my_uri": "msrp://127.0.0.1:2855;tcp"}})
+    root.startService()
+    listening = tcp_listeners(reactor)
+    assert ("127.0.0.1", 2855) in listening and ("127.0.0.3", 2999) in listening
+    root.stopService()
+    assert all(p.closed for p in reactor.ports)
+
+
 def test_mi_off_when_http_is_empty():
     reactor, root = make({"mi": {"http": ""}})
     root.startService()
@@ -111,7 +121,7 @@ def test_taken_port_fails_start_up_with_one_line():
     root = build_service(from_dict({}), _TakenReactor())
     with pytest.raises(StartupError) as info:
         root.startService()
-    assert str(info.value) == ("cannot listen on mi:http:127.0.0.1:8888: "
+    assert str(info.value) == ("cannot listen on msrp:127.0.0.1:2855: "
                                "[Errno 98] Address already in use")
     assert not root.running
 
