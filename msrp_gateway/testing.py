@@ -360,7 +360,7 @@ class FakeUA:
         self.by_id: dict[str, FakeUASession] = {}
         self.sent: list[tuple[str, str, bytes, _defer.Deferred[int]]] = []
         self.ended: list[str] = []
-        self.refuse_answer: tuple[int, str] | None = None
+        self.refuse_answer: tuple[int, str] | Exception | None = None
         self.refuse_start: Exception | None = None
 
     def _new(self, role: str, content_types: _Any, handler: _Any, **kw: _Any) -> str:
@@ -377,9 +377,10 @@ class FakeUA:
 
     def answer(self, txn: _Any, content_types: _Any, handler: _Any) -> str:
         if self.refuse_answer is not None:
-            code, reason = self.refuse_answer
-            self.refuse_answer = None
-            raise FakeUAError(code, reason)
+            refusal, self.refuse_answer = self.refuse_answer, None
+            if isinstance(refusal, Exception):
+                raise refusal
+            raise FakeUAError(*refusal)
         sid = self._new("uas", content_types, handler, txn=txn)
         txn.respond(200, "OK")
         return sid
@@ -452,7 +453,9 @@ class FakeOutgoingRequest:
 
 
 class SIPTimeout(Exception):
-    """Named as sip.stack.SIPTimeout (the gateway tells timeouts apart by that name)."""
+    """As sip.transaction.SIPTimeout (Timer F)."""
+
+    code = 408
 
 
 class FakeSIPSender:
