@@ -244,6 +244,13 @@ class Gateway:
         self._sweeper = None
         waiting = [self._end(sess, "gateway shutdown")[1] for sess in self.registry]
         waiting = [d for d in waiting if d is not None and not d.called]
+        ua_stop = getattr(self.ua, "stop", None)
+        if callable(ua_stop):  # the UA's stop waits for the answers to our BYEs
+            try:
+                waiting.append(defer.maybeDeferred(ua_stop))
+            except Exception:  # noqa: BLE001
+                log.failure("UA stop failed")
+            waiting = [d for d in waiting if not d.called]
         done: defer.Deferred[None] = defer.Deferred()
         if not waiting:
             done.callback(None)
@@ -359,7 +366,8 @@ class Gateway:
             code = _status_of(e)
             log.error("msg_to_msrp {key}: the UA could not start a session: {error}",
                       key=key, error=str(e))
-            _reply(req, code, getattr(e, "reason", None) or _reason(code))
+            _reply(req, code, getattr(e, "reason", None) or _reason(code),
+                   headers=getattr(e, "headers", ()))
             return ERR_UA
         if sess.state is State.ENDED:  # failed synchronously; already reported by the event
             _reply(req, 503, "Service Unavailable")
@@ -427,7 +435,8 @@ class Gateway:
             code = _status_of(e)
             log.warn("msrp_gw_answer {key}: offer refused: {code} {error}",
                      key=key, code=code, error=str(e))
-            _reply(req, code, getattr(e, "reason", None) or _reason(code))
+            _reply(req, code, getattr(e, "reason", None) or _reason(code),
+                   headers=getattr(e, "headers", ()))
             return ERR_UA
         try:
             req.owned = True
@@ -506,8 +515,12 @@ class Gateway:
             return (int(response.status), str(response.reason))
 
         def failed(f: Failure) -> tuple[int, str]:
-            if type(f.value).__name__ == "SIPTimeout":
+            # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
+            code = getattr(f.value, "code", None)
+            if code == 408 or type(f.value).__name__ == "SIPTimeout":
                 return (408, "Request Timeout")
+            log.info("MESSAGE for gateway session {key} not sent: {error}",
+                     key=key, error=f.getErrorMessage())
             return (503, "Service Unavailable")
 
         def done(result: tuple[int, str]) -> tuple[int, str]:

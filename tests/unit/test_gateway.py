@@ -400,6 +400,17 @@ def test_offer_refused_by_ua_gets_its_code_and_nothing_is_left(h: Harness) -> No
     assert h.gw.list_sessions() == []
 
 
+def test_ua_error_headers_go_out_with_the_refusal(h: Harness) -> None:
+    from msrp_gateway.ua import UAError
+
+    h.ua.refuse_answer = UAError(488, "Not Acceptable Here",
+                                 [("Warning", '304 msrpgw "no common type"')])
+    invite = request("INVITE", ctype="application/sdp", body=b"v=0\r\n")
+    assert h.gw.msrp_gw_answer(invite, KEY, "text/plain", BOB, ALICE, ALICE) == ERR_UA
+    assert status(invite) == 488
+    assert reply_headers(invite)["Warning"] == '304 msrpgw "no common type"'
+
+
 def test_answer_for_a_non_invite_is_a_script_error(h: Harness) -> None:
     req = request()
     assert h.gw.msrp_gw_answer(req, KEY, "text/plain", BOB, ALICE, ALICE) == ERR_PARAMS
