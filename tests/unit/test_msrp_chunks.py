@@ -1,0 +1,257 @@
+"""Outgoing chunking and incoming reassembly (RFC 4975 s.5.1, s.7.1.1)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from msrp_gateway.msrp.chunks import (
+    Abandoned,
+    AssembledMessage,
+    Chunker,
+    Reassembler,
+    ReassemblyError,
+)
+from msrp_gateway.msrp.message import ByteRange, MSRPRequest, parse_frames
+
+TO = "msrp://bob.example.com:8888/9di4eae923wzd;tcp"
+FROM = "msrp://alicepc.example.com:7777/iau39soe2843z;tcp"
+
+
+def chunker(body: bytes, size: int, **kw: object) -> Chunker:
+    counter = itertools.count(1000)
+    return Chunker(body, message_id=kw.pop("message_id", "msg0001"), to_path=[TO],  # type: ignore[arg-type]
+                   from_path=FROM, content_type="text/plain", chunk_size=size,
+                   new_transaction_id=lambda: f"tid{next(counter)}", **kw)  # type: ignore[arg-type]
+
+
+def chunk(mid: str, start: int, data: bytes, total: int | None, flag: str = "+",
+          end: int | None | str = "auto") -> MSRPRequest:
+    """A SEND chunk as a peer would send it; end="auto" means start+len-1."""
+    last = start + len(data) - 1 if end == "auto" else end
+    br = ByteRange(start, last if isinstance(last, int) else None, total)
+    headers = [("To-Path", TO), ("From-Path", FROM), ("Message-ID", mid), ("Byte-Range", str(br))]
+    if data:
+        headers.append(("Content-Type", "text/plain"))
+    return MSRPRequest("t" + mid + str(start), "SEND", headers, data, flag)
+
+
+# -- Chunker ------------------------------------------------------------------------------
+
+def test_body_is_cut_into_ranges_with_plus_then_dollar() -> None:
+    body = bytes(range(256)) * 4 + b"tail"  # 1028 bytes
+    chunks = list(chunker(body, 500))
+    assert [c.byte_range for c in chunks] == [
+        ByteRange(1, 500, 1028), ByteRange(501, 1000, 1028), ByteRange(1001, 1028, 1028)]
+    assert [c.flag for c in chunks] == ["+", "+", "$"]
+    assert b"".join(c.body for c in chunks) == body
+    assert len({c.transaction_id for c in chunks}) == 3
+    assert all(c.message_id == "msg0001" and c.to_path == [TO] and c.content_type == "text/plain"
+               for c in chunks)
+
+
+def test_small_body_goes_as_one_whole_send() -> None:
+    (only,) = list(chunker(b"Hi, I'm Alice!", 2048))
+    assert (only.flag, only.byte_range, only.body) == ("$", ByteRange(1, 14, 14), b"Hi, I'm Alice!")
+
+
+def test_empty_body_is_one_bodiless_send_without_content_type() -> None:
+    (only,) = list(chunker(b"", 2048))
+    assert (only.flag, only.body, only.content_type) == ("$", b"", None)
+    assert only.byte_range == ByteRange(1, 0, 0)
+    assert b"Content-Type" not in only.to_bytes()
+
+
+def test_chunks_come_lazily_so_two_messages_interleave() -> None:
+    a = chunker(b"a" * 30, 10, message_id="msgA0001")
+    b = chunker(b"b" * 20, 10, message_id="msgB0001")
+    order = []
+    while not (a.done and b.done):
+        for c in (a, b):
+            req = c.next_chunk()
+            if req is not None:
+                order.append((req.message_id, req.flag))
+    assert order == [("msgA0001", "+"), ("msgB0001", "+"), ("msgA0001", "+"), ("msgB0001", "$"),
+                     ("msgA0001", "$")]
+
+
+def test_abort_sends_hash_and_ends_the_message() -> None:
+    c = chunker(b"x" * 100, 40)
+    first = c.next_chunk()
+    assert first is not None and c.offset == 40
+    abort = c.abort()
+    assert abort is not None and abort.flag == "#" and abort.body == b""
+    assert abort.byte_range == ByteRange(41, 40, 100)
+    assert c.done and c.next_chunk() is None and c.abort() is None
+    assert abort.to_bytes().endswith(b"#\r\n")
+
+
+def test_report_headers_and_extra_headers_are_written() -> None:
+    c = chunker(b"hello", 10, success_report="yes", failure_report="partial",
+                extra_headers=[("X-Trace", "abc")])
+    wire = next(iter(c)).to_bytes()
+    (req,) = parse_frames(wire)
+    assert isinstance(req, MSRPRequest)
+    assert (req.success_report, req.failure_report, req.headers.get("X-Trace")) == ("yes", "partial", "abc")
+
+
+def test_chunker_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        chunker(b"x", 0)
+    with pytest.raises(ValueError):
+        Chunker(b"x", message_id="m123", to_path=[TO], from_path=[FROM], content_type=None)
+
+
+def test_chunks_survive_the_wire_and_reassemble() -> None:
+    body = bytes(i % 251 for i in range(100_000))
+    wire = b"".join(c.to_bytes() for c in chunker(body, 4096))
+    frames = parse_frames(wire)
+    r = Reassembler()
+    results = [r.receive(f, 0.0) for f in frames]  # type: ignore[arg-type]
+    assert results[:-1] == [None] * (len(frames) - 1)
+    done = results[-1]
+    assert isinstance(done, AssembledMessage) and done.body == body and done.content_type == "text/plain"
+
+
+# -- Reassembler --------------------------------------------------------------------------
+
+def test_single_chunk_message_is_whole_at_once() -> None:
+    r = Reassembler()
+    req = chunk("m1234", 1, b"hello", 5, "$")
+    out = r.receive(req, 0.0)
+    assert isinstance(out, AssembledMessage)
+    assert (out.message_id, out.body, out.request, r.open_count) == ("m1234", b"hello", req, 0)
+
+
+def test_chunks_in_reverse_order_reassemble() -> None:
+    r = Reassembler()
+    assert r.receive(chunk("m1234", 6, b"world", 10, "$"), 0.0) is None
+    out = r.receive(chunk("m1234", 1, b"hello", 10, "+"), 1.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"helloworld" and r.open_count == 0
+
+
+def test_duplicates_and_overlaps_are_tolerated() -> None:
+    r = Reassembler()
+    assert r.receive(chunk("m1234", 1, b"abcd", 10), 0.0) is None
+    assert r.receive(chunk("m1234", 1, b"abcd", 10), 0.0) is None  # duplicate
+    assert r.receive(chunk("m1234", 3, b"cdefg", 10), 0.0) is None  # overlap
+    out = r.receive(chunk("m1234", 7, b"ghij", 10, "$"), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"abcdefghij"
+
+
+def test_unknown_totals_are_fixed_by_the_last_chunk() -> None:
+    r = Reassembler()
+    assert r.receive(chunk("m1234", 1, b"abc", None, "+", end=None), 0.0) is None
+    assert r.receive(chunk("m1234", 4, b"def", None, "+", end=None), 0.0) is None
+    out = r.receive(chunk("m1234", 7, b"gh", None, "$", end=None), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"abcdefgh"
+
+
+def test_last_chunk_first_with_unknown_total_waits_for_the_rest() -> None:
+    r = Reassembler()
+    assert r.receive(chunk("m1234", 5, b"efgh", None, "$", end=None), 0.0) is None
+    out = r.receive(chunk("m1234", 1, b"abcd", None, "+", end=None), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"abcdefgh"
+
+
+def test_declared_total_over_the_bound_is_413_and_later_chunks_too() -> None:
+    r = Reassembler(max_message_size=100)
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m1234", 1, b"x" * 10, 1000), 0.0)
+    assert (e.value.code, e.value.message_id) == (413, "m1234")
+    with pytest.raises(ReassemblyError) as e2:
+        r.receive(chunk("m1234", 11, b"x" * 10, 1000), 0.0)
+    assert e2.value.code == 413 and r.open_count == 0
+
+
+def test_unknown_total_growing_past_the_bound_is_413() -> None:
+    r = Reassembler(max_message_size=25)
+    assert r.receive(chunk("m1234", 1, b"x" * 20, None, end=None), 0.0) is None
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m1234", 21, b"x" * 20, None, end=None), 0.0)
+    assert e.value.code == 413 and r.open_count == 0
+
+
+def test_too_many_open_messages_is_413_without_touching_the_others() -> None:
+    r = Reassembler(max_open=2)
+    r.receive(chunk("m0001", 1, b"a", 2), 0.0)
+    r.receive(chunk("m0002", 1, b"a", 2), 0.0)
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m0003", 1, b"a", 2), 0.0)
+    assert e.value.code == 413 and r.open_count == 2
+    out = r.receive(chunk("m0001", 2, b"b", 2, "$"), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"ab"
+
+
+def test_chunks_disagreeing_on_total_are_400() -> None:
+    r = Reassembler()
+    r.receive(chunk("m1234", 1, b"abc", 10), 0.0)
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m1234", 4, b"def", 12), 0.0)
+    assert e.value.code == 400 and r.open_count == 0
+
+
+def test_body_longer_than_its_range_is_400() -> None:
+    with pytest.raises(ReassemblyError) as e:
+        Reassembler().receive(chunk("m1234", 1, b"abcdef", 10, end=3), 0.0)
+    assert e.value.code == 400
+
+
+def test_interrupted_chunk_shorter_than_its_range_counts_what_arrived() -> None:
+    r = Reassembler()
+    assert r.receive(chunk("m1234", 1, b"abc", 6, end=6), 0.0) is None  # sender cut it short
+    out = r.receive(chunk("m1234", 4, b"def", 6, "$"), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"abcdef"
+
+
+def test_abort_drops_the_message_and_reports_it() -> None:
+    r = Reassembler()
+    r.receive(chunk("m1234", 1, b"abc", 10), 0.0)
+    out = r.receive(chunk("m1234", 4, b"", 10, "#", end=3), 0.0)
+    assert isinstance(out, Abandoned)
+    assert (out.reason, out.received, out.total, r.open_count) == ("aborted", 3, 10, 0)
+
+
+def test_incomplete_message_expires_and_is_reported_not_kept() -> None:
+    r = Reassembler(timeout=30.0)
+    r.receive(chunk("m1234", 1, b"abc", 10), 100.0)
+    r.receive(chunk("m5678", 1, b"abc", 10), 120.0)
+    assert r.expire(129.9) == []
+    gone = r.expire(130.0)
+    assert [(g.message_id, g.reason, g.received, g.total) for g in gone] == [("m1234", "timeout", 3, 10)]
+    assert r.pending() == ["m5678"]
+    assert [g.message_id for g in r.expire(1000.0)] == ["m5678"] and r.open_count == 0
+
+
+def test_each_chunk_restarts_the_idle_clock() -> None:
+    r = Reassembler(timeout=30.0)
+    r.receive(chunk("m1234", 1, b"abc", 10), 0.0)
+    r.receive(chunk("m1234", 4, b"def", 10), 25.0)
+    assert r.expire(50.0) == [] and r.open_count == 1
+
+
+def test_chunk_count_bound_is_413() -> None:
+    r = Reassembler(max_chunks=3)
+    for i in range(3):
+        r.receive(chunk("m1234", 1 + i, b"x", 100), 0.0)
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m1234", 4, b"x", 100), 0.0)
+    assert e.value.code == 413
+
+
+def test_discard_all_reports_every_open_message() -> None:
+    r = Reassembler()
+    r.receive(chunk("m0001", 1, b"a", 2), 0.0)
+    r.receive(chunk("m0002", 1, b"a", 2), 0.0)
+    assert sorted(a.message_id for a in r.discard_all()) == ["m0001", "m0002"]
+    assert r.open_count == 0
+
+
+def test_reports_and_flags_come_from_the_first_chunk() -> None:
+    r = Reassembler()
+    first = chunk("m1234", 1, b"ab", 4)
+    first.headers.add("Success-Report", "yes")
+    r.receive(first, 0.0)
+    out = r.receive(chunk("m1234", 3, b"cd", 4, "$"), 0.0)
+    assert isinstance(out, AssembledMessage) and out.success_report == "yes"
