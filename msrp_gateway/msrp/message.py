@@ -387,7 +387,7 @@ def _serialize(
     if content_type is not None:
         mime.append(f"Content-Type: {content_type}")
     end_line = _END_MARK + tid.encode("ascii")
-    parts = [f"MSRP {tid} {start}\r\n".encode("ascii"), "\r\n".join(plain).encode("utf-8"), b"\r\n"]
+    parts = [f"MSRP {tid} {start}\r\n".encode("utf-8"), "\r\n".join(plain).encode("utf-8"), b"\r\n"]
     if content_type is not None:
         if end_line in body and _contains_end_line(body, end_line):
             raise ValueError("MSRP body contains its own end-line; pick another id")
