@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -118,7 +118,7 @@ def _as_dict(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         return dict(item)
     if is_dataclass(item) and not isinstance(item, type):
-        return asdict(item)
+        return {f.name: getattr(item, f.name) for f in fields(item)}  # shallow: no deepcopy
     return {k: v for k, v in vars(item).items() if not k.startswith("_")}
 
 
@@ -162,7 +162,8 @@ def ua_session_entry(item: Any, now: float = 0.0, max_duration: float = 0.0) -> 
     call_id = raw.pop("call_id", None)
     out["b2b_key"] = str(raw.pop("b2b_key", None) or call_id or "")
     out["type"] = str(raw.pop("type", None) or role.upper())
-    out["handler"] = str(raw.pop("handler", None) or "msrp_gateway")
+    handler = raw.pop("handler", None)
+    out["handler"] = handler if isinstance(handler, str) and handler else "msrp_gateway"
     dlg = raw.pop("dlg_state", None)
     out["dlg_state"] = dlg if isinstance(dlg, int) else _DLG_STATE.get(
         str(getattr(state, "value", state)), 0)

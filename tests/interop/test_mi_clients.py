@@ -225,3 +225,116 @@ def test_opensips_event_api_receives_setup_failed_over_tcp(mi):
         yield threads.deferToThread(event.unsubscribe)
         yield mi.events.stop()  # closes our kept-open connection to the gone listener
     assert mi.events.subscribers(EVENT_SETUP_FAILED)[0][2] == []
+
+
+# --- the real gateway registry (UA seam faked) behind the real MI ----------------------
+
+ALICE = "sip:alice@example.net"  # page-mode user
+BOB = "sip:bob@example.com"  # MSRP-side user
+GW_KEY = f"{BOB}-{ALICE}"
+
+
+class LiveGateway:
+    """gateway.Gateway on the test reactor with testing.FakeUA as its MSRP side and its
+    emit_event connected to the EventBus, as service.py wires it."""
+
+    def __init__(self) -> None:
+        from msrp_gateway.gateway import Gateway, GatewaySettings
+        from msrp_gateway.testing import FakeSIPSender, FakeUA
+
+        self.events = EventBus(reactor)
+        self.ua = FakeUA()
+        self.gw = Gateway(reactor, self.ua, FakeSIPSender(), GatewaySettings(),
+                          self.events.raise_event)
+        table = build_table(clock=reactor, gateway=self.gw, ua=self.ua, events=self.events)
+        self.listener = reactor.listenTCP(0, make_site(table, clock=reactor),
+                                          interface="127.0.0.1")
+        self.port = self.listener.getHost().port
+        self.url = f"http://127.0.0.1:{self.port}/mi"
+
+    def message(self, body: bytes = b"hello") -> tuple[str, object]:
+        """A MESSAGE from ALICE to BOB through msg_to_msrp; returns (UA session id, txn)."""
+        import ipaddress
+
+        from msrp_gateway.routing import RequestView
+        from msrp_gateway.sip.message import Headers, SIPRequest
+        from msrp_gateway.testing import FakePeer, FakeServerTransaction
+
+        h = Headers()
+        h.add("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmi1")
+        h.add("From", f"<{ALICE}>;tag=a1")
+        h.add("To", f"<{BOB}>")
+        h.add("Call-ID", "mi-call-1")
+        h.add("CSeq", "1 MESSAGE")
+        h.add("Max-Forwards", "70")
+        h.add("Content-Type", "text/plain")
+        txn = FakeServerTransaction(SIPRequest("MESSAGE", BOB, h, body),
+                                    FakePeer("udp", "127.0.0.1", 5070))
+        req = RequestView(txn, [ipaddress.ip_network("127.0.0.0/8")])
+        assert self.gw.msg_to_msrp(req, GW_KEY, "text/plain") == 1
+        return self.ua.last().session_id, txn
+
+    @defer.inlineCallbacks
+    def close(self):
+        yield self.gw.stop()
+        yield self.events.stop()
+        yield self.listener.stopListening()
+
+
+@pytest.fixture
+def live():
+    pytest.importorskip("msrp_gateway.gateway")
+    g = LiveGateway()
+    yield g
+    pytest_twisted.blockon(g.close())
+
+
+@pytest_twisted.inlineCallbacks
+def test_opensips_cli_lists_and_ends_a_live_gateway_session(live, tmp_path):
+    need(OPENSIPS_CLI, "opensips-cli")
+    sid, _ = live.message()
+    live.ua.establish(sid)
+    rc, out, err = yield cli(live, str(tmp_path), "msrp_gw_list_sessions")
+    assert rc == 0, err
+    [entry] = json.loads(out)
+    assert (entry["key"], entry["msg_side_to"], entry["msg_side_ruri"],
+            entry["msrp_ua_session_id"]) == (GW_KEY, ALICE, ALICE, sid)
+
+    rc, out, err = yield cli(live, str(tmp_path), "msrp_ua_list_sessions")
+    assert rc == 0, err
+    assert [s["session_id"] for s in json.loads(out)] == [sid]
+
+    rc, out, err = yield cli(live, str(tmp_path), "msrp_gw_end_session", GW_KEY)
+    assert (rc, json.loads(out)) == (0, "OK"), err
+    assert live.ua.ended == [sid]  # the UA was told to end it (BYE on the MSRP side)
+    rc, out, err = yield cli(live, str(tmp_path), "msrp_gw_list_sessions")
+    assert (rc, json.loads(out)) == (0, [])
+    rc, out, err = yield cli(live, str(tmp_path), "msrp_gw_end_session", GW_KEY)
+    assert rc != 0 and "404: Session doesn't exist" in out + err
+
+
+@pytest_twisted.inlineCallbacks
+def test_opensips_event_gets_the_gateways_setup_failure(live, tmp_path):
+    need(OPENSIPS_EVENT, "opensips-event")
+    proc = Collect()
+    exe = OPENSIPS_EVENT
+    transport = reactor.spawnProcess(
+        proc, exe, [exe, "-t", "http", "-i", "127.0.0.1", "-p", str(live.port),
+                    "-T", "datagram", "-li", "127.0.0.1", EVENT_SETUP_FAILED],
+        env=dict(os.environ, HOME=str(tmp_path)), path=str(tmp_path))
+    killer = reactor.callLater(30, transport.signalProcess, "KILL")
+    try:
+        yield until(lambda: live.events.subscribers(EVENT_SETUP_FAILED)[0][2])
+        sid, _ = live.message()
+        live.ua.fail(sid, 486, "Busy Here")  # the MSRP side refuses the INVITE
+        yield until(lambda: proc.out.count(b"}") >= 2)
+        assert json.loads(proc.out) == {
+            "jsonrpc": "2.0", "method": EVENT_SETUP_FAILED,
+            "params": {"key": GW_KEY, "from_uri": BOB, "to_uri": ALICE, "ruri": ALICE,
+                       "code": 486, "reason": "Busy Here"}}
+    finally:
+        transport.signalProcess("TERM")
+        rc = yield proc.ended
+        if killer.active():
+            killer.cancel()
+    assert rc == 0, proc.err
