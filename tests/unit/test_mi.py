@@ -301,9 +301,12 @@ def test_ua_list_sessions_has_msrp_ua_members(parts):
 def test_ua_list_sessions_maps_the_real_ua_listing(clock):
     from msrp_gateway.ua import UASessionInfo
 
-    info = UASessionInfo("s1", "uas", "established", "sip:a@x", "sip:b@y", "sip:b@y",
-                         "call-1", ["msrp://10.0.0.1:2855/p;tcp", "msrp://10.0.0.2:2855/q;tcp"],
-                         100.0, 101.0, 0)
+    info = UASessionInfo(
+        session_id="s1", role="uas", state="established", from_uri="sip:a@x",
+        to_uri="sip:b@y", ruri="sip:b@y", call_id="call-1",
+        local_path=["msrp://127.0.0.1:2855/s1;tcp"],
+        remote_path=["msrp://10.0.0.1:2855/p;tcp", "msrp://10.0.0.2:2855/q;tcp"],
+        created=100.0, established=101.0, queued=0)
 
     class UA:
         def sessions(self):
