@@ -26,6 +26,7 @@ from msrp_gateway.msrp.message import Limits as MSRPLimits
 from msrp_gateway.msrp.session import SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.routing import Router, RoutingScriptError
+from msrp_gateway.sip.message import Limits as SIPLimits
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.ua import MSRPUserAgent
 
@@ -228,8 +229,15 @@ def build_service(settings: Settings, reactor: Any,
                         ).setServiceParent(root)
 
     if SIPTransport is not None:
-        transport = SIPTransport(reactor, tls_settings=settings.tls
-                                 if settings.tls.configured else None)
+        sip = settings.sip
+        transport = SIPTransport(
+            reactor, tls_settings=settings.tls if settings.tls.configured else None,
+            limits=SIPLimits(max_message_size=sip.max_message_size,
+                             max_headers=sip.max_headers,
+                             max_line_length=sip.max_line_length),
+            max_connections=sip.max_connections, idle_timeout=sip.tcp_idle_timeout)
+        # Stops after the gateway and the UA (first_to_stop): closes ports and connections.
+        _Stopper("sip-transport", transport.stop).setServiceParent(root)
         stack = root.sip = SIPStack(
             reactor, transport, local_uri_host=_sip_local_host(settings),
             outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
@@ -248,13 +256,17 @@ def build_service(settings: Settings, reactor: Any,
             raise StartupError(f"routing script: {e}") from e
         stack.router = root.router
         for sock in settings.sip.socket:
-            ListenerService(sock, lambda s=sock: transport.listen(s)).setServiceParent(root)
+            ListenerService(sock, lambda s=sock: transport.listen(s), closes=False
+                            ).setServiceParent(root)
         ua_svc = _Stopper("ua", ua.stop)
         ua_svc.setServiceParent(root)
+        stack_svc = _Stopper("sip-stack", stack.stop)
+        stack_svc.setServiceParent(root)
         gw_svc = _Startable("gateway", gw)
         gw_svc.setServiceParent(root)
-        # Gateway first (its sessions' BYEs), then whatever the UA still has, then the rest.
-        root.first_to_stop += [gw_svc, ua_svc]
+        # Gateway first (its sessions' BYEs), then whatever the UA still has, then the SIP
+        # stack's timers; the listeners and connections close after that.
+        root.first_to_stop += [gw_svc, ua_svc, stack_svc]
 
     mi = settings.mi
     if mi.address is not None:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.logger import ILogObserver, LogLevel, textFileLogObserver
+from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
@@ -21,6 +21,8 @@ from msrp_gateway.mi_commands import LogLevelControl
 from msrp_gateway.service import StartupError, build_service
 
 __all__ = ["Options", "makeService"]
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -63,8 +65,9 @@ class _Root(MultiService):
         try:
             super().startService()
         except StartupError as e:
-            # One line for the operator, no traceback; twistd exits with status 1.
-            sys.stderr.write(f"msrpgw: {e}\n")
+            # One line for the operator, no traceback; twistd exits with status 1.  Logging
+            # has begun by now, so the line goes where twistd's log goes.
+            _log.critical("msrpgw: {error}", error=str(e))
             raise SystemExit(1) from None
 
 

@@ -11,7 +11,7 @@ from twisted.logger import ILogObserver, LogLevel
 from twisted.python import usage
 from twisted.application.service import Application
 
-from msrp_gateway import tap
+from msrp_gateway import service, tap
 from msrp_gateway.config import from_dict
 from msrp_gateway.service import GatewayService, ListenerService, StartupError, build_service
 
@@ -86,6 +86,26 @@ def test_msrp_listens_on_each_configured_socket():
     assert ("127.0.0.1", 2855) in listening and ("127.0.0.3", 2999) in listening
     root.stopService()
     assert all(p.closed for p in reactor.ports)
+
+
+@pytest.mark.skipif(service.SIPTransport is None, reason="sip.transport has not landed")
+def test_sip_listens_on_each_configured_socket():
+    reactor, root = make({"sip": {"socket": ["udp:127.0.0.1:5062", "tcp:127.0.0.4:5063"]}})
+    root.startService()
+    assert ("127.0.0.1", 5062) in udp_listeners(reactor)
+    assert ("127.0.0.4", 5063) in tcp_listeners(reactor)
+    d = root.stopService()
+    assert d.called and all(p.closed for p in reactor.ports)
+
+
+@pytest.mark.skipif(service.SIPTransport is None, reason="sip.transport has not landed")
+def test_whole_chain_is_wired():
+    """Stack -> router -> gateway -> UA -> MSRP stack, and the MI serves the gateway."""
+    _reactor, root = make()
+    assert root.sip.router is root.router
+    assert root.router.gw is root.gateway
+    assert root.gateway.ua is root.ua
+    assert root.not_wired == ()
 
 
 def test_mi_off_when_http_is_empty():
@@ -178,7 +198,7 @@ def test_options_reject_unknown_log_level():
 
 
 def test_make_service_on_bundled_config_uses_given_reactor():
-    reactor = MemoryReactorClock()
+    reactor = Reactor()
     opts = tap.Options()
     opts.parseOptions([])
     svc = tap.makeService(opts, reactor=reactor)
