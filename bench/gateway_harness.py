@@ -1,0 +1,430 @@
+"""Processes for end-to-end tests and benchmarks of the gateway, all on loopback:
+`twistd -n msrpgw` (GatewayProcess), the MSRP peer (PeerProcess, tests/interop/msrp_peer.py),
+sipp on the page-mode side (sipp scenarios generated here), tshark captures and the MI.
+
+Ports come from the OS (bind port 0, read it, close); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+PEER = os.path.join(ROOT, "tests", "interop", "msrp_peer.py")
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, both: bool = True) -> int:
+    """A port free for UDP and TCP alike (SIP listens on both with one number)."""
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+        s.close()
+        if not both:
+            return port
+        other = socket.socket(socket.AF_INET,
+                              socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM)
+        try:
+            other.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            other.close()
+        return port
+    raise RuntimeError("no free port pair found")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+# -- the gateway ----------------------------------------------------------------------------
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+class GatewayProcess:
+    """`twistd -n msrpgw --config FILE` in a subprocess with its own ports and log."""
+
+    def __init__(self, workdir: str, **sections: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.sip_port = free_port()
+        self.msrp_port = free_port(socket.SOCK_STREAM, both=False)
+        self.mi_port = free_port(socket.SOCK_STREAM, both=False)
+        config: dict[str, dict[str, Any]] = {
+            "sip": {"socket": [f"udp:{HOST}:{self.sip_port}", f"tcp:{HOST}:{self.sip_port}"]},
+            "msrp": {"socket": [f"msrp:{HOST}:{self.msrp_port}"],
+                     "my_uri": f"msrp://{HOST}:{self.msrp_port};tcp"},
+            "mi": {"http": f"{HOST}:{self.mi_port}"},
+            "log": {"level": "info"},
+        }
+        for name, values in sections.items():
+            config.setdefault(name, {}).update(values)
+        self.config_path = os.path.join(workdir, "msrpgw.toml")
+        with open(self.config_path, "w") as f:
+            for name, values in config.items():
+                f.write(f"[{name}]\n")
+                for k, v in values.items():
+                    f.write(f"{k} = {toml_value(v)}\n")
+        self.log_path = os.path.join(workdir, "msrpgw.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        twistd = shutil.which("twistd") or "twistd"
+        self.proc = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
+             "--config", self.config_path],
+            cwd=self.workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def started() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"msrpgw exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
+            return "msrpgw started" in self.log()
+
+        wait_for(started, timeout, "msrpgw to start")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_kib(self, peak: bool = False) -> int:
+        key = "VmHWM:" if peak else "VmRSS:"
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+        return 0
+
+    def mi(self, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+        if params is not None:
+            body["params"] = params
+        req = urllib.request.Request(f"http://{HOST}:{self.mi_port}/mi",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, as an operator stops it; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+# -- the MSRP peer --------------------------------------------------------------------------
+
+
+class PeerProcess:
+    """tests/interop/msrp_peer.py in a subprocess; events arrive on a queue."""
+
+    def __init__(self, workdir: str, answer: str = "answer", types: str = "text/plain") -> None:
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.log_path = os.path.join(workdir, f"peer-{id(self)}.log")
+        self.proc = subprocess.Popen(
+            [sys.executable, PEER, "--host", HOST, "--answer", answer, "--types", types,
+             "--log", self.log_path],
+            cwd=workdir, env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = self.expect("ready", timeout=20)
+        self.sip_port: int = ready["sip_port"]
+        self.msrp_port: int = ready["msrp_port"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "garbage", "line": line.decode("utf-8", "replace")})
+        self.events.put({"event": "exited"})
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def expect(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The next event of that name matching `match` (others are kept in `seen`)."""
+        for e in self.seen:
+            if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+                self.seen.remove(e)
+                return e
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"peer: no {event} {match} within {timeout} s; "
+                                   f"seen {self.seen[-10:]}; stderr {self.stderr_tail()}")
+            try:
+                e = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if e.get("event") == "exited":
+                raise RuntimeError(f"peer exited; stderr {self.stderr_tail()}")
+            if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+                return e
+            self.seen.append(e)
+
+    def drain(self, event: str) -> list[dict[str, Any]]:
+        """Every already-received event of that name, removed from `seen`."""
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        got = [e for e in self.seen if e.get("event") == event]
+        self.seen = [e for e in self.seen if e.get("event") != event]
+        return got
+
+    def stderr_tail(self) -> str:
+        return ""  # stderr is read at close
+
+    def close(self) -> str:
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="quit")
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+        err = self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
+        return err
+
+
+# -- sipp -----------------------------------------------------------------------------------
+
+SIPP_MESSAGE_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="msrpgw MESSAGE sender">
+  <send retrans="500">
+    <![CDATA[
+      MESSAGE sip:[to_user]@127.0.0.1:[to_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[from_user]@127.0.0.1:[from_port]>;tag=[pid]-[call_number]
+      To: <sip:[to_user]@127.0.0.1:[to_port]>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Max-Forwards: 70
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      [text] [call_number]
+    ]]>
+  </send>
+  <recv response="202" rtd="true" />
+</scenario>
+"""
+
+SIPP_MESSAGE_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="msrpgw MESSAGE receiver">
+  <recv request="MESSAGE" />
+  <send>
+    <![CDATA[
+      SIP/2.0 [status] OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]-[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def sipp_path() -> str | None:
+    return shutil.which("sipp")
+
+
+def write_scenario(workdir: str, name: str, text: str) -> str:
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class SippProcess:
+    """One sipp run; `wait()` returns its exit status (0 = every call succeeded)."""
+
+    def __init__(self, workdir: str, scenario: str, *args: str, port: int | None = None,
+                 transport: str = "u1", keys: dict[str, Any] | None = None,
+                 name: str = "sipp") -> None:
+        self.port = port or free_port(socket.SOCK_DGRAM if transport.startswith("u")
+                                      else socket.SOCK_STREAM, both=False)
+        self.message_file = os.path.join(workdir, f"{name}-{self.port}-messages.log")
+        self.error_file = os.path.join(workdir, f"{name}-{self.port}-errors.log")
+        self.stat_file = os.path.join(workdir, f"{name}-{self.port}-stat.csv")
+        cmd = [sipp_path() or "sipp", "-sf", scenario, "-i", HOST, "-p", str(self.port),
+               "-t", transport, "-trace_msg", "-message_file", self.message_file,
+               "-trace_err", "-error_file", self.error_file, "-nostdin",
+               "-trace_stat", "-stf", self.stat_file, "-fd", "1"]
+        for k, v in (keys or {}).items():
+            cmd += ["-key", k, str(v)]
+        cmd += list(args)
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)  # sipp: dump stats and quit
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def messages(self) -> str:
+        try:
+            with open(self.message_file, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def received(self, method: str = "MESSAGE") -> list[str]:
+        """The requests sipp received: each as its raw text (start line, headers, body)."""
+        out = []
+        for block in self.messages().split("----------------------------------------------- "):
+            if "message received" not in block:
+                continue
+            text = block.split("\n", 1)[1] if "\n" in block else ""
+            text = text.lstrip("\n")
+            if text.startswith(method + " "):
+                out.append(text)
+        return out
+
+    def errors(self) -> str:
+        try:
+            with open(self.error_file, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+def header(raw: str, name: str) -> str | None:
+    for line in raw.splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip().lower() == name.lower():
+            return v.strip()
+    return None
+
+
+def body_of(raw: str) -> str:
+    return raw.replace("\r\n", "\n").split("\n\n", 1)[1] if "\n\n" in raw.replace("\r\n", "\n") else ""
+
+
+# -- tshark ----------------------------------------------------------------------------------
+
+
+class Capture:
+    """dumpcap on the loopback interface for the ports of one run."""
+
+    def __init__(self, workdir: str, ports: list[int]) -> None:
+        self.path = os.path.join(workdir, "run.pcapng")
+        self.ports = sorted(set(ports))
+        flt = " or ".join(f"port {p}" for p in self.ports)
+        self.proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", self.path],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: os.path.exists(self.path) or self.proc.poll() is not None, 10,
+                 "dumpcap to start")
+        time.sleep(0.5)  # dumpcap opens the file before the capture is live
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tshark(self, sip_ports: list[int], msrp_ports: list[int], *fields: str,
+               display: str = "") -> str:
+        cmd = ["tshark", "-r", self.path, "-n"]
+        for p in sip_ports:
+            cmd += ["-d", f"udp.port=={p},sip", "-d", f"tcp.port=={p},sip"]
+        for p in msrp_ports:
+            cmd += ["-d", f"tcp.port=={p},msrp"]
+        if display:
+            cmd += ["-Y", display]
+        if fields:
+            cmd += ["-T", "fields"] + [x for f in fields for x in ("-e", f)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def tempdir(prefix: str = "msrpgw-") -> str:
+    return tempfile.mkdtemp(prefix=prefix)
