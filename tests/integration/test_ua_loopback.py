@@ -1,0 +1,233 @@
+"""Two MSRP user agents over real sockets on 127.0.0.1: one offers, one answers.
+
+Each party is a whole stack (SIP transport + SIP stack + MSRP stack + UA) on OS-chosen ports.
+Messages go both ways over MSRP on TCP and on TLS; sessions end by BYE from either side and by
+MSRP connection loss, each side hearing exactly one ending.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
+from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transaction import TimerSettings
+from msrp_gateway.sip.transport import SIPTransport
+from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
+
+TIMEOUT = 10.0
+# Short SIP timers keep the stacks' own DelayedCalls (Timer K, dialog bookkeeping) within
+# the clean-reactor grace period; nothing here retransmits (TCP) so the values are harmless.
+FAST = TimerSettings(t1=0.01, t2=0.04, t4=0.05)
+
+
+def make_tls(tmp_path) -> TLSSettings:
+    """A self-signed certificate for 127.0.0.1 that is its own trust root."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "ua-cert.pem", tmp_path / "ua-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return TLSSettings(str(cert_file), str(key_file), str(cert_file))
+
+
+class Handler:
+    """Records UA notifications; `wait(kind)` fires when one of that kind has come."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self._waiters: list[tuple[str, int, defer.Deferred]] = []
+
+    def _add(self, *event: Any) -> None:
+        self.events.append(event)
+        for kind, n, d in list(self._waiters):
+            if len(self.of(kind)) >= n:
+                self._waiters.remove((kind, n, d))
+                d.callback(self.of(kind))
+
+    def of(self, *kinds: str) -> list[tuple]:
+        return [e for e in self.events if e[0] in kinds]
+
+    def wait(self, kind: str, n: int = 1) -> defer.Deferred:
+        if len(self.of(kind)) >= n:
+            return defer.succeed(self.of(kind))
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((kind, n, d))
+        return d.addTimeout(TIMEOUT, reactor)
+
+    def endings(self) -> list[tuple]:
+        return self.of("failed", "terminated")
+
+    def established(self, sid):
+        self._add("established", sid)
+
+    def failed(self, sid, code, reason):
+        self._add("failed", sid, code, reason)
+
+    def terminated(self, sid, why):
+        self._add("terminated", sid, why)
+
+    def message_received(self, sid, msg):
+        self._add("message", sid, msg.content_type, msg.body)
+
+    def report_received(self, sid, report):
+        self._add("report", sid, report)
+
+
+class Party:
+    """One user agent with its own SIP and MSRP listeners."""
+
+    def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain") -> None:
+        self.name = name
+        self.types = types
+        self.transport = SIPTransport(reactor)
+        self.sip_port = self.transport.listen("tcp:127.0.0.1:0").getHost().port
+        # the Contact must say TCP, or in-dialog requests (ACK, BYE) would go over UDP
+        self.sip = SIPStack(reactor, self.transport,
+                            local_uri_host=f"127.0.0.1:{self.sip_port};transport=tcp",
+                            router=self.route, timers=FAST)
+        self.msrp = MSRPStack(reactor, tls=tls)
+        scheme = "msrps" if tls else "msrp"
+        self.msrp.listen(f"{scheme}:127.0.0.1:0")
+        self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(setup_timeout=5))
+        self.h = Handler()
+        self.refused: list[UAError] = []
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.name}@127.0.0.1:{self.sip_port};transport=tcp"
+
+    def route(self, txn) -> None:
+        if txn.request.method != "INVITE":
+            txn.respond(405)
+            return
+        try:
+            self.ua.answer(txn, self.types, self.h)
+        except UAError as e:
+            self.refused.append(e)
+            txn.respond(e.code, e.reason, headers=e.headers)
+
+    async def stop(self) -> None:
+        await self.ua.stop()
+        await self.msrp.stop()
+        await self.transport.stop()
+
+
+@pytest.fixture
+def parties(request, tmp_path):
+    made: list[Party] = []
+
+    def make(kind: str = "tcp", types_b: str = "text/plain") -> tuple[Party, Party]:
+        tls = make_tls(tmp_path) if kind == "tls" else None
+        a, b = Party("alice", tls), Party("bob", tls, types_b)
+        made.extend([a, b])
+        return a, b
+
+    yield make
+    for p in made:
+        pytest_twisted.blockon(defer.ensureDeferred(p.stop()))
+    # let closed connections and the stacks' short timers finish
+    pytest_twisted.blockon(task.deferLater(reactor, 0.7, lambda: None))
+
+
+async def establish(a: Party, b: Party) -> tuple[str, str]:
+    sid_a = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
+    await a.h.wait("established")
+    await b.h.wait("established")
+    sid_b = b.h.of("established")[0][1]
+    return sid_a, sid_b
+
+
+async def exchange(a: Party, b: Party, sid_a: str, sid_b: str) -> None:
+    assert await a.ua.send(sid_a, "text/plain", "héllo from alice".encode()) == 200
+    await b.h.wait("message")
+    assert b.h.of("message") == [("message", sid_b, "text/plain", "héllo from alice".encode())]
+    big = bytes(range(256)) * 40  # 10 KiB: several chunks, reassembled before delivery
+    assert await b.ua.send(sid_b, "text/plain", big, success_report="no") == 200
+    await a.h.wait("message")
+    assert a.h.of("message") == [("message", sid_a, "text/plain", big)]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_messages_both_ways_then_bye_from_the_offerer(parties, kind):
+    a, b = parties(kind)
+    sid_a, sid_b = await establish(a, b)
+    info_a, info_b = a.ua.sessions()[0], b.ua.sessions()[0]
+    assert info_a.remote_path == info_b.local_path and info_b.remote_path == info_a.local_path
+    assert info_a.local_path[0].startswith("msrps://" if kind == "tls" else "msrp://")
+    await exchange(a, b, sid_a, sid_b)
+    assert a.ua.end(sid_a)
+    await b.h.wait("terminated")
+    assert a.h.endings() == [("terminated", sid_a, "ended locally")]
+    assert b.h.endings() == [("terminated", sid_b, "BYE from peer")]
+    assert a.ua.sessions() == [] and b.ua.sessions() == []
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_bye_from_the_answerer_ends_both(parties, kind):
+    a, b = parties(kind)
+    sid_a, sid_b = await establish(a, b)
+    await exchange(a, b, sid_a, sid_b)
+    assert b.ua.end(sid_b)
+    await a.h.wait("terminated")
+    assert a.h.endings() == [("terminated", sid_a, "BYE from peer")]
+    assert b.h.endings() == [("terminated", sid_b, "ended locally")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_msrp_connection_loss_ends_the_dialog_on_both_sides(parties):
+    a, b = parties("tcp")
+    sid_a, sid_b = await establish(a, b)
+    await b.msrp.stop()  # every MSRP connection of bob's drops
+    await a.h.wait("terminated")
+    await b.h.wait("terminated")
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert len(a.h.endings()) == 1 and len(b.h.endings()) == 1
+    assert b.h.endings()[0][2].startswith("MSRP connection lost")
+    assert a.ua.sessions() == [] and b.ua.sessions() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_offer_without_common_type_is_refused_488_and_fails_the_offerer(parties):
+    a, b = parties("tcp", types_b="image/png")
+    sid_a = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
+    await a.h.wait("failed")
+    assert a.h.endings() == [("failed", sid_a, 488, "Not Acceptable Here")]
+    assert [e.code for e in b.refused] == [488]
+    assert b.h.events == [] and a.ua.sessions() == [] and b.ua.sessions() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_to_a_closed_port_fails_with_a_code(parties):
+    a, b = parties("tcp")
+    port = b.sip_port
+    await b.transport.stop()
+    sid_a = a.ua.start("text/plain", a.uri, b.uri, f"sip:bob@127.0.0.1:{port};transport=tcp", a.h)
+    await a.h.wait("failed")
+    assert a.h.endings() == [("failed", sid_a, 503, "Service Unavailable")]

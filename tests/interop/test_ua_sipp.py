@@ -1,0 +1,271 @@
+"""The UA's SIP side against sipp, with tshark judging what went over the wire.
+
+- sipp as callee answers our INVITE with a canned MSRP SDP pointing at an MSRP peer run in
+  this test, then hangs up; messages go both ways in between.
+- sipp as caller offers a canned MSRP SDP (with a rejected audio line); we answer, connect
+  or wait per its a=setup, exchange messages and hang up.
+tshark captures the test's ports on lo and must find SIP, SDP and MSRP and nothing malformed.
+Tools missing: skip locally, fail under CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, task
+
+from msrp_gateway.msrp.transport import MSRPStack
+from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transport import SIPTransport
+from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
+
+SCENARIOS = Path(__file__).parent / "sipp_ua"
+SIPP = shutil.which("sipp")
+TSHARK = shutil.which("tshark")
+TIMEOUT = 20.0
+
+
+def need(tool: str | None, name: str) -> None:
+    if tool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required under CI")
+        pytest.skip(f"{name} is not installed")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc(protocol.ProcessProtocol):
+    """A subprocess whose output we keep; `ended` fires with its exit code."""
+
+    def __init__(self, ready_marker: bytes | None = None) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self._marker = ready_marker
+        if ready_marker is None:
+            self.ready.callback(None)
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data[-65536:]
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+        if self._marker is not None and not self.ready.called and self._marker in self.err:
+            self.ready.callback(None)
+
+    def processEnded(self, reason: Any) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"process ended before it was ready: {self.err[-500:]!r}"))
+        self.ended.callback(code if code is not None else -1)
+
+
+def spawn(args: list[str], cwd: Path, ready_marker: bytes | None = None) -> Proc:
+    p = Proc(ready_marker)
+    reactor.spawnProcess(p, args[0], args, env=os.environ.copy(), path=str(cwd))
+    return p
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self._waiters: list[tuple[str, defer.Deferred]] = []
+
+    def _add(self, *event: Any) -> None:
+        self.events.append(event)
+        for kind, d in list(self._waiters):
+            if event[0] == kind:
+                self._waiters.remove((kind, d))
+                d.callback(event)
+
+    def wait(self, kind: str) -> defer.Deferred:
+        for e in self.events:
+            if e[0] == kind:
+                return defer.succeed(e)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((kind, d))
+        return d.addTimeout(TIMEOUT, reactor)
+
+    def endings(self) -> list[tuple]:
+        return [e for e in self.events if e[0] in ("failed", "terminated")]
+
+    def established(self, sid):
+        self._add("established", sid)
+
+    def failed(self, sid, code, reason):
+        self._add("failed", sid, code, reason)
+
+    def terminated(self, sid, why):
+        self._add("terminated", sid, why)
+
+    def message_received(self, sid, msg):
+        self._add("message", sid, msg.body)
+
+    def report_received(self, sid, report):
+        self._add("report", sid, report)
+
+
+class Gateway:
+    """Our UA on UDP SIP + TCP MSRP, and an MSRP peer standing in for the client's side."""
+
+    def __init__(self) -> None:
+        self.transport = SIPTransport(reactor)
+        self.sip_port = self.transport.listen("udp:127.0.0.1:0").getHost().port
+        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"127.0.0.1:{self.sip_port}",
+                            router=self.route)
+        self.msrp = MSRPStack(reactor)
+        self.msrp_port = self.msrp.listen("msrp:127.0.0.1:0").getHost().port
+        self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(setup_timeout=10))
+        self.h = Handler()
+        self.peer = MSRPStack(reactor)
+        self.peer_port = self.peer.listen("msrp:127.0.0.1:0").getHost().port
+        self.peer_session = self.peer.create_session(["text/plain"])
+        self.peer_inbox: list[bytes] = []
+        self.peer_got: defer.Deferred = defer.Deferred()
+        self.peer_session.on_message = self._peer_message
+
+    def _peer_message(self, msg) -> None:
+        self.peer_inbox.append(msg.body)
+        if not self.peer_got.called:
+            self.peer_got.callback(msg.body)
+
+    def route(self, txn) -> None:
+        if txn.request.method != "INVITE":
+            txn.respond(405)
+            return
+        try:
+            self.ua.answer(txn, "text/plain", self.h)
+        except UAError as e:
+            txn.respond(e.code, e.reason, headers=e.headers)
+
+    async def stop(self) -> None:
+        await self.ua.stop()
+        self.peer_session.close()
+        await defer.gatherResults([self.msrp.stop(), self.peer.stop()])
+        await self.transport.stop()
+
+
+class Capture:
+    """tshark on lo, limited to the test's ports."""
+
+    def __init__(self, tmp_path: Path, udp_ports: list[int], tcp_ports: list[int]) -> None:
+        self.pcap = tmp_path / "ua.pcap"
+        self.udp_ports, self.tcp_ports = udp_ports, tcp_ports
+        ports = " or ".join(f"port {p}" for p in udp_ports + tcp_ports)
+        self.proc = spawn([TSHARK, "-i", "lo", "-n", "-q", "-w", str(self.pcap), "-f", ports], tmp_path,
+                          ready_marker=b"Capturing on")
+
+    async def stop_and_check(self) -> dict[str, int]:
+        await task.deferLater(reactor, 0.3, lambda: None)  # last frames reach the capture
+        if self.proc.ended.called is False:
+            self.proc.transport.signalProcess(signal.SIGINT)  # type: ignore[union-attr]
+        await self.proc.ended
+        decode = []
+        for p in self.udp_ports:
+            decode += ["-d", f"udp.port=={p},sip"]
+        for p in self.tcp_ports:
+            decode += ["-d", f"tcp.port=={p},msrp"]
+        counts = {}
+        for name, flt in [("bad", "_ws.malformed || _ws.expert.severity == error"),
+                          ("sip", "sip"), ("sdp", "sdp"), ("msrp", "msrp")]:
+            p = spawn([TSHARK, "-n", "-r", str(self.pcap), *decode, "-Y", flt,
+                       "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"], self.pcap.parent)
+            assert await p.ended == 0, p.err
+            lines = [l for l in p.out.decode(errors="replace").splitlines() if l.strip()]
+            if name == "bad":
+                assert lines == [], "tshark found malformed frames:\n" + "\n".join(lines)
+            counts[name] = len(lines)
+        return counts
+
+
+@pytest.fixture
+def gateway():
+    need(SIPP, "sipp")
+    need(TSHARK, "tshark")
+    gw = Gateway()
+    yield gw
+    pytest_twisted.blockon(defer.ensureDeferred(gw.stop()))
+    pytest_twisted.blockon(task.deferLater(reactor, 0.2, lambda: None))
+
+
+def sipp_args(scenario: str, *extra: str) -> list[str]:
+    return [SIPP, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-m", "1", "-nostdin",
+            "-timeout", str(int(TIMEOUT)), "-timeout_error", "-trace_err", *extra]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sipp_callee_answers_our_offer_and_hangs_up(gateway, tmp_path):
+    gw = gateway
+    sipp_port = free_udp_port()
+    cap = Capture(tmp_path, [gw.sip_port, sipp_port], [gw.msrp_port, gw.peer_port])
+    await cap.proc.ready
+    peer_bound = gw.peer_session.wait_bound(TIMEOUT)
+    sipp = spawn(sipp_args("uas_msrp_answer.xml", "-p", str(sipp_port),
+                           "-key", "msrp_port", str(gw.peer_port),
+                           "-key", "msrp_path", gw.peer_session.local_uri, "-d", "1500"), tmp_path)
+    await task.deferLater(reactor, 0.3, lambda: None)  # sipp binds its port
+    sid = gw.ua.start("text/plain", f"sip:gw@127.0.0.1:{gw.sip_port}", f"sip:sipp@127.0.0.1:{sipp_port}",
+                      f"sip:sipp@127.0.0.1:{sipp_port}", gw.h)
+    await gw.h.wait("established")
+    await peer_bound  # our binding SEND reached the peer named in sipp's answer
+    gw.peer_session.set_remote_path(gw.ua.sessions()[0].local_path)
+    assert await gw.ua.send(sid, "text/plain", b"hello from the gateway") == 200
+    assert await gw.peer_got == b"hello from the gateway"
+    assert await gw.peer_session.send("text/plain", b"hello from the client") == 200
+    assert (await gw.h.wait("message")) == ("message", sid, b"hello from the client")
+    ended = await gw.h.wait("terminated")
+    assert ended == ("terminated", sid, "BYE from peer")
+    code = await sipp.ended
+    assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
+    assert gw.h.endings() == [ended]
+    counts = await cap.stop_and_check()
+    assert counts["sip"] >= 6 and counts["sdp"] >= 2 and counts["msrp"] >= 4, counts
+
+
+@pytest.mark.parametrize("setup", ["passive", "active"])
+@pytest_twisted.ensureDeferred
+async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup):
+    gw = gateway
+    cap = Capture(tmp_path, [gw.sip_port], [gw.msrp_port, gw.peer_port])
+    await cap.proc.ready
+    peer_bound = gw.peer_session.wait_bound(TIMEOUT) if setup == "passive" else None
+    sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}",
+                           "-key", "msrp_port", str(gw.peer_port),
+                           "-key", "msrp_path", gw.peer_session.local_uri,
+                           "-key", "msrp_setup", setup), tmp_path)
+    if setup == "active":
+        # the caller is to connect: we must wait; the peer connects to our answer's path
+        while not gw.ua.sessions():
+            await task.deferLater(reactor, 0.05, lambda: None)
+        info = gw.ua.sessions()[0]
+        assert gw.msrp.connection_count() == 0  # we never connect toward an active peer
+        gw.peer_session.set_remote_path(info.local_path)
+        await gw.peer_session.connect()
+    else:
+        await peer_bound
+    (_, sid) = await gw.h.wait("established")
+    info = gw.ua.sessions()[0]
+    assert info.role == "uas" and info.remote_path == [gw.peer_session.local_uri]
+    gw.peer_session.set_remote_path(info.local_path)
+    assert await gw.peer_session.send("text/plain", b"hi gateway") == 200
+    assert (await gw.h.wait("message")) == ("message", sid, b"hi gateway")
+    assert await gw.ua.send(sid, "text/plain", b"hi client") == 200
+    assert await gw.peer_got == b"hi client"
+    assert gw.ua.end(sid)
+    code = await sipp.ended
+    assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
+    assert gw.h.endings() == [("terminated", sid, "ended locally")]
+    counts = await cap.stop_and_check()
+    assert counts["sip"] >= 5 and counts["sdp"] >= 2 and counts["msrp"] >= 4, counts
