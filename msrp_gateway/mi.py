@@ -490,7 +490,9 @@ class MISite(server.Site):
 
     requestFactory = _BoundedRequest
 
-    def __init__(self, mi: MIResource, *, path: bytes = b"mi", **kwargs: Any) -> None:
+    def __init__(self, mi: MIResource, *, path: bytes = b"mi", idle_timeout: float = 60.0,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", idle_timeout)  # idle HTTP connections are closed
         root = _Root()
         root.putChild(path, mi)
         super().__init__(root, **kwargs)
@@ -499,6 +501,6 @@ class MISite(server.Site):
         self.noisy = False
 
 
-def make_site(table: CommandTable, **kwargs: Any) -> MISite:
+def make_site(table: CommandTable, *, idle_timeout: float = 60.0, **kwargs: Any) -> MISite:
     """The MI site for ``[mi] http``: ``MIResource(table, **kwargs)`` at ``/mi``."""
-    return MISite(MIResource(table, **kwargs))
+    return MISite(MIResource(table, **kwargs), idle_timeout=idle_timeout)

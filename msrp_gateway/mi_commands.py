@@ -8,6 +8,7 @@ OpenSIPS work unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -328,6 +329,11 @@ def build_table(
                 raise MIError(404, "Event not registered")
             if not events.subscribers(event)[0][2]:
                 raise MIError(480, "Temporarily Unavailable")
+            if isinstance(params, str):  # OpenSIPS also takes the object as JSON text
+                try:
+                    params = json.loads(params)
+                except ValueError:
+                    raise MIError(400, "Bad Params") from None
             if params is not None and not isinstance(params, dict):
                 raise MIError(400, "Bad Params")
             events.raise_event(event, params or {})

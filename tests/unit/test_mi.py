@@ -542,3 +542,16 @@ def test_end_session_maps_the_real_gateway_exceptions():
 
     assert (SessionNotFound, EndSessionFailed) == (gateway.SessionNotFound,
                                                    gateway.EndSessionFailed)
+
+
+def test_raise_event_over_mi_delivers_object_or_json_text(parts):
+    resource, bus = parts[0], parts[3]
+    raised = []
+    bus.observers.append(lambda name, params: raised.append((name, params)))
+    bus.subscribe(EVENT_SETUP_FAILED, "udp:127.0.0.1:9000")
+    assert call(resource, rpc("raise_event", [EVENT_SETUP_FAILED, {"key": "k"}]))["result"] == "OK"
+    assert call(resource, rpc("raise_event", {"event": EVENT_SETUP_FAILED,
+                                              "params": '{"key": "j"}'}))["result"] == "OK"
+    assert call(resource, rpc("raise_event", [EVENT_SETUP_FAILED, "{bad"]))["error"] == {
+        "code": 400, "message": "Bad Params"}
+    assert raised == [(EVENT_SETUP_FAILED, {"key": "k"}), (EVENT_SETUP_FAILED, {"key": "j"})]
