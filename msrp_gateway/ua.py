@@ -24,6 +24,7 @@ from . import sdp
 from .msrp.message import MSRPParseError
 from .msrp.session import IncomingMessage, MSRPSendError, SessionError
 from .sip.transaction import SIPFinalResponse, SIPTransportError
+from .sip.uri import parse_name_addr
 
 __all__ = [
     "MSRPUserAgent",
@@ -130,6 +131,7 @@ class _Session:
     duration_call: IDelayedCall | None = None
     queue: deque[tuple[str | None, bytes, str, str, defer.Deferred[int]]] = field(default_factory=deque)
     starting: bool = True  # inside start()/answer(): notifications are deferred
+    offer: bytes = b""  # UAC: the SDP we offered
 
 
 def _split_types(content_types: str | Sequence[str]) -> list[str]:
@@ -179,6 +181,7 @@ class MSRPUserAgent:
             log.failure("cannot build the INVITE for {ruri}", ruri=ruri)
             raise UAError(500, "Server Internal Error") from e
         s = _Session(msess.session_id, "uac", handler, msess, types, from_uri, to_uri, ruri, self._clock.seconds())
+        s.offer = offer
         self._register(s)
         try:
             s.invite = self._sip.invite(req)
@@ -217,7 +220,7 @@ class MSRPUserAgent:
             raise UAError(488, "Not Acceptable Here", [("Warning", err.warning())]) from None
         s = _Session(
             msess.session_id, "uas", handler, msess, neg.accept_types,
-            str(req.headers.get("From") or ""), str(req.headers.get("To") or ""), str(req.uri),
+            _uri_of(req.headers.get("From")), _uri_of(req.headers.get("To")), str(req.uri),
             self._clock.seconds(),
         )
         s.remote_path = list(neg.peer.path)
@@ -334,6 +337,9 @@ class MSRPUserAgent:
             return
         dialog.on_bye = lambda: self._finish(s, why="BYE from peer")
         s.acked = True
+        # a re-INVITE without our on_request gets 200 with the last local SDP: our offer
+        dialog.local_sdp = s.offer
+        dialog.local_content_type = SDP_TYPE
         try:
             peer, common, active = sdp.read_answer(
                 _answer_body(dialog), s.content_types, sdp.proto_for_uri(s.msrp.local_path[-1])
@@ -481,6 +487,16 @@ class MSRPUserAgent:
             fn(*args)
         except Exception:
             log.failure("handler {name} for session {sid} failed", name=name, sid=s.sid)
+
+
+def _uri_of(value: str | None) -> str:
+    """The URI of a From/To header value (the value itself if it does not parse)."""
+    if not value:
+        return ""
+    try:
+        return str(parse_name_addr(value).uri)
+    except Exception:
+        return value.strip()
 
 
 def _answer_body(dialog: Any) -> bytes:

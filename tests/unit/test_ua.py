@@ -102,6 +102,8 @@ def test_uac_offer_connects_binds_and_is_established_once():
     assert env.h.events == [("established", sid)]
     info = env.ua.sessions()[0]
     assert (info.session_id, info.role, info.state, info.remote_path) == (sid, "uac", "established", [PEER_PATH])
+    # a re-INVITE answered by the dialog layer alone repeats our offer
+    assert env.sip.dialogs[0].local_sdp == ic.request.body
     assert env.ua.end(sid) is True
     assert env.h.endings() == [("terminated", sid, "ended locally")]
     assert env.sip.dialogs[0].byes_sent == 1
@@ -350,6 +352,9 @@ def test_uas_answers_200_waits_for_ack_and_binding_then_established():
     assert env.h.events == [("established", sid)]
     info = env.ua.sessions()[0]
     assert (info.role, info.state, info.call_id) == ("uas", "established", "c1@192.0.2.7")
+    assert (info.from_uri, info.to_uri, info.ruri) == ("sip:bob@example.net", "sip:alice@gw.example",
+                                                       "sip:alice@gw.example")
+    assert info.local_path == ms.local_path
     env.sip.dialogs[-1].peer_bye()
     assert env.h.endings() == [("terminated", sid, "BYE from peer")]
     env.assert_no_leftovers()
