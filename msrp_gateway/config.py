@@ -275,7 +275,6 @@ class MSRPSettings:
     send_timeout: float = _opt(_between(0.1), 30.0)
     max_send_queue: int = _opt(_between(1), 1024)
     idle_timeout: float = _opt(_between(0), 30.0)
-    max_connections: int = _opt(_between(1), 4096)
     session_matching: str = _opt(_one_of("uri", "session-id"), "uri")
 
     @property
@@ -313,7 +312,6 @@ class TLSSettings:
     certificate: str = _opt(_file_or_empty, "")
     private_key: str = _opt(_file_or_empty, "")
     ca_certificates: str = _opt(_file_or_empty, "")
-    verify_peers: bool = _opt(None, False)
 
     @property
     def configured(self) -> bool:
