@@ -100,6 +100,17 @@ _HNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~\-]*\Z")
 _BYTE_RANGE_RE = re.compile(r"([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)\Z")
 _STATUS_HDR_RE = re.compile(r"([0-9]{3}) ([0-9]{3})(?: (.*))?\Z")
 _UTF8TEXT_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BLOCK_BAD_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_KNOWN_NAMES = frozenset({
+    "To-Path", "From-Path", "Message-ID", "Success-Report", "Failure-Report", "Byte-Range",
+    "Status", "Content-Type", "Content-ID", "Content-Description", "Content-Disposition",
+    "Use-Path", "WWW-Authenticate", "Authorization", "Authentication-Info", "Expires",
+    "Min-Expires", "Max-Expires", "Use-Nickname",
+})
+_KNOWN_LOWER = {n: n.lower() for n in _KNOWN_NAMES}
+# Headers that may appear once only (a second one makes the request ambiguous: 400).
+_SINGLE = frozenset({"to-path", "from-path", "message-id", "byte-range", "status",
+                     "success-report", "failure-report", "content-type"})
 _MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~\-]+/[A-Za-z0-9!#$%&'*+.^_`|~\-]+")
 
 _END_MARK = b"-------"
@@ -429,8 +440,7 @@ class FrameParser:
         "_end_pat",
         "_start_line",
         "_line_start",
-        "_header_lines",
-        "_header_bytes",
+        "_header_block",
         "_body_start",
         "_error",
         "_skipped",
@@ -448,8 +458,7 @@ class FrameParser:
         self._end_pat = b""
         self._start_line = b""
         self._line_start = 0
-        self._header_lines: list[bytes] = []
-        self._header_bytes = 0
+        self._header_block = b""
         self._body_start = 0
         self._error: MSRPParseError | None = None
         self._skipped = 0
@@ -555,8 +564,7 @@ class FrameParser:
         self._end_pat = b"\r\n" + _END_MARK + tid_b
         self._start_line = parts[2]
         self._error = None
-        self._header_lines = []
-        self._header_bytes = 0
+        self._header_block = b""
         self._line_start = i + 2
         self._scan = i + 2
         self._state = _S_HEADERS
@@ -572,7 +580,7 @@ class FrameParser:
         """Give a frame-level error the frame's paths, so the 400 can be addressed."""
         err.transaction_id = self._tid
         err.response = self._start_line[:1].isdigit()
-        for line in self._header_lines:
+        for line in self._header_block.split(b"\r\n"):
             key = line[:10].lower()
             if key.startswith(b"to-path:"):
                 err.to_path = line[8:].decode("utf-8", "replace").split()
@@ -589,55 +597,35 @@ class FrameParser:
         self._state = _S_SKIP
 
     def _parse_headers(self, out: list[MSRPRequest | MSRPResponse | MSRPParseError]) -> bool:
+        """Find where the header block ends: a blank line (body follows) or our end-line."""
         buf = self._buf
-        limits = self.limits
-        end_line_len = len(self._end_pat) - 2
-        while True:
-            start = self._line_start
-            i = buf.find(b"\r\n", max(self._scan, start))
-            if i < 0:
-                pending = len(buf) - start
-                if pending > limits.max_line_length or (
-                    self._header_bytes + pending > limits.max_header_bytes
-                ):
-                    self._fail("MSRP header block too large")
-                    self._enter_skip(start)
-                    return True
-                self._scan = max(start, len(buf) - 1)
-                return False
-            length = i - start
-            if length == 0:
-                # Blank line: a body follows.
-                self._body_start = i + 2
-                self._scan = max(0, i)  # lets "\r\n\r\n-------id$" (empty body) match
-                self._state = _S_BODY
-                return True
-            if length > limits.max_line_length:
-                self._fail("MSRP header line too long")
-            if buf[start : start + 7] == _END_MARK:
-                if (
-                    length == end_line_len + 1
-                    and buf[start + 7 : start + end_line_len] == self._tid_b
-                    and buf[start + end_line_len] in _FLAGS
-                ):
-                    flag = chr(buf[start + end_line_len])
-                    out.append(self._finish(b"", flag, False))
-                    self._consume(i + 2)
-                    return True
-                self._fail("unexpected end-line inside the header block")
-            else:
-                self._header_bytes += length + 2
-                if self._header_bytes > limits.max_header_bytes:
-                    self._fail("MSRP header block too large")
-                    self._enter_skip(i + 2)
-                    return True
-                if len(self._header_lines) >= limits.max_headers:
-                    self._fail("too many MSRP header lines")
-                    self._enter_skip(i + 2)
-                    return True
-                self._header_lines.append(bytes(buf[start:i]))
-            self._line_start = i + 2
-            self._scan = i + 2
+        first = self._line_start - 2  # the start line's own CRLF
+        pos = max(self._scan, first)
+        i, f = self._find_end(buf, pos)
+        j = buf.find(b"\r\n\r\n", pos, i + 2 if i >= 0 else len(buf))
+        if j >= 0:
+            # A body follows; it ends at the first complete end-line after the blank line.
+            self._header_block = bytes(buf[self._line_start : j]) if j > first else b""
+            self._body_start = j + 4
+            self._scan = j  # lets "\r\n\r\n-------id$" (empty body) match
+            self._state = _S_BODY
+            if j - self._line_start > self.limits.max_header_bytes:
+                self._fail("MSRP header block too large")
+            return True
+        if i >= 0 and f >= 0:
+            self._header_block = bytes(buf[self._line_start : i]) if i > first else b""
+            if i - self._line_start > self.limits.max_header_bytes:
+                self._fail("MSRP header block too large")
+            out.append(self._finish(b"", chr(f), False))
+            self._consume(i + len(self._end_pat) + 3)
+            return True
+        self._scan = i if i >= 0 else max(pos, len(buf) - len(self._end_pat))
+        if len(buf) - self._line_start > self.limits.max_header_bytes:
+            self._header_block = bytes(buf[self._line_start : self._line_start + 4096])
+            self._fail("MSRP header block too large")
+            self._enter_skip(self._scan + 2)
+            return True
+        return False
 
     def _find_end(self, buf: bytearray, pos: int) -> tuple[int, int]:
         """(index of CRLF-------id, flag byte) from `pos`; (-1, 0) if none, (i, -1) if partial."""
@@ -658,7 +646,11 @@ class FrameParser:
         buf = self._buf
         i, f = self._find_end(buf, self._scan)
         if i >= 0 and f >= 0:
-            body = bytes(buf[self._body_start : i]) if i > self._body_start else b""
+            if i - self._body_start > self.limits.max_body_size:
+                self._fail(f"MSRP body larger than {self.limits.max_body_size} bytes", code=413)
+                body = b""
+            else:
+                body = bytes(buf[self._body_start : i]) if i > self._body_start else b""
             out.append(self._finish(body, chr(f), True))
             self._consume(i + len(self._end_pat) + 3)
             return True
@@ -695,7 +687,8 @@ class FrameParser:
         if self._error is not None:
             return self._annotate(self._error)
         try:
-            return _build(self._tid, self._start_line, self._header_lines, body, flag, has_body)
+            return _build(self._tid, self._start_line, self._header_block, body, flag,
+                          has_body, self.limits)
         except MSRPParseError as e:
             return self._annotate(e)
 
@@ -721,31 +714,49 @@ def _check_path(name: str, value: str) -> None:
 
 
 def _build(
-    tid: str, start: bytes, lines: list[bytes], body: bytes, flag: str, has_body: bool
+    tid: str,
+    start: bytes,
+    raw_block: bytes,
+    body: bytes,
+    flag: str,
+    has_body: bool,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> MSRPRequest | MSRPResponse:
     try:
         start_s = start.decode("utf-8")
-        block = b"\r\n".join(lines).decode("utf-8") if lines else ""
+        block = raw_block.decode("utf-8")
     except UnicodeDecodeError:
         raise MSRPParseError("MSRP start line or headers are not UTF-8") from None
     items: list[tuple[str, str, str]] = []
-    if block:
-        for line in block.split("\r\n"):
-            name, colon, value = line.partition(":")
-            if not colon or not _HNAME_RE.match(name):
-                raise MSRPParseError(f"malformed MSRP header line {line[:40]!r}")
-            value = value.strip(" \t")
-            if _UTF8TEXT_BAD_RE.search(value):
-                raise MSRPParseError(f"control character in MSRP header {name}")
-            items.append((name, name.lower(), value))
-    headers = MSRPHeaders._from_parsed(items)
     seen: dict[str, str] = {}
-    for name, key, value in items:
-        if key in ("to-path", "from-path", "message-id", "byte-range", "status",
-                   "success-report", "failure-report", "content-type"):
-            if key in seen:
-                raise MSRPParseError(f"duplicate MSRP header {name}")
-            seen[key] = value
+    if block:
+        lines = block.split("\r\n")
+        if len(lines) > limits.max_headers:
+            raise MSRPParseError("too many MSRP header lines")
+        # One scan for control characters; bare CR or LF would end a line in other stacks.
+        if _BLOCK_BAD_RE.search(block) or block.count("\r") != len(lines) - 1 or (
+            block.count("\n") != len(lines) - 1
+        ):
+            raise MSRPParseError("control character in MSRP headers")
+        max_line = limits.max_line_length
+        for line in lines:
+            name, colon, value = line.partition(":")
+            key = _KNOWN_LOWER.get(name)
+            if key is None:
+                if not colon or not _HNAME_RE.match(name):
+                    raise MSRPParseError(f"malformed MSRP header line {line[:40]!r}")
+                key = name.lower()
+            elif not colon:
+                raise MSRPParseError(f"malformed MSRP header line {line[:40]!r}")
+            if len(line) > max_line:
+                raise MSRPParseError(f"MSRP header {name} too long")
+            value = value.strip(" \t")
+            if key in _SINGLE:
+                if key in seen:
+                    raise MSRPParseError(f"duplicate MSRP header {name}")
+                seen[key] = value
+            items.append((name, key, value))
+    headers = MSRPHeaders._from_parsed(items)
     for key, label in (("to-path", "To-Path"), ("from-path", "From-Path")):
         if key not in seen:
             raise MSRPParseError(f"missing {label}")
