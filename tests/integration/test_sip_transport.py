@@ -1,0 +1,445 @@
+"""SIPTransport over real loopback sockets: UDP, TCP and TLS (RFC 3261 s.18, RFC 3581)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, ssl
+
+from msrp_gateway.sip.message import SIPRequest, SIPResponse, StreamParser, make_response, parse_message
+from msrp_gateway.sip.transport import Peer, SIPTransport, TransportError, parse_listen_string
+
+TIMEOUT = 5.0
+
+
+def request(branch: str = "z9hG4bKabc", body: bytes = b"hello", *, via_host: str = "192.0.2.1",
+            via_port: int = 5070, rport: bool = True, call_id: str = "c1@test") -> SIPRequest:
+    raw = (
+        "MESSAGE sip:gw@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {via_host}:{via_port};branch={branch}{';rport' if rport else ''}\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\n"
+        "To: <sip:bob@example.com>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    return parse_message(raw)
+
+
+def with_timeout(d: defer.Deferred, seconds: float = TIMEOUT) -> defer.Deferred:
+    return d.addTimeout(seconds, reactor)
+
+
+class Inbox:
+    """Collects what a transport hands up; ``next()`` waits for the next one."""
+
+    def __init__(self, transport: SIPTransport) -> None:
+        self.items: list[tuple[object, Peer]] = []
+        self._waiting: list[defer.Deferred] = []
+        transport.on_message = self.on_message
+
+    def on_message(self, msg, peer) -> None:
+        self.items.append((msg, peer))
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    async def next(self, count: int = 1):
+        while len(self.items) < count:
+            d: defer.Deferred = defer.Deferred()
+            self._waiting.append(d)
+            await with_timeout(d)
+        return self.items[count - 1]
+
+
+@pytest.fixture
+def transports():
+    made: list[SIPTransport] = []
+
+    def make(**kw) -> SIPTransport:
+        t = SIPTransport(reactor, **kw)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        pytest_twisted.blockon(t.stop())
+
+
+def port_of(t: SIPTransport, kind: str) -> int:
+    return next(p.port for p in t.listening if p.transport == kind)
+
+
+# -- raw peers (a plain UDP socket, a plain TCP client) ---------------------------------
+
+class UDPClient(protocol.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self._waiting: list[defer.Deferred] = []
+
+    def datagramReceived(self, data, addr):  # noqa: N802
+        self.received.append(data)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    async def next(self, count: int = 1) -> bytes:
+        while len(self.received) < count:
+            d: defer.Deferred = defer.Deferred()
+            self._waiting.append(d)
+            await with_timeout(d)
+        return self.received[count - 1]
+
+
+@pytest.fixture
+def udp_client():
+    client = UDPClient()
+    port = reactor.listenUDP(0, client, interface="127.0.0.1")
+    yield client, port.getHost().port
+    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+
+
+class StreamClient(protocol.Protocol):
+    def __init__(self) -> None:
+        self.parser = StreamParser()
+        self.messages: list = []
+        self.raw = b""
+        self.closed: defer.Deferred = defer.Deferred()
+        self._waiting: list[defer.Deferred] = []
+
+    def dataReceived(self, data):  # noqa: N802
+        self.raw += data
+        self.messages.extend(self.parser.feed(data))
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def connectionLost(self, reason):  # noqa: N802
+        self.closed.callback(None)
+
+    async def next(self, count: int = 1):
+        while len(self.messages) < count:
+            d: defer.Deferred = defer.Deferred()
+            self._waiting.append(d)
+            await with_timeout(d)
+        return self.messages[count - 1]
+
+
+async def connect_client(port: int, tls: bool = False) -> StreamClient:
+    client = StreamClient()
+    factory = protocol.Factory.forProtocol(lambda: client)
+    from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
+    if tls:
+        ep = SSL4ClientEndpoint(reactor, "127.0.0.1", port, ssl.CertificateOptions())
+    else:
+        ep = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await with_timeout(ep.connect(factory))
+    return client
+
+
+async def close_client(client: StreamClient) -> None:
+    if not client.closed.called:
+        client.transport.loseConnection()
+    await with_timeout(client.closed)
+
+
+# -- tests ------------------------------------------------------------------------------
+
+def test_listen_strings_parse_ipv4_ipv6_and_default_ports():
+    assert parse_listen_string("udp:127.0.0.1:5060") == Peer("udp", "127.0.0.1", 5060)
+    assert parse_listen_string("TCP:[::1]:5070") == Peer("tcp", "::1", 5070)
+    assert parse_listen_string("tls:127.0.0.1") == Peer("tls", "127.0.0.1", 5061)
+    for bad in ("sctp:127.0.0.1:5060", "udp:[::1:5060", "udp:127.0.0.1:99999", "udp::5060"):
+        with pytest.raises(ValueError):
+            parse_listen_string(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_request_gets_received_and_rport_and_the_response_goes_back_to_the_source(
+        transports, udp_client):
+    server = transports()
+    server.listen("udp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client, client_port = udp_client
+    client.transport.write(request().to_bytes(), ("127.0.0.1", port_of(server, "udp")))
+    msg, source = await inbox.next()
+    assert source == Peer("udp", "127.0.0.1", client_port)
+    via = msg.top_via
+    assert via.received == "127.0.0.1" and via.rport == client_port
+    peer = server.response_peer(msg, source)
+    assert peer == Peer("udp", "127.0.0.1", client_port)  # rport, not the Via's 5070
+    await server.send(make_response(msg, 200, to_tag="t1"), peer)
+    resp = parse_message(await client.next())
+    assert resp.status == 200 and resp.top_via.rport == client_port
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_without_rport_answers_received_ip_at_the_via_port(transports):
+    server = transports()
+    server.listen("udp:127.0.0.1:0")
+    msg = request(rport=False, via_host="192.0.2.1", via_port=5090)
+    via = msg.top_via
+    via.params["received"] = "127.0.0.1"
+    msg.set_top_via(via)
+    assert server.response_peer(msg, Peer("udp", "127.0.0.1", 40000)) == \
+        Peer("udp", "127.0.0.1", 5090)
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_malformed_request_with_readable_via_gets_400_and_garbage_is_dropped(
+        transports, udp_client):
+    server = transports()
+    server.listen("udp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client, client_port = udp_client
+    dest = ("127.0.0.1", port_of(server, "udp"))
+    broken = request().to_bytes().replace(b"CSeq: 1 MESSAGE", b"CSeq: 1 INVITE")
+    client.transport.write(b"\x00\xffnot sip at all\r\n\r\n", dest)
+    client.transport.write(broken, dest)
+    resp = parse_message(await client.next())
+    assert resp.status == 400
+    assert "CSeq method" in resp.headers.get("Warning")
+    unknown = request().to_bytes().replace(b"MESSAGE sip:gw@127.0.0.1", b"MESSAGE foo:bar")
+    client.transport.write(unknown, dest)
+    assert parse_message(await client.next(2)).status == 416
+    client.transport.write(request(branch="z9hG4bKok").to_bytes(), dest)
+    msg, _ = await inbox.next()
+    assert msg.top_via.branch == "z9hG4bKok"
+    assert len(inbox.items) == 1 and len(client.received) == 2  # garbage: no answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_framing_several_messages_per_segment_and_split_and_reply_on_same_connection(
+        transports):
+    server = transports()
+    server.listen("tcp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client = await connect_client(port_of(server, "tcp"))
+    one = request(branch="z9hG4bK1").to_bytes()
+    two = request(branch="z9hG4bK2", body=b"x" * 300).to_bytes()
+    three = request(branch="z9hG4bK3").to_bytes()
+    client.transport.write(b"\r\n\r\n" + one + two[:17])
+    client.transport.write(two[17:] + three[:-1])
+    client.transport.write(three[-1:])
+    await inbox.next(3)
+    assert [m.top_via.branch for m, _ in inbox.items] == ["z9hG4bK1", "z9hG4bK2", "z9hG4bK3"]
+    assert inbox.items[1][0].body == b"x" * 300
+    msg, source = inbox.items[0]
+    assert source.transport == "tcp" and msg.top_via.received == "127.0.0.1"
+    peer = server.response_peer(msg, source)
+    await server.send(make_response(msg, 200, to_tag="x"), peer)
+    resp = await client.next()
+    assert isinstance(resp, SIPResponse) and resp.status == 200
+    assert client.raw.startswith(b"\r\nSIP/2.0 200")  # the double-CRLF ping got its pong
+    assert server.connection_count == 1
+    await close_client(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_stream_error_closes_only_that_connection(transports):
+    server = transports()
+    server.listen("tcp:127.0.0.1:0")
+    inbox = Inbox(server)
+    good = await connect_client(port_of(server, "tcp"))
+    bad = await connect_client(port_of(server, "tcp"))
+    bad.transport.write(request().to_bytes().replace(b"Content-Length: 5", b"Content-Length: -5"))
+    await with_timeout(bad.closed)
+    good.transport.write(request(branch="z9hG4bKgood").to_bytes())
+    msg, _ = await inbox.next()
+    assert msg.top_via.branch == "z9hG4bKgood"
+    assert server.connection_count == 1
+    await close_client(good)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_framed_malformed_request_gets_400_and_the_connection_stays(transports):
+    server = transports()
+    server.listen("tcp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client = await connect_client(port_of(server, "tcp"))
+    broken = request().to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: 700")
+    client.transport.write(broken + request(branch="z9hG4bKafter").to_bytes())
+    resp = await client.next()
+    assert resp.status == 400 and resp.top_via.branch == "z9hG4bKabc"
+    msg, _ = await inbox.next()
+    assert msg.top_via.branch == "z9hG4bKafter"
+    await close_client(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbound_tcp_connection_is_opened_once_and_reused_both_ways(transports):
+    a = transports()
+    a.listen("tcp:127.0.0.1:0")
+    b = transports()
+    b.listen("tcp:127.0.0.1:0")
+    inbox_a, inbox_b = Inbox(a), Inbox(b)
+    to_b = Peer("tcp", "127.0.0.1", port_of(b, "tcp"))
+    # two sends before the connection is up share one connect
+    await defer.gatherResults([a.send(request(branch="z9hG4bKa1"), to_b),
+                               a.send(request(branch="z9hG4bKa2"), to_b)])
+    await inbox_b.next(2)
+    await a.send(request(branch="z9hG4bKa3"), to_b)
+    msg, source = await inbox_b.next(3)
+    assert a.connection_count == 1 and b.connection_count == 1
+    # b answers and sends a new request back over the connection a opened
+    await b.send(make_response(msg, 200, to_tag="b"), b.response_peer(msg, source))
+    await b.send(request(branch="z9hG4bKb1"), source)
+    await inbox_a.next(2)
+    kinds = [type(m).__name__ for m, _ in inbox_a.items]
+    assert kinds == ["SIPResponse", "SIPRequest"]
+    assert a.connection_count == 1 and b.connection_count == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_failure_errbacks_transport_error(transports):
+    a = transports()
+    a.listen("tcp:127.0.0.1:0")
+    probe = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+    free = probe.getHost().port
+    await probe.stopListening()
+    with pytest.raises(TransportError):
+        await a.send(request(), Peer("tcp", "127.0.0.1", free))
+    assert a.connection_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_table_bound_refuses_extra_inbound_connections(transports):
+    server = transports(max_connections=1)
+    server.listen("tcp:127.0.0.1:0")
+    inbox = Inbox(server)
+    first = await connect_client(port_of(server, "tcp"))
+    second = await connect_client(port_of(server, "tcp"))
+    await with_timeout(second.closed)
+    first.transport.write(request().to_bytes())
+    await inbox.next()
+    assert server.connection_count == 1
+    await close_client(first)
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_are_closed(transports):
+    server = transports(idle_timeout=0.05)
+    server.listen("tcp:127.0.0.1:0")
+    client = await connect_client(port_of(server, "tcp"))
+    await with_timeout(client.closed)
+    assert server.connection_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_resolve_follows_s18_1_1(transports):
+    t = transports()
+    assert await t.resolve("sip:bob@127.0.0.1") == Peer("udp", "127.0.0.1", 5060)
+    assert await t.resolve("sip:bob@127.0.0.1", 1301) == Peer("tcp", "127.0.0.1", 5060)
+    assert await t.resolve("sip:bob@127.0.0.1:5070;transport=TCP") == Peer("tcp", "127.0.0.1", 5070)
+    assert await t.resolve("sips:bob@[::1]") == Peer("tls", "::1", 5061)
+    assert await t.resolve("<sip:x@192.0.2.9;maddr=127.0.0.2;lr>") == Peer("udp", "127.0.0.2", 5060)
+    assert await t.resolve("sip:bob@localhost:5099") == Peer("udp", "127.0.0.1", 5099)
+    with pytest.raises(TransportError):
+        await t.resolve("tel:+123")
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_via_names_the_listener_for_that_transport(transports):
+    t = transports()
+    t.listen("udp:127.0.0.1:0")
+    t.listen("tcp:127.0.0.1:0")
+    assert t.local_via(Peer("udp", "127.0.0.1", 5060)) == ("UDP", "127.0.0.1", port_of(t, "udp"))
+    assert t.local_via(Peer("tcp", "127.0.0.1", 5060)) == ("TCP", "127.0.0.1", port_of(t, "tcp"))
+    with pytest.raises(TransportError):
+        t.local_via(Peer("tls", "127.0.0.1", 5061))
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_udp_round_trip(transports):
+    a = transports()
+    try:
+        a.listen("udp:[::1]:0")
+    except Exception as e:  # pragma: no cover - host without IPv6 loopback
+        pytest.skip(f"no IPv6 loopback: {e}")
+    b = transports()
+    b.listen("udp:[::1]:0")
+    inbox = Inbox(b)
+    proto, host, port = a.local_via(Peer("udp", "::1", 1))
+    msg = request(via_host="[::1]", via_port=port)
+    await a.send(msg, Peer("udp", "::1", port_of(b, "udp")))
+    got, source = await inbox.next()
+    assert source.host == "::1" and got.top_via.rport == port
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+@dataclass
+class TLSFiles:
+    certificate: str
+    private_key: str
+    ca_certificates: str = ""
+    verify_peers: bool = False
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    d = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = d / "cert.pem", d / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return TLSFiles(str(cert_path), str(key_path), str(cert_path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_listener_accepts_a_client_and_answers_over_the_same_connection(
+        transports, tls_files):
+    server = transports(tls_settings=tls_files)
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    client = await connect_client(port_of(server, "tls"), tls=True)
+    client.transport.write(request().to_bytes())
+    msg, source = await inbox.next()
+    assert source.transport == "tls"
+    await server.send(make_response(msg, 202), server.response_peer(msg, source))
+    resp = await client.next()
+    assert resp.status == 202
+    await close_client(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_between_two_transports_with_peer_verification(transports, tls_files):
+    verifying = TLSFiles(tls_files.certificate, tls_files.private_key,
+                         tls_files.ca_certificates, verify_peers=True)
+    a = transports(tls_settings=verifying)
+    a.listen("tls:127.0.0.1:0")
+    b = transports(tls_settings=verifying)
+    b.listen("tls:127.0.0.1:0")
+    inbox = Inbox(b)
+    await a.send(request(), Peer("tls", "127.0.0.1", port_of(b, "tls")))
+    msg, source = await inbox.next()
+    assert source.transport == "tls" and msg.body == b"hello"
+
+
+def test_tls_listener_without_certificate_fails_with_a_clear_error(transports):
+    t = transports()
+    with pytest.raises(TransportError, match="certificate"):
+        t.listen("tls:127.0.0.1:0")
