@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FrameParser",
     "Limits",
+    "MSRPFrame",
     "MSRPHeaders",
     "MSRPParseError",
     "MSRPRequest",
@@ -111,7 +112,6 @@ _KNOWN_LOWER = {n: n.lower() for n in _KNOWN_NAMES}
 # Headers that may appear once only (a second one makes the request ambiguous: 400).
 _SINGLE = frozenset({"to-path", "from-path", "message-id", "byte-range", "status",
                      "success-report", "failure-report", "content-type"})
-_MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~\-]+/[A-Za-z0-9!#$%&'*+.^_`|~\-]+")
 
 _END_MARK = b"-------"
 _FLAGS = b"+$#"
@@ -448,8 +448,8 @@ class FrameParser:
         "_fatal",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self.limits = limits
+    def __init__(self, limits: Limits | None = DEFAULT_LIMITS) -> None:
+        self.limits = DEFAULT_LIMITS if limits is None else limits
         self._buf = bytearray()
         self._state = _S_START
         self._scan = 0

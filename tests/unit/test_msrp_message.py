@@ -458,3 +458,8 @@ def test_byte_range_accessor_defaults_to_the_whole_body_and_reads_stars() -> Non
     req = MSRPRequest("abcd", "SEND", [*paths(), ("Byte-Range", "1-*/*")])
     assert req.byte_range == ByteRange(1, None, None)
     assert str(ByteRange(3, None, 10)) == "3-*/10"
+
+
+def test_parser_built_without_limits_uses_the_defaults() -> None:
+    p = FrameParser(None)
+    assert p.limits == Limits() and len(p.feed(RFC_S4_SEND)) == 1
