@@ -180,13 +180,14 @@ class GatewayProcess:
 class PeerProcess:
     """tests/interop/msrp_peer.py in a subprocess; events arrive on a queue."""
 
-    def __init__(self, workdir: str, answer: str = "answer", types: str = "text/plain") -> None:
+    def __init__(self, workdir: str, answer: str = "answer", types: str = "text/plain",
+                 proxy: str | None = None) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self.log_path = os.path.join(workdir, f"peer-{id(self)}.log")
         self.proc = subprocess.Popen(
             [sys.executable, PEER, "--host", HOST, "--answer", answer, "--types", types,
-             "--log", self.log_path],
+             "--log", self.log_path] + (["--proxy", proxy] if proxy else []),
             cwd=workdir, env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         self._reader = threading.Thread(target=self._read, daemon=True)

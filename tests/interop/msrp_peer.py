@@ -1,7 +1,9 @@
 """The session-mode side for end-to-end tests and benchmarks: one process running the
 project's own SIP stack, MSRP stack and MSRP user agent, driven by JSON lines.
 
-    python tests/interop/msrp_peer.py --host 127.0.0.1 [--answer answer|reject:486|ignore]
+    python tests/interop/msrp_peer.py --host 127.0.0.1 [--answer MODE] [--proxy SIP-URI]
+
+MODE is answer, delay:SECONDS (answer late), reject:CODE or ignore (never answer).
 
 Prints `{"event": "ready", "sip_port": N, "msrp_port": M}` once listening (ports from the
 OS), then one JSON object per line for everything that happens: `invite`, `established`,
@@ -75,7 +77,8 @@ class PeerHandler:
 
 
 class Peer:
-    def __init__(self, reactor: Any, host: str, answer: str, types: str) -> None:
+    def __init__(self, reactor: Any, host: str, answer: str, types: str,
+                 proxy: str | None = None) -> None:
         from msrp_gateway.msrp.session import SessionSettings
         from msrp_gateway.msrp.transport import MSRPStack
         from msrp_gateway.sip.stack import SIPStack
@@ -95,7 +98,7 @@ class Peer:
         sip_port = sports[0].getHost().port
         sports.append(self.transport.listen(f"tcp:{host}:{sip_port}"))
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{host}:{sip_port}",
-                            router=self.route)
+                            outbound_proxy=proxy, router=self.route)
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(max_duration=0))
         self.handler = PeerHandler(self)
         self.sip_port = sip_port
@@ -107,6 +110,9 @@ class Peer:
             txn.respond(405, "Method Not Allowed")
             return
         mode = self.answer_mode
+        if mode.startswith("delay:"):  # answer later: the caller's early messages queue
+            self.reactor.callLater(float(mode.split(":", 1)[1]), self._answer, txn)
+            return
         if mode == "ignore":
             emit(event="invite_ignored", ruri=req.uri)
             return
@@ -115,6 +121,10 @@ class Peer:
             txn.respond(code)
             emit(event="invite_rejected", code=code, ruri=req.uri)
             return
+        self._answer(txn)
+
+    def _answer(self, txn: Any) -> None:
+        req = txn.request
         try:
             sid = self.ua.answer(txn, self.types, self.handler)
         except Exception as e:  # UAError
@@ -243,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answer", default="answer")
     ap.add_argument("--types", default="text/plain")
     ap.add_argument("--log", default="", help="write the stacks' log to this file")
+    ap.add_argument("--proxy", default=None,
+                    help="outbound proxy for our INVITEs (the gateway: sip:HOST:PORT;lr)")
     args = ap.parse_args(argv)
     from twisted.internet import reactor
 
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
 
         globalLogBeginner.beginLoggingTo([textFileLogObserver(open(args.log, "a"))],
                                          redirectStandardIO=False)
-    peer = Peer(reactor, args.host, args.answer, args.types)
+    peer = Peer(reactor, args.host, args.answer, args.types, args.proxy)
     stdio.StandardIO(Commands(peer))
     emit(event="ready", sip_port=peer.sip_port, msrp_port=peer.msrp_port)
     reactor.run()
