@@ -367,19 +367,28 @@ class _MessageBase:
 
 
 def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
+    """Wire bytes; the (first) Content-Length header is set from the body, in the headers
+    too, so a message equals its own parse; later duplicates are dropped."""
     out = [start]
-    cl_written = False
     n = str(len(body))
-    for lname, name, value in headers._items:
+    items = headers._items
+    cl_at = -1
+    for i, (lname, name, value) in enumerate(items):
         if lname == "content-length":
-            if cl_written:
+            if cl_at >= 0:
                 continue
+            cl_at = i
+            if value != n:
+                items[i] = (lname, name, n)
             out.append(f"{name}: {n}")
-            cl_written = True
         else:
             out.append(f"{name}: {value}")
-    if not cl_written:
+    if cl_at < 0:
+        items.append(("content-length", "Content-Length", n))
         out.append(f"Content-Length: {n}")
+    elif len(out) != len(items) + 1:
+        headers._items = [it for i, it in enumerate(items)
+                          if it[0] != "content-length" or i == cl_at]
     out.append("")
     out.append("")
     return "\r\n".join(out).encode("utf-8", "surrogateescape") + body
