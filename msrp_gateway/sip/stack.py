@@ -9,7 +9,7 @@ to their dialog (481 when unknown) and everything else out of dialog to ``router
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -54,7 +54,11 @@ __all__ = [
 
 log = Logger()
 
-MAX_TRANSACTIONS = 20000  # server + client transactions in progress
+MAX_TRANSACTIONS = 50000  # server + client transactions in progress
+# Answered non-INVITE requests kept for Timer J (64*T1) to absorb retransmissions over UDP:
+# 32 s at 8,000 MESSAGE/s is 256,000 of them, so they are kept compact (key -> response)
+# and the oldest are dropped early past this bound.
+MAX_COMPLETED = 400000
 MAX_DIALOGS = 20000
 TIMER_C = 180.0  # s.16.6 (for proxies; used here too): a ringing INVITE is CANCELled after it
 TU_GUARD_NON_INVITE = 32.0  # a request the application never answers gets 500 after it
@@ -95,14 +99,14 @@ class ServerTransaction(_Entry):
     __slots__ = ("request", "source", "on_cancel", "dialog", "local_tag", "_stack", "_guard")
 
     def __init__(self, stack: SIPStack, core: Any, request: SIPRequest, source: Any,
-                 peer: Any) -> None:
+                 peer: Any, key: Any = None) -> None:
         self._stack = stack
         self.core = core
         self.request = request
         self.source = source
         self.peer = peer  # where responses go (s.18.2.2)
         self.timers = {}
-        self.key = core.key
+        self.key = core.key if key is None else key
         self.on_cancel: Callable[[], None] | None = None
         self.dialog: Dialog | None = None  # set for in-dialog requests
         self.local_tag = new_tag()  # To tag of our responses unless the request has one
@@ -305,6 +309,7 @@ class SIPStack:
                  outbound_proxy: str | None = None,
                  router: Callable[[ServerTransaction], Any],
                  max_transactions: int = MAX_TRANSACTIONS, max_dialogs: int = MAX_DIALOGS,
+                 max_completed: int = MAX_COMPLETED,
                  timers: TimerSettings = DEFAULT_TIMERS, user_agent: str = USER_AGENT) -> None:
         self.reactor = reactor
         self.transport = transport
@@ -316,6 +321,10 @@ class SIPStack:
         self.timers = timers
         self.user_agent = user_agent
         self._servers: dict[Any, ServerTransaction] = {}
+        self.max_completed = max_completed
+        self._completed: dict[Any, tuple[SIPResponse, Any]] = {}
+        self._completed_fifo: deque[tuple[float, Any]] = deque()
+        self._completed_sweep: IDelayedCall | None = None
         self._clients: dict[Any, _ClientEntry] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         # INVITEs answered 2xx in the last 64*T1, for 2xx from other forks (s.13.2.2.4);
@@ -439,6 +448,11 @@ class SIPStack:
         for dialog in list(self._dialogs.values()):
             dialog.stop_timers()
         self._uac_invites.clear()
+        if self._completed_sweep is not None and self._completed_sweep.active():
+            self._completed_sweep.cancel()
+        self._completed_sweep = None
+        self._completed.clear()
+        self._completed_fifo.clear()
 
     def forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.key) is dialog:
@@ -536,6 +550,9 @@ class SIPStack:
             if kind is Send:
                 self._send(entry, action.message)  # type: ignore[union-attr]
             elif kind is StartTimer:
+                if action.name == "J" and type(entry) is ServerTransaction:  # type: ignore
+                    self._keep_completed(entry, action.delay)  # type: ignore[union-attr]
+                    continue
                 old = entry.timers.get(action.name)  # type: ignore[union-attr]
                 if old is not None and old.active():
                     old.cancel()
@@ -575,6 +592,34 @@ class SIPStack:
             else self._clients
         if table.get(entry.key) is entry:
             del table[entry.key]
+
+    def _keep_completed(self, txn: ServerTransaction, delay: float) -> None:
+        """Timer J, compactly: the machine is dropped; its key maps to the final response,
+        resent for retransmissions until one shared sweep expires it (s.17.2.2)."""
+        self._drop(txn)
+        txn.terminated("normal")
+        resp = txn.core.last_response
+        if resp is None:
+            return
+        completed = self._completed
+        fifo = self._completed_fifo
+        while len(completed) >= self.max_completed and fifo:
+            completed.pop(fifo.popleft()[1], None)  # past the bound: the oldest go early
+        completed[txn.key] = (resp, txn.peer)
+        fifo.append((self.reactor.seconds() + delay, txn.key))
+        if self._completed_sweep is None:
+            self._completed_sweep = self.reactor.callLater(delay, self._sweep_completed)
+
+    def _sweep_completed(self) -> None:
+        self._completed_sweep = None
+        now = self.reactor.seconds()
+        fifo = self._completed_fifo
+        completed = self._completed
+        while fifo and fifo[0][0] <= now:
+            completed.pop(fifo.popleft()[1], None)
+        if fifo:
+            self._completed_sweep = self.reactor.callLater(max(fifo[0][0] - now, 0.0),
+                                                           self._sweep_completed)
 
     def _abandon(self, entry: _Entry) -> None:
         """Drop a transaction without telling its owner (it already gave up)."""
@@ -624,6 +669,10 @@ class SIPStack:
         if txn is not None:
             self._perform(txn, txn.core.on_request(req))  # a retransmission
             return
+        done = self._completed.get(key)
+        if done is not None:  # a retransmission of a request answered in the last 64*T1
+            self.send_response(done[0], done[1]).addErrback(lambda f: None)
+            return
         peer = self.transport.response_peer(req, source)
         if self.transaction_count >= self.max_transactions:
             self._stateless_reply(req, peer, 503, [("Retry-After", "5")])
@@ -632,7 +681,7 @@ class SIPStack:
             return
         core_cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
         core = core_cls(req, reliable=_reliable(peer), timers=self.timers)
-        txn = ServerTransaction(self, core, req, source, peer)
+        txn = ServerTransaction(self, core, req, source, peer, key)
         self._servers[txn.key] = txn
         self._perform(txn, core.start())  # 100 Trying for INVITE, then _dispatch via Deliver
 

@@ -99,9 +99,12 @@ def test_message_reaches_router_once_and_retransmissions_get_the_same_answer():
     assert sent[0].to_tag == sent[1].to_tag and sent[0].to_tag
     assert len(env.routed) == 1
     env.advance_to(31.9)
-    assert env.stack.transaction_count == 1
-    env.advance_to(32.1)  # Timer J
-    assert env.stack.transaction_count == 0
+    env.deliver(req_bytes("MESSAGE", body=b"hi", ctype="text/plain"))
+    assert statuses(env.transport.take()) == [202]
+    assert len(env.routed) == 1
+    env.advance_to(32.1)  # Timer J is over: the same request is a new one now
+    env.deliver(req_bytes("MESSAGE", body=b"hi", ctype="text/plain"))
+    assert len(env.routed) == 2
 
 
 def test_options_out_of_dialog_gets_200_without_the_router():
@@ -539,12 +542,27 @@ def test_a_2xx_from_a_second_fork_is_acked_and_byed():
     assert len(dialogs) == 1 and not dialogs[0].terminated
 
 
+def test_completed_table_past_its_bound_drops_the_oldest_first():
+    env = Env(max_completed=2, router=lambda txn: txn.respond(200))
+    for b in ("z9hG4bK1", "z9hG4bK2", "z9hG4bK3"):
+        env.deliver(req_bytes("MESSAGE", branch=b))
+    env.transport.take()
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK3"))  # still absorbed: 200 resent
+    assert statuses(env.transport.take()) == [200]
+    routed = []
+    env.stack.router = routed.append
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK1"))  # evicted: a new request again
+    assert len(routed) == 1
+
+
 def test_stop_cancels_every_timer():
     env = Env()
     route, dialogs = accept_router(env)
     env.stack.router = route
     env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
     env.stack.send_request(outgoing(env, "MESSAGE"))
+    env.stack.router = lambda txn: txn.respond(200)
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKm"))
     assert env.clock.getDelayedCalls()
     env.stack.stop()
     assert env.clock.getDelayedCalls() == []
