@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .message import ByteRange, MSRPHeaders, MSRPRequest, new_ident
+from .message import ByteRange, MSRPHeaders, MSRPParseError, MSRPRequest, new_ident
 
 __all__ = [
     "Abandoned",
@@ -23,9 +23,8 @@ __all__ = [
     "ReassemblyError",
 ]
 
-#: Bytes of body per SEND. RFC 4975 s.7.1.1 asks for chunks of at most 2048 bytes when the
-#: message is sent before its length is known; 2048 keeps a big message from blocking
-#: others for long on a shared connection.
+#: Bytes of body per SEND by default: small enough that a big message does not hold a
+#: shared connection for long before another message's chunk can go.
 DEFAULT_CHUNK_SIZE = 2048
 
 
@@ -172,7 +171,13 @@ class Abandoned:
 
 @dataclass(slots=True)
 class _Partial:
-    buf: bytearray
+    """One message being reassembled: only bytes not already held are stored.
+
+    Storage grows with the bytes the peer actually sent (never with a declared total),
+    and duplicates cost nothing.
+    """
+
+    pieces: dict[int, bytes]  # offset -> bytes, disjoint
     covered: list[int]  # flat sorted [s0, e0, s1, e1, ...] of disjoint half-open ranges
     total: int | None
     content_type: str | None
@@ -181,15 +186,31 @@ class _Partial:
     last_request: MSRPRequest
     last_seen: float
     chunks: int = 0
-    received: int = field(default=0)
+    received: int = 0
+    extent: int = 0  # highest offset held (end of the last range)
 
     def add(self, start: int, data: bytes) -> None:
         end = start + len(data)
-        if end > len(self.buf):
-            self.buf.extend(bytes(end - len(self.buf)))
-        self.buf[start:end] = data
         cov = self.covered
-        # Merge [start, end) into the flat interval list.
+        # Store the parts of [start, end) that no earlier chunk covered.
+        k = bisect.bisect_right(cov, start)
+        if k % 2:  # start falls inside a held range
+            pos = cov[k]
+            k += 1
+        else:
+            pos = start
+        while pos < end:
+            nxt = cov[k] if k < len(cov) else end
+            if nxt >= end:
+                self.pieces[pos] = data[pos - start :]
+                self.received += end - pos
+                break
+            if nxt > pos:
+                self.pieces[pos] = data[pos - start : nxt - start]
+                self.received += nxt - pos
+            pos = cov[k + 1]
+            k += 2
+        # Merge [start, end) into the interval list.
         lo = bisect.bisect_left(cov, start)
         hi = bisect.bisect_right(cov, end)
         new_start = start if lo % 2 == 0 else cov[lo - 1]
@@ -197,13 +218,16 @@ class _Partial:
         lo_i = lo if lo % 2 == 0 else lo - 1
         hi_i = hi if hi % 2 == 0 else hi + 1
         cov[lo_i:hi_i] = [new_start, new_end]
-        self.received = sum(cov[i + 1] - cov[i] for i in range(0, len(cov), 2))
+        self.extent = cov[-1]
 
     def complete(self) -> bool:
-        return (
-            self.total is not None
-            and (self.total == 0 or self.covered == [0, self.total])
+        return self.total is not None and (
+            self.total == 0 or self.covered == [0, self.total]
         )
+
+    def join(self) -> bytes:
+        pieces = self.pieces
+        return b"".join(pieces[k] for k in sorted(pieces))
 
 
 class Reassembler:
@@ -214,7 +238,8 @@ class Reassembler:
     `ReassemblyError` (413 over `max_message_size`, too many open messages or chunks;
     400 for inconsistent ranges). `expire(now)` returns the messages idle longer than
     `timeout` seconds, which are dropped: the caller reports them, nothing is kept.
-    Duplicate and overlapping chunks are accepted (the later bytes win).
+    Duplicate and overlapping chunks are accepted (bytes already held are kept). Memory
+    follows the bytes received, never a declared total.
     """
 
     def __init__(
@@ -224,7 +249,7 @@ class Reassembler:
         max_open: int = 16,
         max_chunks: int = 65536,
         timeout: float = 60.0,
-        remember_refused: int = 256,
+        remember: int = 256,
     ) -> None:
         if max_message_size < 1 or max_open < 1 or max_chunks < 1 or timeout <= 0:
             raise ValueError("Reassembler bounds must be positive")
@@ -234,7 +259,8 @@ class Reassembler:
         self.timeout = timeout
         self._open: dict[str, _Partial] = {}
         self._refused: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember_refused
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
 
     @property
     def open_count(self) -> int:
@@ -244,12 +270,15 @@ class Reassembler:
         """Message-IDs being reassembled."""
         return list(self._open)
 
+    def _note(self, table: OrderedDict[str, None], mid: str) -> None:
+        table[mid] = None
+        table.move_to_end(mid)
+        while len(table) > self._remember:
+            table.popitem(last=False)
+
     def _refuse(self, code: int, reason: str, mid: str) -> ReassemblyError:
         self._open.pop(mid, None)
-        self._refused[mid] = None
-        self._refused.move_to_end(mid)
-        while len(self._refused) > self._remember:
-            self._refused.popitem(last=False)
+        self._note(self._refused, mid)
         return ReassemblyError(code, reason, mid)
 
     def receive(self, request: MSRPRequest, now: float) -> AssembledMessage | Abandoned | None:
@@ -260,8 +289,8 @@ class Reassembler:
             raise ReassemblyError(413, "message already refused", mid)
         try:
             br = request.byte_range
-        except Exception as e:  # MSRPParseError from a hand-built request
-            raise ReassemblyError(400, str(e), mid) from None
+        except MSRPParseError as e:  # a hand-built request; parsed ones are checked
+            raise ReassemblyError(400, e.reason, mid) from None
         body = request.body
         start = br.start - 1
         end = start + len(body)
@@ -278,17 +307,20 @@ class Reassembler:
 
         part = self._open.get(mid)
         if part is None:
+            whole = start == 0 and request.flag == "$" and (total is None or total == end)
+            if mid in self._finished and not whole:
+                return None  # a late resend of a message already delivered or dropped
             if request.flag == "#":
                 return Abandoned(mid, "aborted", len(body), total, request.content_type,
                                  request.failure_report, request.success_report, request)
-            if start == 0 and request.flag == "$" and (total is None or total == end):
+            if whole:
                 # The common case: a whole message in one chunk, no copy.
                 return AssembledMessage(mid, request.content_type, body,
                                         request.failure_report, request.success_report,
                                         request)
             if len(self._open) >= self.max_open:
                 raise ReassemblyError(413, "too many messages being reassembled", mid)
-            part = _Partial(bytearray(), [], total, request.content_type,
+            part = _Partial({}, [], total, request.content_type,
                             request.failure_report, request.success_report, request, now)
             self._open[mid] = part
         else:
@@ -297,7 +329,7 @@ class Reassembler:
             if part.total is not None and end > part.total:
                 raise self._refuse(400, "chunk extends past the message total", mid)
         if part.total is None and total is not None:
-            if len(part.buf) > total:
+            if part.extent > total:
                 raise self._refuse(400, "earlier chunks extend past the message total", mid)
             part.total = total
         part.chunks += 1
@@ -311,12 +343,14 @@ class Reassembler:
             part.add(start, body)
         if request.flag == "#":
             del self._open[mid]
+            self._note(self._finished, mid)
             return Abandoned(mid, "aborted", part.received, part.total, part.content_type,
                              part.failure_report, part.success_report, request)
         if part.complete():
             del self._open[mid]
+            self._note(self._finished, mid)
             assert part.total is not None
-            data = bytes(part.buf[: part.total])
+            data = part.join()
             return AssembledMessage(mid, part.content_type, data, part.failure_report,
                                     part.success_report, request)
         return None
@@ -327,6 +361,7 @@ class Reassembler:
         for mid, part in list(self._open.items()):
             if now - part.last_seen >= self.timeout:
                 del self._open[mid]
+                self._note(self._finished, mid)
                 gone.append(Abandoned(mid, "timeout", part.received, part.total,
                                       part.content_type, part.failure_report,
                                       part.success_report, part.last_request))

@@ -255,3 +255,54 @@ def test_reports_and_flags_come_from_the_first_chunk() -> None:
     r.receive(first, 0.0)
     out = r.receive(chunk("m1234", 3, b"cd", 4, "$"), 0.0)
     assert isinstance(out, AssembledMessage) and out.success_report == "yes"
+
+
+def test_memory_follows_bytes_received_not_the_declared_total() -> None:
+    import tracemalloc
+
+    r = Reassembler(max_message_size=16 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        r.receive(chunk("m1234", 15 * 1024 * 1024, b"tail", 16 * 1024 * 1024), 0.0)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64 * 1024
+    (gone,) = r.expire(1e9)
+    assert (gone.received, gone.total) == (4, 16 * 1024 * 1024)
+
+
+def test_overlapping_chunks_count_each_byte_once() -> None:
+    r = Reassembler()
+    r.receive(chunk("m1234", 3, b"cdef", 20), 0.0)
+    r.receive(chunk("m1234", 1, b"abcdefgh", 20), 0.0)  # covers the first on both sides
+    r.receive(chunk("m1234", 12, b"lm", 20), 0.0)
+    r.receive(chunk("m1234", 7, b"ghijklmn", 20), 0.0)  # spans a gap and two held ranges
+    (gone,) = r.expire(1e9)
+    assert gone.received == 14
+    r2 = Reassembler()
+    for c in (chunk("m1", 3, b"cdef", 16), chunk("m1", 1, b"abcdefgh", 16), chunk("m1", 12, b"lm", 16),
+              chunk("m1", 7, b"ghijklmn", 16)):
+        assert r2.receive(c, 0.0) is None
+    out = r2.receive(chunk("m1", 15, b"op", 16, "$"), 0.0)
+    assert isinstance(out, AssembledMessage) and out.body == b"abcdefghijklmnop"
+
+
+def test_late_resend_of_a_finished_message_opens_nothing() -> None:
+    r = Reassembler(timeout=10.0)
+    r.receive(chunk("m1234", 1, b"abc", 6), 0.0)
+    assert isinstance(r.receive(chunk("m1234", 4, b"def", 6, "$"), 0.0), AssembledMessage)
+    assert r.receive(chunk("m1234", 4, b"def", 6, "$"), 1.0) is None
+    r.receive(chunk("m5678", 1, b"abc", 6), 0.0)
+    assert [g.message_id for g in r.expire(10.0)] == ["m5678"]
+    assert r.receive(chunk("m5678", 4, b"def", 6, "+"), 11.0) is None
+    assert r.open_count == 0 and r.expire(1e9) == []
+
+
+def test_hand_built_chunk_with_a_bad_byte_range_is_400() -> None:
+    bad = MSRPRequest("tid1", "SEND", [("To-Path", TO), ("From-Path", FROM), ("Message-ID", "m1234"),
+                                       ("Byte-Range", "x-y/z")], b"a")
+    with pytest.raises(ReassemblyError) as e:
+        Reassembler().receive(bad, 0.0)
+    assert e.value.code == 400
