@@ -6,6 +6,7 @@ Sans-IO and dependency-free: the session layer parses To-Path/From-Path entries 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -89,11 +90,13 @@ def _bad(text: str, why: str) -> MSRPParseError:
     return MSRPParseError(f"bad MSRP URI {shown!r}: {why}")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_msrp_uri(text: str) -> MSRPURI:
     """Parse `msrp://[userinfo@]host[:port][/session-id];transport[;param...]`.
 
     Raises `MSRPParseError` (code 400) for anything RFC 4975 s.9 does not allow; the
-    scheme and transport come out lower-cased, the host as written.
+    scheme and transport come out lower-cased, the host as written. Results are
+    immutable and cached (a session's paths are parsed on every request).
     """
     if len(text) > MAX_URI_LENGTH:
         raise _bad(text, f"longer than {MAX_URI_LENGTH} characters")
@@ -160,6 +163,7 @@ def parse_msrp_uri(text: str) -> MSRPURI:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_key(host: str) -> str:
     """Explicit IP addresses compare as addresses (::1 == 0:0::1); names case-insensitively."""
     try:
