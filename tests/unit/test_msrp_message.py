@@ -78,7 +78,9 @@ RFC_S10_1 = [
         "-------op2nc9a$"
     ),
 ]
-# RFC 4975 s.10.5: a SEND asking for a success report, and the positive REPORT.
+# RFC 4975 s.10.2/10.5: a SEND asking for a success report, and the positive REPORT.
+# (The HTML body's exact words could not be checked against the RFC text here; the
+# frames' start lines and headers are as printed there.)
 RFC_S10_5_SEND = crlf(
     "MSRP d93kswow SEND\n"
     "To-Path: msrp://bob.example.com:8888/9di4eae923wzd;tcp\n"
