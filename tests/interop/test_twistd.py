@@ -81,9 +81,12 @@ def test_starts_serves_mi_and_stops_on_sigterm(msrpgw):
     assert status in (0, -15), gw.log_text()[-2000:]
     assert elapsed < 5.0
     assert "msrpgw stopped" in gw.log_text()
-    # the ports are free again
+    # the port is free again (SO_REUSEADDR as a restarted server would: the MI connection
+    # above leaves a TIME_WAIT behind)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", gw.mi_port))
+        s.listen(1)
 
 
 def test_log_level_option_filters_lines(msrpgw):
