@@ -465,3 +465,23 @@ def test_byte_range_accessor_defaults_to_the_whole_body_and_reads_stars() -> Non
 def test_parser_built_without_limits_uses_the_defaults() -> None:
     p = FrameParser(None)
     assert p.limits == Limits() and len(p.feed(RFC_S4_SEND)) == 1
+
+
+def test_sans_io_modules_import_only_the_standard_library_and_each_other() -> None:
+    import ast
+    import pathlib
+    import sys
+
+    import msrp_gateway.msrp as pkg
+
+    allowed_local = {"message", "uri", "chunks"}
+    for name in sorted(allowed_local):
+        tree = ast.parse((pathlib.Path(pkg.__file__).parent / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.module in allowed_local, (name, node.module)
+            elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                assert node.module.split(".")[0] in sys.stdlib_module_names, (name, node.module)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in sys.stdlib_module_names, (name, alias.name)
