@@ -108,12 +108,12 @@ def cli(m, home, *command: str):
 
 
 @defer.inlineCallbacks
-def until(predicate, timeout: float = 15.0):
+def until(predicate, timeout: float = 15.0, describe=lambda: ""):
     for _ in range(int(timeout / 0.05)):
         if predicate():
             return
         yield task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"condition not reached in time {describe()}")
 
 
 # --- opensips-cli ---------------------------------------------------------------
@@ -337,4 +337,256 @@ def test_opensips_event_gets_the_gateways_setup_failure(live, tmp_path):
         rc = yield proc.ended
         if killer.active():
             killer.cancel()
+    assert rc == 0, proc.err
+
+
+# --- the whole gateway: `twistd -n msrpgw` with a SIP/MSRP peer played by the test ---------
+
+import socket as _socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TWISTD = shutil.which("twistd")
+
+
+def free_port(kind: int) -> int:
+    s = _socket.socket(_socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sip_headers(data: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    return lines[0], headers, body
+
+
+def sip_response(request: bytes, status: str, *, to_tag: str = "", extra: str = "",
+                 body: bytes = b"") -> bytes:
+    _, h, _ = sip_headers(request)
+    to = h["to"] if ";tag=" in h["to"] or not to_tag else f"{h['to']};tag={to_tag}"
+    text = (f"SIP/2.0 {status}\r\nVia: {h['via']}\r\nFrom: {h['from']}\r\nTo: {to}\r\n"
+            f"Call-ID: {h['call-id']}\r\nCSeq: {h['cseq']}\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return text.encode() + body
+
+
+class SIPPeer(protocol.DatagramProtocol):
+    """Bob's SIP side: answers INVITE with ``answer`` (a status line) and an MSRP SDP,
+    records every request, answers BYE with 200."""
+
+    def __init__(self, answer: str, msrp_port: int = 0) -> None:
+        self.answer, self.msrp_port = answer, msrp_port
+        self.requests: list[str] = []
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        start, h, _ = sip_headers(data)
+        if start.startswith("SIP/2.0"):
+            return
+        method = start.split(" ", 1)[0]
+        self.requests.append(method)
+        port = self.transport.getHost().port
+        if method == "INVITE":
+            if self.answer.startswith("200"):
+                sdp = (f"v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+                       f"t=0 0\r\nm=message {self.msrp_port} TCP/MSRP *\r\n"
+                       f"a=accept-types:text/plain\r\n"
+                       f"a=path:msrp://127.0.0.1:{self.msrp_port}/bobsess;tcp\r\n"
+                       f"a=setup:passive\r\n").encode()
+                reply = sip_response(data, self.answer, to_tag="bob1", body=sdp, extra=(
+                    f"Contact: <sip:bob@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n"))
+            else:
+                reply = sip_response(data, self.answer, to_tag="bob1")
+            self.transport.write(reply, addr)
+        elif method in ("BYE", "OPTIONS", "MESSAGE"):
+            self.transport.write(sip_response(data, "200 OK"), addr)
+
+
+class MSRPPeer(protocol.Protocol):
+    """Bob's MSRP side: answers every SEND with 200 and keeps the bodies."""
+
+    def connectionMade(self) -> None:
+        self.buf = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            first, sep, _ = self.buf.partition(b"\r\n")
+            if not sep:
+                return
+            tid = first.split(b" ")[1]
+            end = b"-------" + tid
+            i = self.buf.find(end)
+            if i < 0:
+                return
+            frame, self.buf = self.buf[:i + len(end) + 3], self.buf[i + len(end) + 3:]
+            _, h, body = sip_headers(frame)
+            if b" SEND" in first:
+                self.factory.bodies.append(body[:body.rfind(b"\r\n" + end)])
+                self.transport.write(
+                    b"MSRP " + tid + b" 200 OK\r\nTo-Path: " + h["from-path"].encode() +
+                    b"\r\nFrom-Path: " + h["to-path"].split()[-1].encode() + b"\r\n" + end +
+                    b"$\r\n")
+
+
+class Alice(protocol.DatagramProtocol):
+    """The page-mode user: sends MESSAGEs, keeps the final answers."""
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        start, _, _ = sip_headers(data)
+        if start.startswith("SIP/2.0"):
+            self.answers.append(start)
+
+    def message(self, gw_port: int, bob_port: int, body: bytes, n: int = 1) -> None:
+        port = self.transport.getHost().port
+        text = (f"MESSAGE sip:bob@127.0.0.1:{bob_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKalice{n};rport\r\n"
+                f"From: <sip:alice@127.0.0.1>;tag=alice{n}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                f"Call-ID: alice-call-{n}\r\nCSeq: {n} MESSAGE\r\nMax-Forwards: 70\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.transport.write(text.encode() + body, ("127.0.0.1", gw_port))
+
+
+GW_LIVE_KEY = "sip:bob@127.0.0.1-sip:alice@127.0.0.1"
+
+
+@pytest.fixture
+def twistd_gateway(tmp_path):
+    """`twistd -n msrpgw` on free loopback ports; yields an object with the ports."""
+    need(TWISTD, "twistd")
+
+    class GW:
+        sip = free_port(_socket.SOCK_DGRAM)
+        msrp = free_port(_socket.SOCK_STREAM)
+        mi = free_port(_socket.SOCK_STREAM)
+
+    gw = GW()
+    gw.port = gw.mi
+    gw.url = f"http://127.0.0.1:{gw.mi}/mi"
+    config = tmp_path / "msrpgw.toml"
+    config.write_text(f"""
+[sip]
+socket = ["udp:127.0.0.1:{gw.sip}"]
+[msrp]
+socket = ["msrp:127.0.0.1:{gw.msrp}"]
+my_uri = "msrp://127.0.0.1:{gw.msrp};tcp"
+[msrp_ua]
+setup_timeout = 10.0
+[mi]
+http = "127.0.0.1:{gw.mi}"
+""")
+    proc = Collect()
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path))
+    gw.transport = reactor.spawnProcess(
+        proc, TWISTD, [TWISTD, "-n", "--pidfile=", "msrpgw", "--config", str(config)],
+        env=env, path=str(REPO))
+    gw.proc = proc
+    try:
+        pytest_twisted.blockon(until(lambda: b"msrpgw started" in proc.out
+                                     or proc.ended.called, timeout=20))
+        assert not proc.ended.called, proc.out.decode() + proc.err.decode()
+        yield gw
+    finally:
+        if not proc.ended.called:
+            gw.transport.signalProcess("TERM")
+            killer = reactor.callLater(15, gw.transport.signalProcess, "KILL")
+            pytest_twisted.blockon(proc.ended)
+            if killer.active():
+                killer.cancel()
+
+
+@pytest_twisted.inlineCallbacks
+def test_whole_gateway_live_session_listed_and_ended_by_opensips_cli(twistd_gateway, tmp_path):
+    need(OPENSIPS_CLI, "opensips-cli")
+    gw = twistd_gateway
+    msrp_factory = protocol.Factory.forProtocol(MSRPPeer)
+    msrp_factory.bodies = []
+    msrp_port = reactor.listenTCP(0, msrp_factory, interface="127.0.0.1")
+    bob = SIPPeer("200 OK", msrp_port.getHost().port)
+    bob_port = reactor.listenUDP(0, bob, interface="127.0.0.1")
+    alice = Alice()
+    alice_port = reactor.listenUDP(0, alice, interface="127.0.0.1")
+    try:
+        alice.message(gw.sip, bob_port.getHost().port, b"hello bob")
+        # an empty binding SEND first (RFC 4975 s.5.4), then the MESSAGE's body
+        yield until(lambda: [b for b in msrp_factory.bodies if b] == [b"hello bob"], timeout=20,
+                    describe=lambda: (alice.answers, bob.requests, msrp_factory.bodies,
+                                      gw.proc.out.decode()[-3000:]))
+        assert alice.answers[-1].startswith("SIP/2.0 202")
+        assert bob.requests[:2] == ["INVITE", "ACK"]
+
+        rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_list_sessions")
+        assert rc == 0, err
+        [entry] = json.loads(out)
+        assert entry["key"] == GW_LIVE_KEY
+        assert entry["msg_side_to"] == "sip:alice@127.0.0.1"
+        assert entry["msrp_ua_session_id"] != ""
+
+        rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_end_session", GW_LIVE_KEY)
+        assert (rc, json.loads(out)) == (0, "OK"), err
+        yield until(lambda: "BYE" in bob.requests, timeout=10)  # the MSRP side sees BYE
+
+        rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_list_sessions")
+        assert (rc, json.loads(out)) == (0, [])
+        rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_end_session", GW_LIVE_KEY)
+        assert rc != 0 and "404: Session doesn't exist" in out + err
+        rc, out, err = yield cli(gw, str(tmp_path), "which")
+        assert rc == 0 and "msrp_gw_end_session" in json.loads(out)
+    finally:
+        yield msrp_port.stopListening()
+        yield bob_port.stopListening()
+        yield alice_port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_whole_gateway_setup_failure_reaches_opensips_event_over_udp(twistd_gateway, tmp_path):
+    need(OPENSIPS_EVENT, "opensips-event")
+    gw = twistd_gateway
+    bob = SIPPeer("486 Busy Here")
+    bob_port = reactor.listenUDP(0, bob, interface="127.0.0.1")
+    alice = Alice()
+    alice_port = reactor.listenUDP(0, alice, interface="127.0.0.1")
+    proc = Collect()
+    exe = OPENSIPS_EVENT
+    transport = reactor.spawnProcess(
+        proc, exe, [exe, "-t", "http", "-i", "127.0.0.1", "-p", str(gw.mi),
+                    "-T", "datagram", "-li", "127.0.0.1", EVENT_SETUP_FAILED],
+        env=dict(os.environ, HOME=str(tmp_path)), path=str(tmp_path))
+    killer = reactor.callLater(40, transport.signalProcess, "KILL")
+    try:
+        # subscribed once the gateway lists the subscriber
+        def subscribed():
+            return run(OPENSIPS_CLI, ["-o", "communication_type=http", "-o", f"url={gw.url}",
+                                      "-x", "mi", "subscribers_list"], str(tmp_path))
+        for _ in range(100):
+            rc, out, _ = yield subscribed()
+            if rc == 0 and json.loads(out)["Events"]:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        alice.message(gw.sip, bob_port.getHost().port, b"are you there?")
+        yield until(lambda: proc.out.count(b"}") >= 2, timeout=20)
+        bob_uri = f"sip:bob@127.0.0.1:{bob_port.getHost().port}"
+        message = json.loads(proc.out)
+        assert message["method"] == EVENT_SETUP_FAILED
+        assert message["params"] == {"key": GW_LIVE_KEY, "from_uri": "sip:bob@127.0.0.1",
+                                     "to_uri": "sip:alice@127.0.0.1",
+                                     "ruri": "sip:alice@127.0.0.1",
+                                     "code": 486, "reason": "Busy Here"}, bob_uri
+        assert bob.requests[0] == "INVITE"
+    finally:
+        transport.signalProcess("TERM")
+        rc = yield proc.ended
+        if killer.active():
+            killer.cancel()
+        yield bob_port.stopListening()
+        yield alice_port.stopListening()
     assert rc == 0, proc.err
