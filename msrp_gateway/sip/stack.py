@@ -236,7 +236,9 @@ class InviteClient:
     def _set_timer(self, delay: float, fn: Callable[[], None]) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = self._stack.reactor.callLater(delay, fn)
+        self._timer = None
+        if not self._stack._stopped:
+            self._timer = self._stack.reactor.callLater(delay, fn)
 
     def _cancel_timeout(self) -> None:
         """s.9.1: no final response 64*T1 after CANCEL: the INVITE is given up."""
@@ -291,6 +293,7 @@ class InviteClient:
 
     def _finish(self) -> None:
         self._done = True
+        self._stack._invite_clients.discard(self)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -332,6 +335,8 @@ class SIPStack:
         self._uac_invites: OrderedDict[tuple[str | None, str], tuple[float, InviteClient]] = \
             OrderedDict()
         self._cseq = secrets.randbelow(2 ** 16) + 1
+        self._stopped = False
+        self._invite_clients: set[InviteClient] = set()
         transport.on_message = self._on_message
 
     # -- what the UA and gateway call ----------------------------------------------------
@@ -383,6 +388,7 @@ class SIPStack:
     def invite(self, req: SIPRequest) -> InviteClient:
         """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
         client = InviteClient(self, req)
+        self._invite_clients.add(client)
         if len(self._dialogs) >= self.max_dialogs:
             client._fail(SIPTransportError("dialog table full"))
             return client
@@ -402,7 +408,7 @@ class SIPStack:
         def failed(f: Failure) -> None:
             client._fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
 
-        self._resolve(req).addCallbacks(resolved, failed)
+        self._resolve(req).addCallback(resolved).addErrback(failed)
         return client
 
     def accept(self, txn: ServerTransaction, *, body: bytes, content_type: str | None,
@@ -440,7 +446,9 @@ class SIPStack:
         return defer.maybeDeferred(self.transport.send, resp, peer)
 
     def stop(self) -> None:
-        """Cancel every timer of every transaction and dialog (service shutdown, tests)."""
+        """Cancel every timer of every transaction and dialog (service shutdown, tests);
+        no timer starts after it."""
+        self._stopped = True
         for entry in [*self._servers.values(), *self._clients.values()]:
             self._drop(entry)
             if isinstance(entry, ServerTransaction):
@@ -448,6 +456,8 @@ class SIPStack:
         for dialog in list(self._dialogs.values()):
             dialog.stop_timers()
         self._uac_invites.clear()
+        for client in list(self._invite_clients):
+            client._finish()
         if self._completed_sweep is not None and self._completed_sweep.active():
             self._completed_sweep.cancel()
         self._completed_sweep = None
@@ -488,7 +498,8 @@ class SIPStack:
                 target = parse_name_addr(routes[0]).uri
             except SIPParseError as e:
                 return defer.fail(SIPTransportError(f"bad Route {routes[0]!r}: {e.reason}"))
-        return defer.maybeDeferred(self.transport.resolve, target, len(req.body) + 600)
+        size = len(req.to_bytes()) + 80  # + our Via, added once the transport is known
+        return defer.maybeDeferred(self.transport.resolve, target, size)
 
     def _add_via(self, req: SIPRequest, peer: Any) -> None:
         """Our Via on top (replacing one already added on a retry), fresh branch, rport."""
@@ -550,6 +561,8 @@ class SIPStack:
             if kind is Send:
                 self._send(entry, action.message)  # type: ignore[union-attr]
             elif kind is StartTimer:
+                if self._stopped:
+                    continue
                 if action.name == "J" and type(entry) is ServerTransaction:  # type: ignore
                     self._keep_completed(entry, action.delay)  # type: ignore[union-attr]
                     continue
@@ -607,7 +620,7 @@ class SIPStack:
             completed.pop(fifo.popleft()[1], None)  # past the bound: the oldest go early
         completed[txn.key] = (resp, txn.peer)
         fifo.append((self.reactor.seconds() + delay, txn.key))
-        if self._completed_sweep is None:
+        if self._completed_sweep is None and not self._stopped:
             self._completed_sweep = self.reactor.callLater(delay, self._sweep_completed)
 
     def _sweep_completed(self) -> None:
@@ -719,7 +732,7 @@ class SIPStack:
             txn.respond(503, headers=[("Retry-After", "5")])
         else:
             self._guarded(self.router, txn)
-        if not txn.responded:
+        if not txn.responded and not self._stopped:
             guard = TU_GUARD_INVITE if method == "INVITE" else TU_GUARD_NON_INVITE
             txn._guard = self.reactor.callLater(guard, self._tu_silent, txn)
 

@@ -5,6 +5,8 @@ Each transaction takes inputs (``start()``, ``on_request``, ``on_response``, ``o
 ``CancelTimer``, ``Deliver``, ``Terminated``) that an adapter (``stack.py``) performs.  Nothing
 here touches a socket, a reactor or the clock, so tests drive the RFC timer schedule by hand.
 
+Timer actions come before ``Deliver`` so the machine is settled when the TU runs.
+
 Choices the RFC leaves open, stated once:
 - A server INVITE transaction sends 100 Trying at once (s.17.2.1 allows it immediately).
 - A server INVITE transaction that sends a 2xx enters the RFC 6026 "Accepted" state for
@@ -218,13 +220,11 @@ class InviteClientTransaction(ClientTransaction):
                 return [CancelTimer("A"), CancelTimer("B"), Deliver(resp), Terminated("normal")]
             self.ack = self.build_ack(resp)
             self.state = State.COMPLETED
-            actions = [CancelTimer("A"), CancelTimer("B"), Send(self.ack), Deliver(resp)]
+            actions = [CancelTimer("A"), CancelTimer("B"), Send(self.ack)]
             if self.reliable:
                 self.state = State.TERMINATED
-                actions.append(Terminated("normal"))
-            else:
-                actions.append(StartTimer("D", TIMER_D))
-            return actions
+                return actions + [Deliver(resp), Terminated("normal")]
+            return actions + [StartTimer("D", TIMER_D), Deliver(resp)]
         if state is State.COMPLETED and status >= 300 and self.ack is not None:
             return [Send(self.ack)]  # retransmitted final response: ACK again, tell nobody
         return []
@@ -273,14 +273,12 @@ class NonInviteClientTransaction(ClientTransaction):
         if resp.status < 200:
             self.state = State.PROCEEDING
             return [Deliver(resp)]
-        actions: list[Action] = [CancelTimer("E"), CancelTimer("F"), Deliver(resp)]
+        actions: list[Action] = [CancelTimer("E"), CancelTimer("F")]
         if self.reliable:
             self.state = State.TERMINATED
-            actions.append(Terminated("normal"))
-        else:
-            self.state = State.COMPLETED
-            actions.append(StartTimer("K", self.timers.t4))
-        return actions
+            return actions + [Deliver(resp), Terminated("normal")]
+        self.state = State.COMPLETED
+        return actions + [StartTimer("K", self.timers.t4), Deliver(resp)]
 
     def on_timer(self, name: str) -> list[Action]:
         state = self.state

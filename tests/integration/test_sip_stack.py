@@ -1,0 +1,155 @@
+"""Two SIP stacks over the real transport on 127.0.0.1 (UDP and TCP): MESSAGE, OPTIONS,
+and an INVITE / 200 / ACK / BYE dialog in both directions."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transport import SIPTransport
+
+TIMEOUT = 5.0
+
+
+def with_timeout(d: defer.Deferred) -> defer.Deferred:
+    return d.addTimeout(TIMEOUT, reactor)
+
+
+class Node:
+    """A transport listening on UDP and TCP (free ports) with a stack on top."""
+
+    def __init__(self, router) -> None:
+        self.transport = SIPTransport(reactor)
+        self.transport.listen("udp:127.0.0.1:0")
+        udp_port = self.port("udp")
+        # the same port number for TCP keeps one Contact for both, as a real deployment has
+        try:
+            self.transport.listen(f"tcp:127.0.0.1:{udp_port}")
+        except Exception:
+            self.transport.listen("tcp:127.0.0.1:0")
+        self.stack = SIPStack(reactor, self.transport,
+                              local_uri_host=f"127.0.0.1:{udp_port}", router=router)
+
+    def port(self, kind: str) -> int:
+        return next(p.port for p in self.transport.listening if p.transport == kind)
+
+    def uri(self, user: str, kind: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.port(kind)};transport={kind}"
+
+    def close(self) -> defer.Deferred:
+        self.stack.stop()
+        return self.transport.stop()
+
+
+@pytest.fixture
+def nodes():
+    made: list[Node] = []
+
+    def make(router) -> Node:
+        n = Node(router)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        pytest_twisted.blockon(n.close())
+
+
+class Gateway:
+    """A router that answers MESSAGE 200 and INVITE with a dialog, recording what it saw."""
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+        self.messages: list[bytes] = []
+        self.dialogs: list = []
+        self.byes: list = []
+
+    def route(self, txn) -> None:
+        req = txn.request
+        if req.method == "MESSAGE":
+            self.messages.append(req.body)
+            txn.respond(200)
+        elif req.method == "INVITE":
+            dialog = self.node.stack.accept(txn, body=b"answer", content_type="application/sdp")
+            dialog.on_bye = lambda: self.byes.append(dialog)
+            self.dialogs.append(dialog)
+        else:
+            txn.respond(405)
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_message_over_real_transport_gets_200_once(nodes, kind):
+    gw = Gateway()
+    gw.node = server = nodes(gw.route)
+    client = nodes(lambda txn: txn.respond(405))
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   server.uri("gw", kind), body=b"hello " + kind.encode(),
+                                   content_type="text/plain")
+    resp = await with_timeout(client.stack.send_request(req))
+    assert resp.status == 200
+    assert gw.messages == [b"hello " + kind.encode()]
+    # OPTIONS is answered by the stack itself
+    opt = client.stack.new_request("OPTIONS", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   server.uri("gw", kind))
+    resp = await with_timeout(client.stack.send_request(opt))
+    assert resp.status == 200 and "MESSAGE" in resp.headers.get("Allow")
+    if kind == "tcp":
+        assert client.transport.connection_count == 1  # both requests reused one connection
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_invite_dialog_200_ack_and_bye_over_real_transport(nodes, kind):
+    gw = Gateway()
+    gw.node = server = nodes(gw.route)
+    client = nodes(lambda txn: txn.respond(405))
+    invite = client.stack.new_request("INVITE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                      server.uri("gw", kind), body=b"offer",
+                                      content_type="application/sdp")
+    invite.headers.set("Contact", f"<{client.uri('alice', kind)}>")
+    ic = client.stack.invite(invite)
+    dialog = await with_timeout(ic.deferred)
+    assert dialog.remote_sdp == b"answer"
+    (uas,) = gw.dialogs
+    await with_timeout(uas.confirmed)  # our ACK reached the UAS and stopped its 200
+    assert uas.remote_sdp == b"offer" and uas.remote_tag == dialog.local_tag
+    resp = await with_timeout(dialog.bye())
+    assert resp.status == 200
+    assert gw.byes == [uas] and uas.terminated and dialog.terminated
+
+
+@pytest_twisted.ensureDeferred
+async def test_bye_from_the_uas_side_ends_the_uac_dialog(nodes):
+    gw = Gateway()
+    gw.node = server = nodes(gw.route)
+    ended = []
+    client = nodes(lambda txn: txn.respond(405))
+    invite = client.stack.new_request("INVITE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                      server.uri("gw", "udp"), body=b"offer",
+                                      content_type="application/sdp")
+    invite.headers.set("Contact", f"<{client.uri('alice', 'udp')}>")
+    dialog = await with_timeout(client.stack.invite(invite).deferred)
+    dialog.on_bye = lambda: ended.append(True)
+    (uas,) = gw.dialogs
+    await with_timeout(uas.confirmed)
+    resp = await with_timeout(uas.bye())
+    assert resp.status == 200 and ended == [True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_to_a_closed_tcp_port_fails_with_transport_error(nodes):
+    from msrp_gateway.sip.stack import SIPTransportError
+
+    client = nodes(lambda txn: txn.respond(405))
+    # a port just freed by the OS is closed: listen, note it, stop
+    probe = SIPTransport(reactor)
+    probe.listen("tcp:127.0.0.1:0")
+    port = probe.listening[0].port
+    await probe.stop()
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   f"sip:gw@127.0.0.1:{port};transport=tcp")
+    with pytest.raises(SIPTransportError):
+        await with_timeout(client.stack.send_request(req))
