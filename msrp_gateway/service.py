@@ -28,25 +28,12 @@ from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.routing import Router, RoutingScriptError
 from msrp_gateway.sip.message import Limits as SIPLimits
 from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transport import SIPTransport
 from msrp_gateway.ua import MSRPUserAgent
-
-try:
-    from msrp_gateway.sip.transport import SIPTransport
-except ModuleNotFoundError as _missing:  # not landed yet: the SIP side is left out, loudly
-    if _missing.name != "msrp_gateway.sip.transport":
-        raise
-    SIPTransport = None
 
 __all__ = ["StartupError", "ListenerService", "GatewayService", "build_service"]
 
 log = Logger()
-
-# Layers that service.py cannot wire yet because their module has not landed; each is
-# named in one log line at start so nobody mistakes a partial gateway for a whole one.
-NOT_WIRED: tuple[str, ...] = () if SIPTransport is not None else (
-    "SIP transport (msrp_gateway.sip.transport), and with it the SIP stack, the MSRP user "
-    "agent, the gateway and routing (the MSRP listeners, MI and events run)",
-)
 
 
 class StartupError(Exception):
@@ -141,11 +128,8 @@ class GatewayService(MultiService):
         self.gateway: Gateway | None = None
         self.router: Router | None = None
         self.first_to_stop: list[Service] = []
-        self.not_wired: tuple[str, ...] = NOT_WIRED
 
     def startService(self) -> None:
-        for layer in self.not_wired:
-            log.warn("not wired yet, left out: {layer}", layer=layer)
         try:
             super().startService()
         except BaseException:
@@ -228,45 +212,44 @@ def build_service(settings: Settings, reactor: Any,
         ListenerService(sock, lambda s=sock: msrp.listen(s), closes=False
                         ).setServiceParent(root)
 
-    if SIPTransport is not None:
-        sip = settings.sip
-        transport = SIPTransport(
-            reactor, tls_settings=settings.tls if settings.tls.configured else None,
-            limits=SIPLimits(max_message_size=sip.max_message_size,
-                             max_headers=sip.max_headers,
-                             max_line_length=sip.max_line_length),
-            max_connections=sip.max_connections, idle_timeout=sip.tcp_idle_timeout)
-        # Stops after the gateway and the UA (first_to_stop): closes ports and connections.
-        _Stopper("sip-transport", transport.stop).setServiceParent(root)
-        stack = root.sip = SIPStack(
-            reactor, transport, local_uri_host=_sip_local_host(settings),
-            outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
-            max_transactions=settings.sip.max_transactions)
-        ua = root.ua = MSRPUserAgent(reactor, stack, msrp, settings.msrp_ua)
+    sip = settings.sip
+    transport = SIPTransport(
+        reactor, tls_settings=settings.tls if settings.tls.configured else None,
+        limits=SIPLimits(max_message_size=sip.max_message_size,
+                         max_headers=sip.max_headers,
+                         max_line_length=sip.max_line_length),
+        max_connections=sip.max_connections, idle_timeout=sip.tcp_idle_timeout)
+    # Stops after the gateway and the UA (first_to_stop): closes ports and connections.
+    _Stopper("sip-transport", transport.stop).setServiceParent(root)
+    stack = root.sip = SIPStack(
+        reactor, transport, local_uri_host=_sip_local_host(settings),
+        outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
+        max_transactions=settings.sip.max_transactions)
+    ua = root.ua = MSRPUserAgent(reactor, stack, msrp, settings.msrp_ua)
 
-        def emit_event(name: str, params: dict[str, Any]) -> None:
-            events.raise_event(name, params)
-            if root.router is not None:
-                root.router.on_event(name, params)
+    def emit_event(name: str, params: dict[str, Any]) -> None:
+        events.raise_event(name, params)
+        if root.router is not None:
+            root.router.on_event(name, params)
 
-        gw = root.gateway = Gateway(reactor, ua, stack, settings.msrp_gateway, emit_event)
-        try:
-            root.router = Router.from_settings(gw, settings.routing)
-        except RoutingScriptError as e:
-            raise StartupError(f"routing script: {e}") from e
-        stack.router = root.router
-        for sock in settings.sip.socket:
-            ListenerService(sock, lambda s=sock: transport.listen(s), closes=False
-                            ).setServiceParent(root)
-        ua_svc = _Stopper("ua", ua.stop)
-        ua_svc.setServiceParent(root)
-        stack_svc = _Stopper("sip-stack", stack.stop)
-        stack_svc.setServiceParent(root)
-        gw_svc = _Startable("gateway", gw)
-        gw_svc.setServiceParent(root)
-        # Gateway first (its sessions' BYEs), then whatever the UA still has, then the SIP
-        # stack's timers; the listeners and connections close after that.
-        root.first_to_stop += [gw_svc, ua_svc, stack_svc]
+    gw = root.gateway = Gateway(reactor, ua, stack, settings.msrp_gateway, emit_event)
+    try:
+        root.router = Router.from_settings(gw, settings.routing)
+    except RoutingScriptError as e:
+        raise StartupError(str(e)) from e
+    stack.router = root.router
+    for sock in settings.sip.socket:
+        ListenerService(sock, lambda s=sock: transport.listen(s), closes=False
+                        ).setServiceParent(root)
+    ua_svc = _Stopper("ua", ua.stop)
+    ua_svc.setServiceParent(root)
+    stack_svc = _Stopper("sip-stack", stack.stop)
+    stack_svc.setServiceParent(root)
+    gw_svc = _Startable("gateway", gw)
+    gw_svc.setServiceParent(root)
+    # Gateway first (its sessions' BYEs), then whatever the UA still has, then the SIP
+    # stack's timers; the listeners and connections close after that.
+    root.first_to_stop += [gw_svc, ua_svc, stack_svc]
 
     mi = settings.mi
     if mi.address is not None:

@@ -12,11 +12,7 @@ import urllib.request
 
 import pytest
 
-from msrp_gateway import service
-
 from .conftest import REPO, TWISTD
-
-SIP_WIRED = service.SIPTransport is not None
 
 
 def twistd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -111,8 +107,6 @@ def options_request(port: int, branch: str) -> bytes:
     ).encode()
 
 
-@pytest.mark.xfail(not SIP_WIRED, strict=True,
-                   reason="msrp_gateway.sip.transport has not landed: no SIP listener yet")
 def test_answers_options_over_udp(msrpgw):
     gw = msrpgw.start()
     branch = secrets.token_hex(8)

@@ -88,7 +88,6 @@ def test_msrp_listens_on_each_configured_socket():
     assert all(p.closed for p in reactor.ports)
 
 
-@pytest.mark.skipif(service.SIPTransport is None, reason="sip.transport has not landed")
 def test_sip_listens_on_each_configured_socket():
     reactor, root = make({"sip": {"socket": ["udp:127.0.0.1:5062", "tcp:127.0.0.4:5063"]}})
     root.startService()
@@ -98,14 +97,57 @@ def test_sip_listens_on_each_configured_socket():
     assert d.called and all(p.closed for p in reactor.ports)
 
 
-@pytest.mark.skipif(service.SIPTransport is None, reason="sip.transport has not landed")
 def test_whole_chain_is_wired():
-    """Stack -> router -> gateway -> UA -> MSRP stack, and the MI serves the gateway."""
+    """SIP stack -> router -> gateway -> UA -> SIP and MSRP stacks."""
     _reactor, root = make()
     assert root.sip.router is root.router
     assert root.router.gw is root.gateway
     assert root.gateway.ua is root.ua
-    assert root.not_wired == ()
+
+
+def test_gateway_settings_reach_the_gateway():
+    _reactor, root = make({"msrp_gateway": {"hash_size": 3, "cleanup_interval": 7,
+                                            "max_sessions": 9, "failure_message": False}})
+    s = root.gateway.settings
+    assert (s.hash_size, s.cleanup_interval, s.max_sessions, s.failure_message) == (
+        3, 7, 9, False)
+
+
+def test_gateway_sweep_runs_on_the_given_reactor_and_stops():
+    reactor, root = make({"msrp_gateway": {"cleanup_interval": 5}})
+    root.startService()
+    assert any(c.getTime() == 5 for c in reactor.getDelayedCalls())
+    root.stopService()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_routing_script_that_does_not_load_stops_start_up(tmp_path):
+    script = tmp_path / "route.py"
+    script.write_text("def route(req, gw):\n    return (\n")
+    with pytest.raises(StartupError) as info:
+        build_service(from_dict({"routing": {"script": str(script)}}), Reactor())
+    assert str(info.value) == (f"routing script {script}:2: syntax error: "
+                               "'(' was never closed")
+
+
+def test_message_from_untrusted_source_gets_403_through_the_wired_router():
+    """A request reaching the wired stack's router is routed by the default route."""
+    from msrp_gateway.sip.message import parse_message
+    from msrp_gateway.sip.transport import Peer
+
+    reactor, root = make({"routing": {"trusted": ["10.0.0.0/8"]}})
+    sent = []
+    root.sip.transport.send = lambda msg, peer: sent.append((msg, peer)) or defer.succeed(None)
+    root.startService()
+    req = parse_message(
+        b"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKabc123\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a\r\n"
+        b"To: <sip:bob@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi")
+    root.sip.transport.on_message(req, Peer("udp", "127.0.0.1", 5099))
+    assert [m.status for m, _p in sent] == [403]
+    root.stopService()
 
 
 def test_mi_off_when_http_is_empty():
