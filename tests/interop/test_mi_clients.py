@@ -188,16 +188,17 @@ def test_opensips_event_command_receives_setup_failed_over_udp(mi, tmp_path):
 
 # --- the opensips Python event API (tcp) --------------------------------------------
 
-@pytest_twisted.inlineCallbacks
-def test_opensips_event_api_receives_setup_failed_over_tcp(mi):
-    pytest.importorskip("opensips")
+def tcp_event_handler(url: str):
+    """The opensips package's event handler with a stream (TCP) socket.
+
+    opensips 0.1.11's Stream listens on TCP but names its socket "udp:"; the
+    subclass changes only that name, so the subscription says tcp:.
+    """
     from opensips.event import OpenSIPSEventHandler
     from opensips.event.stream import Stream
     from opensips.mi import OpenSIPSMI
 
     class TCPStream(Stream):
-        # opensips 0.1.11's Stream listens on TCP but names its socket "udp:";
-        # the name is the only change, so the subscription says tcp:.
         def create(self):
             name = super().create()
             self.sock_name = "tcp:" + name.split(":", 1)[1]
@@ -207,12 +208,18 @@ def test_opensips_event_api_receives_setup_failed_over_tcp(mi):
         def __new_socket__(self):
             return TCPStream(**self.kwargs)
 
+    return Handler(OpenSIPSMI("http", url=url), "stream", ip="127.0.0.1", port=0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_opensips_event_api_receives_setup_failed_over_tcp(mi):
+    pytest.importorskip("opensips")
     received: defer.Deferred = defer.Deferred()
 
     def callback(message):  # runs in the package's reader thread
         reactor.callFromThread(lambda: received.called or received.callback(message))
 
-    handler = Handler(OpenSIPSMI("http", url=mi.url), "stream", ip="127.0.0.1", port=0)
+    handler = tcp_event_handler(mi.url)
     event = yield threads.deferToThread(handler.subscribe, EVENT_SETUP_FAILED, callback, 120)
     try:
         [sub] = mi.events.subscribers(EVENT_SETUP_FAILED)[0][2]
@@ -590,3 +597,30 @@ def test_whole_gateway_setup_failure_reaches_opensips_event_over_udp(twistd_gate
         yield bob_port.stopListening()
         yield alice_port.stopListening()
     assert rc == 0, proc.err
+
+
+@pytest_twisted.inlineCallbacks
+def test_whole_gateway_setup_failure_reaches_a_tcp_subscriber(twistd_gateway):
+    pytest.importorskip("opensips")
+    gw = twistd_gateway
+    bob = SIPPeer("603 Decline")
+    bob_port = reactor.listenUDP(0, bob, interface="127.0.0.1")
+    alice = Alice()
+    alice_port = reactor.listenUDP(0, alice, interface="127.0.0.1")
+    received: defer.Deferred = defer.Deferred()
+
+    def callback(message):  # the package's reader thread
+        reactor.callFromThread(lambda: received.called or received.callback(message))
+
+    handler = tcp_event_handler(gw.url)
+    event = yield threads.deferToThread(handler.subscribe, EVENT_SETUP_FAILED, callback, 300)
+    try:
+        alice.message(gw.sip, bob_port.getHost().port, b"ping", n=7)
+        message = yield received.addTimeout(20, reactor)
+        assert message == {"jsonrpc": "2.0", "method": EVENT_SETUP_FAILED, "params": {
+            "key": GW_LIVE_KEY, "from_uri": "sip:bob@127.0.0.1", "to_uri": "sip:alice@127.0.0.1",
+            "ruri": "sip:alice@127.0.0.1", "code": 603, "reason": "Decline"}}
+    finally:
+        yield threads.deferToThread(event.unsubscribe)
+        yield bob_port.stopListening()
+        yield alice_port.stopListening()
