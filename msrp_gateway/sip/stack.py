@@ -267,6 +267,9 @@ class InviteClient:
     def _on_2xx(self, resp: SIPResponse) -> None:
         stack = self._stack
         dialog = Dialog.from_uac(stack, self.request, resp)
+        if self.dialog is not None and self.dialog.key == dialog.key:
+            self.dialog.on_2xx_retransmission(resp)  # ours, even after our BYE ended it
+            return
         if dialog.key in stack._dialogs:
             stack._dialogs[dialog.key].on_2xx_retransmission(resp)
             return

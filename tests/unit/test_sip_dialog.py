@@ -566,3 +566,17 @@ def test_stop_cancels_every_timer():
     assert env.clock.getDelayedCalls()
     env.stack.stop()
     assert env.clock.getDelayedCalls() == []
+
+
+def test_a_2xx_retransmitted_after_our_bye_is_only_acked_again():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    dialogs = []
+    client.deferred.addCallback(dialogs.append)
+    (invite,) = env.transport.take()
+    answer = uac_answer(env, invite, 200, rr=False, body=b"answer")
+    env.deliver(answer)
+    dialogs[0].bye()
+    assert statuses(env.transport.take()) == ["ACK", "BYE"]
+    env.deliver(answer)
+    assert statuses(env.transport.take()) == ["ACK"]

@@ -400,3 +400,73 @@ def test_rfc2543_branchless_requests_match_on_call_id_tags_cseq_and_via():
     assert server_key(ack) == server_key(invite)
     assert server_key(request("INVITE", branch="1234", cseq=8)) != server_key(invite)
     assert T1 == 0.5 and T2 == 4.0 and T4 == 5.0
+
+
+# -- properties: any order of inputs (hypothesis) ----------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_events = st.lists(st.one_of(
+    st.tuples(st.just("resp"), st.sampled_from([100, 180, 200, 202, 404, 486, 503])),
+    st.tuples(st.just("timer"), st.sampled_from(list("ABDEFGHIJKL"))),
+    st.tuples(st.just("advance"), st.floats(0, 40)),
+    st.tuples(st.sampled_from(["retrans", "ack", "err"]), st.none()),
+), max_size=25)
+
+
+def _drive(h: Harness, txn, events, server: bool) -> None:
+    """Feed ``events``; once Terminated, the machine must not send or deliver anything."""
+    req = txn.request
+    frozen = None
+    for kind, arg in events:
+        if kind == "resp":
+            h.run(txn.on_response(response(req, arg)))
+        elif kind == "timer":
+            h.run(txn.on_timer(arg))
+        elif kind == "advance":
+            h.advance_to(h.clock.seconds() + arg)
+        elif kind == "err":
+            h.run(txn.on_transport_error())
+        elif server and kind == "retrans":
+            h.run(txn.on_request(req))
+        elif server and kind == "ack":
+            h.run(txn.on_request(request("ACK", to_tag="b2", cseq_method="ACK")))
+        if h.terminated:
+            now = (len(h.sent), len(h.delivered))
+            assert frozen is None or now == frozen, "acted after Terminated"
+            frozen = now
+    assert len(h.terminated) <= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(invite=st.booleans(), reliable=st.booleans(), events=_events)
+def test_client_machines_survive_any_input_order_and_deliver_one_final(invite, reliable, events):
+    cls = InviteClientTransaction if invite else NonInviteClientTransaction
+    txn = cls(request("INVITE" if invite else "MESSAGE"), reliable=reliable)
+    h = Harness(txn)
+    h.run(txn.start())
+    _drive(h, txn, events, server=False)
+    finals = [m for m in h.delivered if m.status >= 200]
+    assert len(finals) <= 1
+    h.advance_to(h.clock.seconds() + 100)
+    # every client machine ends by itself, except an INVITE that got a provisional (s.17.1.1.2)
+    if not (invite and txn.state is State.PROCEEDING):
+        assert txn.state is State.TERMINATED and len(h.terminated) == 1
+    if not reliable:
+        assert len(h.sent) <= 12  # retransmissions are bounded by Timer B/F
+
+
+@settings(max_examples=150, deadline=None)
+@given(invite=st.booleans(), reliable=st.booleans(), events=_events)
+def test_server_machines_survive_any_input_order_and_pass_the_request_up_once(invite, reliable,
+                                                                             events):
+    cls = InviteServerTransaction if invite else NonInviteServerTransaction
+    req = request("INVITE" if invite else "MESSAGE")
+    txn = cls(req, reliable=reliable)
+    h = Harness(txn)
+    h.run(txn.start())
+    _drive(h, txn, events, server=True)
+    assert [m for m in h.delivered if getattr(m, "method", "") != "ACK"] == [req]
+    h.advance_to(h.clock.seconds() + 100)
+    if txn.final_sent:
+        assert txn.state is State.TERMINATED and len(h.terminated) == 1
