@@ -495,13 +495,13 @@ def test_parse_time_grows_linearly_with_frame_size() -> None:
         raw = MSRPRequest("bigframe", "SEND", [*paths(), ("Message-ID", "m1234"),
                                                ("Content-Type", "text/plain")], b"z" * size).to_bytes()
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             p = FrameParser()
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # CPU time: other processes' load does not count
             for i in range(0, len(raw), 1024):
                 p.feed(raw[i : i + 1024])
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
             assert p.pending_bytes == 0
         return best
 
-    assert best_time(4 * 1024 * 1024) / best_time(512 * 1024) < 24
+    assert best_time(8 * 1024 * 1024) / best_time(1024 * 1024) < 24
