@@ -454,13 +454,14 @@ class SIPStack:
         self._stopped = True
         for entry in [*self._servers.values(), *self._clients.values()]:
             self._drop(entry)
-            if isinstance(entry, ServerTransaction):
-                entry.terminated("normal")
+            # requests of ours still in flight fail now (SIPTransportError), none hangs
+            entry.terminated("normal" if isinstance(entry, ServerTransaction)
+                             else "transport_error")
         for dialog in list(self._dialogs.values()):
             dialog.stop_timers()
         self._uac_invites.clear()
         for client in list(self._invite_clients):
-            client._finish()
+            client._fail(SIPTransportError("SIP stack stopped"))
         if self._completed_sweep is not None and self._completed_sweep.active():
             self._completed_sweep.cancel()
         self._completed_sweep = None

@@ -560,12 +560,16 @@ def test_stop_cancels_every_timer():
     route, dialogs = accept_router(env)
     env.stack.router = route
     env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
-    env.stack.send_request(outgoing(env, "MESSAGE"))
+    failures = []
+    env.stack.send_request(outgoing(env, "MESSAGE")).addErrback(failures.append)
+    env.stack.invite(outgoing(env, "INVITE")).deferred.addErrback(failures.append)
     env.stack.router = lambda txn: txn.respond(200)
     env.deliver(req_bytes("MESSAGE", branch="z9hG4bKm"))
     assert env.clock.getDelayedCalls()
     env.stack.stop()
     assert env.clock.getDelayedCalls() == []
+    # what was in flight fails at once rather than hanging
+    assert [f.check(SIPTransportError) for f in failures] == [SIPTransportError] * 2
 
 
 def test_a_2xx_retransmitted_after_our_bye_is_only_acked_again():
