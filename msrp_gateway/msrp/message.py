@@ -280,6 +280,22 @@ class _Accessors:
         value = self.headers.get("Message-ID")
         return None if value is None else value.strip()
 
+    @property
+    def use_path(self) -> list[str]:
+        """RFC 4976 Use-Path (a relay's 200 to AUTH): the URIs to put before ours."""
+        return (self.headers.get("Use-Path") or "").split()
+
+    @property
+    def expires(self) -> int | None:
+        """RFC 4976 Expires, in seconds; MSRPParseError when not a number."""
+        value = self.headers.get("Expires")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or len(value) > 10:
+            raise MSRPParseError(f"bad Expires {value[:20]!r}")
+        return int(value)
+
 
 @dataclass(slots=True, eq=True)
 class MSRPRequest(_Accessors):

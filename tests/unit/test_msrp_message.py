@@ -505,3 +505,15 @@ def test_parse_time_grows_linearly_with_frame_size() -> None:
         return best
 
     assert best_time(8 * 1024 * 1024) / best_time(1024 * 1024) < 24
+
+
+def test_relay_auth_answer_exposes_use_path_and_expires() -> None:
+    ok = one(crlf(
+        "MSRP 49fh 200 OK\nTo-Path: msrps://alice.example.com:9892/98cjs;tcp\n"
+        "From-Path: msrps://alice@intra.example.com;tcp\n"
+        "Use-Path: msrps://relay.example.com:9000/hjdhfsd;tcp\nExpires: 900\n-------49fh$"))
+    assert isinstance(ok, MSRPResponse)
+    assert ok.use_path == ["msrps://relay.example.com:9000/hjdhfsd;tcp"] and ok.expires == 900
+    bad = MSRPResponse("49fh", 200, "OK", [*paths(), ("Expires", "soon")])
+    with pytest.raises(MSRPParseError):
+        _ = bad.expires
