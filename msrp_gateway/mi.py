@@ -491,16 +491,37 @@ class MISite(server.Site):
     requestFactory = _BoundedRequest
 
     def __init__(self, mi: MIResource, *, path: bytes = b"mi", idle_timeout: float = 60.0,
-                 **kwargs: Any) -> None:
+                 max_connections: int = 64, **kwargs: Any) -> None:
         kwargs.setdefault("timeout", idle_timeout)  # idle HTTP connections are closed
         root = _Root()
         root.putChild(path, mi)
         super().__init__(root, **kwargs)
         self.max_body = mi.max_body
+        self.max_connections = max_connections
+        self.open_connections = 0
         self.displayTracebacks = False
         self.noisy = False
 
+    def buildProtocol(self, addr: Any) -> Any:
+        """At most ``max_connections`` open at once; one more is closed at once."""
+        if self.open_connections >= self.max_connections:
+            log.warn("MI connection from {addr} refused: {n} connections open (max_connections)",
+                     addr=addr, n=self.open_connections)
+            return None
+        channel = super().buildProtocol(addr)
+        self.open_connections += 1
+        lost = channel.connectionLost
 
-def make_site(table: CommandTable, *, idle_timeout: float = 60.0, **kwargs: Any) -> MISite:
+        def connection_lost(reason: Any) -> None:
+            self.open_connections -= 1
+            lost(reason)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+
+def make_site(table: CommandTable, *, idle_timeout: float = 60.0, max_connections: int = 64,
+              **kwargs: Any) -> MISite:
     """The MI site for ``[mi] http``: ``MIResource(table, **kwargs)`` at ``/mi``."""
-    return MISite(MIResource(table, **kwargs), idle_timeout=idle_timeout)
+    return MISite(MIResource(table, **kwargs), idle_timeout=idle_timeout,
+                  max_connections=max_connections)

@@ -235,6 +235,39 @@ def test_auth_required_when_configured():
         yield s.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_connections_beyond_the_limit_are_closed_and_service_resumes():
+    s = Server(max_connections=2)
+    held = []
+    try:
+        for _ in range(2):
+            c = socket.create_connection(("127.0.0.1", s.port.getHost().port))
+            held.append(c)
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        extra = socket.create_connection(("127.0.0.1", s.port.getHost().port))
+        extra.settimeout(0)
+        closed = False
+        for _ in range(100):
+            yield task.deferLater(reactor, 0.02, lambda: None)
+            try:
+                closed = extra.recv(1) == b""
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                closed = True
+            break
+        extra.close()
+        assert closed
+        for c in held:
+            c.close()
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        yield still_serving(s)
+    finally:
+        for c in held:
+            c.close()
+        yield s.close()
+
+
 # --- events over real sockets ---------------------------------------------------------
 
 class Collector(protocol.Protocol):
