@@ -1,0 +1,131 @@
+"""sipp sends 1,000 MESSAGEs to ``twistd -n msrpgw`` over UDP, TCP, and UDP with packet loss.
+
+The routing script answers MESSAGE 200 and writes each request's Call-ID to a file, so the
+test can tell that it ran exactly once per transaction (retransmissions absorbed by the
+server transaction). tshark captures the gateway's SIP port on lo and must find the SIP
+traffic and nothing malformed. Missing sipp/tshark: skip locally, fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SCENARIO = Path(__file__).parent / "sipp" / "uac_message.xml"
+CALLS = 1000
+RATE = 500  # calls per second: the run takes ~2 s; the benchmark goes higher
+SIPP_TIMEOUT = 120
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required under CI (see .ci/run)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+ROUTE = """
+def route(req, gw):
+    if req.method == "MESSAGE":
+        with open({path!r}, "a") as f:
+            f.write(f"{{req.call_id}} {{req.header('CSeq')}}\\n")
+        req.reply(200, "OK")
+    else:
+        req.reply(405)
+"""
+
+
+class Capture:
+    """tshark writing a pcap of one port on lo; ``check()`` reads it back."""
+
+    def __init__(self, tshark: str, workdir: Path, port: int) -> None:
+        self.tshark, self.port = tshark, port
+        self.pcap = workdir / f"sip-{port}.pcapng"
+        self.errlog = workdir / "tshark.err"
+        with open(self.errlog, "wb") as err:
+            self.proc = subprocess.Popen(
+                [tshark, "-i", "lo", "-n", "-q", "-w", str(self.pcap), "-f", f"port {port}"],
+                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while b"Capturing on" not in self.errlog.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"tshark did not start: {self.errlog.read_text()[-500:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        time.sleep(0.3)  # the last frames reach the capture
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def frames(self, display_filter: str) -> list[str]:
+        out = subprocess.run(
+            [self.tshark, "-n", "-r", str(self.pcap), "-d", f"udp.port=={self.port},sip",
+             "-d", f"tcp.port=={self.port},sip", "-Y", display_filter,
+             "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"],
+            capture_output=True, timeout=120, check=True)
+        return [line for line in out.stdout.decode(errors="replace").splitlines() if line.strip()]
+
+
+def sipp_stats(path: Path) -> dict[str, str]:
+    rows = list(csv.reader(path.open(), delimiter=";"))
+    return dict(zip(rows[0], rows[-1]))
+
+
+def run_sipp(sipp: str, workdir: Path, gw_port: int, transport: str, *extra: str) -> dict[str, str]:
+    stats = workdir / f"stats-{transport}{'-'.join(extra)}.csv"
+    args = [sipp, "-sf", str(SCENARIO), "-m", str(CALLS), "-r", str(RATE), "-rp", "1000",
+            "-t", transport, "-i", "127.0.0.1", "-p", "0", f"127.0.0.1:{gw_port}",
+            "-nostdin", "-timeout", str(SIPP_TIMEOUT), "-timeout_error",
+            "-trace_stat", "-stf", str(stats), "-trace_err", *extra]
+    done = subprocess.run(args, cwd=workdir, capture_output=True, timeout=SIPP_TIMEOUT + 30)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    return sipp_stats(stats)
+
+
+def check_calls(calls_file: Path) -> None:
+    lines = calls_file.read_text().splitlines()
+    assert len(lines) == CALLS, f"route ran {len(lines)} times for {CALLS} transactions"
+    assert len(set(lines)) == CALLS
+
+
+@pytest.mark.parametrize("transport,extra", [
+    ("u1", ()),
+    ("t1", ()),
+    ("u1", ("-lost", "10")),  # 10 % of UDP packets dropped by sipp, both directions
+], ids=["udp", "tcp", "udp-lost"])
+def test_sipp_1000_messages_all_answered_200_route_called_once_each(
+        msrpgw, tmp_path, transport, extra):
+    sipp, tshark = tool("sipp"), tool("tshark")
+    calls = tmp_path / "calls.txt"
+    gw = msrpgw.start(routing_script=ROUTE.format(path=str(calls)), log_level="warn")
+    capture = Capture(tshark, tmp_path, gw.sip_port)
+    try:
+        stats = run_sipp(sipp, tmp_path, gw.sip_port, transport, *extra)
+    finally:
+        capture.stop()
+    assert stats["SuccessfulCall(C)"] == str(CALLS)
+    assert stats["FailedCall(C)"] == "0"
+    assert stats["FailedUnexpectedMessage(C)"] == "0"
+    if not extra:
+        assert stats["Retransmissions(C)"] == "0"
+    check_calls(calls)
+    assert capture.frames("_ws.malformed") == []
+    # the capture saw the run and tshark dissected it as SIP (TCP may carry several
+    # messages per frame, and the capture may drop a few frames under load)
+    assert len(capture.frames("sip")) >= CALLS // 2
+    assert gw.running
