@@ -97,6 +97,7 @@ _IDENT_IN_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}\Z")
 _IDENT_OUT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}\Z")
 _IDENT_STR_IN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}\Z")
 _METHOD_RE = re.compile(r"[A-Z]+\Z")
+_STATUS_START_RE = re.compile(r"[0-9]{3}(?: |\Z)")
 _HNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~\-]*\Z")
 _BYTE_RANGE_RE = re.compile(r"([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)\Z")
 _STATUS_HDR_RE = re.compile(r"([0-9]{3}) ([0-9]{3})(?: (.*))?\Z")
@@ -292,7 +293,7 @@ class _Accessors:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or len(value) > 10:
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
             raise MSRPParseError(f"bad Expires {value[:20]!r}")
         return int(value)
 
@@ -388,7 +389,7 @@ def _serialize(
             raise ValueError(f"MSRP method {start!r} must be upper-case letters")
     else:
         code, _, comment = start.partition(" ")
-        if len(code) != 3 or not code.isdigit():
+        if len(code) != 3 or not (code.isascii() and code.isdigit()):
             raise ValueError(f"MSRP status {code!r} must be three digits")
         _check_text("comment", comment)
     if flag not in ("$", "+", "#") or len(flag) != 1:
@@ -777,7 +778,7 @@ def _build(
         if key not in seen:
             raise MSRPParseError(f"missing {label}")
         _check_path(label, seen[key])
-    if start_s[:3].isdigit() and (len(start_s) == 3 or start_s[3] == " "):
+    if _STATUS_START_RE.match(start_s):
         if has_body and (body or "content-type" in seen):
             raise MSRPParseError("an MSRP response carries no body")
         comment = start_s[4:] if len(start_s) > 3 else None

@@ -517,3 +517,10 @@ def test_relay_auth_answer_exposes_use_path_and_expires() -> None:
     bad = MSRPResponse("49fh", 200, "OK", [*paths(), ("Expires", "soon")])
     with pytest.raises(MSRPParseError):
         _ = bad.expires
+
+
+@pytest.mark.parametrize("status", ["\u00b2\u00b2\u00b2", "\u0663\u0660\u0660"])
+def test_non_ascii_digits_are_not_a_status_code(status: str) -> None:
+    raw = f"MSRP abcd {status} OK\r\nTo-Path: msrp://h/s;tcp\r\nFrom-Path: msrp://g/t;tcp\r\n-------abcd$\r\n"
+    err = one(raw.encode())
+    assert isinstance(err, MSRPParseError) and err.transaction_id == "abcd"
