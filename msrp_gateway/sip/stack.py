@@ -345,7 +345,21 @@ class SIPStack:
     # -- what the UA and gateway call ----------------------------------------------------
 
     def contact(self) -> str:
+        """Our default Contact; requests and 2xx get ``contact_for(peer)`` instead."""
         return f"<sip:{self.local_uri_host}>"
+
+    def contact_for(self, peer: Any) -> str:
+        """The Contact for a dialog over ``peer``'s transport: our listener of that transport,
+        with ``transport=`` when not UDP, so in-dialog requests come back the same way."""
+        try:
+            proto, host, port = self.transport.local_via(peer)
+        except Exception:
+            return self.contact()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        proto = proto.lower()
+        suffix = "" if proto == "udp" else f";transport={proto}"
+        return f"<sip:{host}:{port}{suffix}>"
 
     def new_request(self, method: str, from_uri: str, to_uri: str, ruri: str, *,
                     body: bytes = b"", content_type: str | None = None,
@@ -513,6 +527,8 @@ class SIPStack:
         via = f"SIP/2.0/{proto.upper()} {host}:{port};branch={new_branch()};rport"
         req.headers.remove("Via")
         req.headers.prepend("Via", via)
+        if req.method == "INVITE" and req.headers.get("Contact") == self.contact():
+            req.headers.set("Contact", self.contact_for(peer))
 
     def _start_client(self, req: SIPRequest, peer: Any) -> defer.Deferred[SIPResponse]:
         """Run a non-INVITE client transaction for ``req`` (Via already on it) to ``peer``."""
@@ -550,7 +566,7 @@ class SIPStack:
                         contact: bool) -> SIPResponse:
         extra = list(headers)
         if contact and not any(name.lower() in ("contact", "m") for name, _ in extra):
-            extra.insert(0, ("Contact", self.contact()))
+            extra.insert(0, ("Contact", self.contact_for(txn.source)))
         if status == 405 and not any(name.lower() == "allow" for name, _ in extra):
             extra.append(("Allow", SUPPORTED_METHODS))
         return make_response(txn.request, status, reason,

@@ -584,3 +584,16 @@ def test_a_2xx_retransmitted_after_our_bye_is_only_acked_again():
     assert statuses(env.transport.take()) == ["ACK", "BYE"]
     env.deliver(answer)
     assert statuses(env.transport.take()) == ["ACK"]
+
+
+def test_contact_names_the_transport_of_a_tcp_dialog():
+    env = Env()
+    route, dialogs = accept_router(env)
+    env.stack.router = route
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp", transport="TCP"),
+                TCP_PEER)
+    ok = [m for m in env.transport.take() if m.status == 200][0]
+    assert ok.headers.get("Contact") == "<sip:127.0.0.1:5060;transport=tcp>"
+    env.stack.invite(outgoing(env, "INVITE", "sip:bob@192.0.2.9;transport=tcp"))
+    (invite,) = env.transport.take()
+    assert invite.headers.get("Contact") == "<sip:127.0.0.1:5060;transport=tcp>"
