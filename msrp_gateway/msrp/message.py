@@ -583,7 +583,7 @@ class FrameParser:
         self._error = None
         self._header_block = b""
         self._line_start = i + 2
-        self._scan = i + 2
+        self._scan = i  # the start line's CRLF may begin the end-line (no headers)
         self._state = _S_HEADERS
         return True
 

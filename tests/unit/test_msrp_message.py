@@ -524,3 +524,12 @@ def test_non_ascii_digits_are_not_a_status_code(status: str) -> None:
     raw = f"MSRP abcd {status} OK\r\nTo-Path: msrp://h/s;tcp\r\nFrom-Path: msrp://g/t;tcp\r\n-------abcd$\r\n"
     err = one(raw.encode())
     assert isinstance(err, MSRPParseError) and err.transaction_id == "abcd"
+
+
+@pytest.mark.parametrize("raw", [b"MSRP abcd SEND\r\n-------abcd$\r\n",
+                                 b"MSRP abcd SEND\r\n\r\nhi\r\n-------abcd$\r\n"])
+def test_frame_without_headers_is_a_400_event_not_a_stall(raw: bytes) -> None:
+    p = FrameParser()
+    events = p.feed(raw) + p.feed(RFC_S4_200)
+    assert isinstance(events[0], MSRPParseError) and events[0].transaction_id == "abcd"
+    assert isinstance(events[1], MSRPResponse) and p.pending_bytes == 0

@@ -193,3 +193,29 @@ def test_reassembly_with_random_overlapping_resends_gives_the_original_bytes(
     r = Reassembler(max_message_size=10_000, max_chunks=100_000)
     whole = [out for c in chunks if (out := r.receive(c, 0.0)) is not None]
     assert isinstance(whole[0], AssembledMessage) and whole[0].body == body
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(lambda t: t.encode("utf-8"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.lists(st.tuples(texts, texts), max_size=6), st.booleans(), texts)
+def test_any_text_in_start_line_and_headers_gives_a_frame_or_an_error_event(
+    start: bytes, headers: list[tuple[bytes, bytes]], with_body: bool, body: bytes
+) -> None:
+    head = b"MSRP abcd " + start.replace(b"\r\n", b"") + b"\r\n"
+    head += b"".join(n.replace(b"\r\n", b"") + b": " + v.replace(b"\r\n", b"") + b"\r\n"
+                     for n, v in headers)
+    tail = (b"\r\n" + body.replace(b"-------", b"") + b"\r\n" if with_body else b"") + b"-------abcd$\r\n"
+    parser = FrameParser(SMALL)
+    try:
+        events = parser.feed(head + tail) + parser.feed(b"MSRP efgh 200\r\nTo-Path: msrp://h/s;tcp\r\n"
+                                                        b"From-Path: msrp://h/s;tcp\r\n-------efgh$\r\n")
+    except MSRPParseError as e:
+        assert e.transaction_id is None  # only a start line we cannot frame is fatal
+        return
+    assert len(events) == 2 and isinstance(events[1], MSRPResponse)
+    first = events[0]
+    assert isinstance(first, (MSRPRequest, MSRPResponse, MSRPParseError))
+    if isinstance(first, MSRPParseError):
+        assert first.transaction_id == "abcd"
