@@ -49,7 +49,6 @@ __all__ = [
     "SIPTimeout",
     "SIPTransportError",
     "SIPFinalResponse",
-    "StackFull",
 ]
 
 log = Logger()
@@ -60,15 +59,12 @@ MAX_TRANSACTIONS = 50000  # server + client transactions in progress
 # and the oldest are dropped early past this bound.
 MAX_COMPLETED = 400000
 MAX_DIALOGS = 20000
+MAX_FORKS = 16  # 2xx with distinct To tags handled per INVITE; more are dropped
 TIMER_C = 180.0  # s.16.6 (for proxies; used here too): a ringing INVITE is CANCELled after it
 TU_GUARD_NON_INVITE = 32.0  # a request the application never answers gets 500 after it
 TU_GUARD_INVITE = 180.0  # ... and an INVITE 408
 USER_AGENT = "msrpgw"
 SUPPORTED_METHODS = ALLOW
-
-
-class StackFull(Exception):
-    """A bounded table (transactions or dialogs) is full; the peer is told 503."""
 
 
 def new_branch() -> str:
@@ -197,6 +193,7 @@ class InviteClient:
         self.deferred: defer.Deferred[Dialog] = defer.Deferred()
         self.on_provisional: Callable[[SIPResponse], None] | None = None
         self.dialog: Dialog | None = None
+        self._answered: dict[tuple[str, str, str], Dialog] = {}  # per 2xx To tag (forks)
         self._entry: _ClientEntry | None = None
         self._provisional = False
         self._cancel_requested = False
@@ -267,22 +264,23 @@ class InviteClient:
     def _on_2xx(self, resp: SIPResponse) -> None:
         stack = self._stack
         dialog = Dialog.from_uac(stack, self.request, resp)
-        if self.dialog is not None and self.dialog.key == dialog.key:
-            self.dialog.on_2xx_retransmission(resp)  # ours, even after our BYE ended it
+        seen = self._answered.get(dialog.key)
+        if seen is not None:
+            seen.on_2xx_retransmission(resp)  # our ACK was lost, even if BYE ended it since
             return
-        if dialog.key in stack._dialogs:
-            stack._dialogs[dialog.key].on_2xx_retransmission(resp)
+        if len(self._answered) >= MAX_FORKS:
             return
+        self._answered[dialog.key] = dialog
+        stack._remember_answered(self, dialog.local_tag)
         dialog.send_ack(resp)
+        stack._dialogs[dialog.key] = dialog
         if self._done or self._cancel_requested:
             # s.13.2.2.4/s.15: a 2xx we no longer want (cancelled, or a second fork) is
             # ACKed and ended at once
-            stack._dialogs[dialog.key] = dialog
+            dialog.confirmed.callback(dialog)
             dialog.bye().addErrback(lambda f: None)
             self._fail(SIPFinalResponse(487, "Request Terminated", resp))
             return
-        stack._dialogs[dialog.key] = dialog
-        stack._remember_answered(self, dialog.local_tag)
         self.dialog = dialog
         self._finish()
         dialog.confirmed.callback(dialog)

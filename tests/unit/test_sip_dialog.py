@@ -597,3 +597,18 @@ def test_contact_names_the_transport_of_a_tcp_dialog():
     env.stack.invite(outgoing(env, "INVITE", "sip:bob@192.0.2.9;transport=tcp"))
     (invite,) = env.transport.take()
     assert invite.headers.get("Contact") == "<sip:127.0.0.1:5060;transport=tcp>"
+
+
+def test_a_retransmitted_2xx_of_a_cancelled_invite_is_re_acked_but_not_byed_twice():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    client.deferred.addErrback(lambda f: None)
+    (invite,) = env.transport.take()
+    env.deliver(uac_answer(env, invite, 180, rr=False))
+    client.cancel()
+    env.transport.take()
+    answer = uac_answer(env, invite, 200, rr=False, body=b"answer")
+    env.deliver(answer)
+    assert statuses(env.transport.take()) == ["ACK", "BYE"]
+    env.deliver(answer)
+    assert statuses(env.transport.take()) == ["ACK"]
