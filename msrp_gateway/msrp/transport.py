@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .message import FrameParser, MSRPParseError
+from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
 from .session import (
     CONNECTION_LOST,
     LinkCore,
@@ -116,10 +116,20 @@ class MSRPProtocol(Protocol):
         name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
                              FrameParser(self.stack.limits), self.transport.write,
-                             self.transport.loseConnection, self.stack._link_idle, name)
+                             self.close, self.stack._link_idle, name)
         self.core.protocol = self  # type: ignore[attr-defined]
         self.transport.registerProducer(self, True)
         self.stack._protocols.add(self)
+
+    def close(self) -> None:
+        """Close after what is written; a registered producer would hold TLS open."""
+        if self.transport is None:
+            return
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass
+        self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.core is not None:
@@ -179,7 +189,7 @@ class MSRPStack(SessionHost):
         self.clock: IReactorTime = reactor
         self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
         self.tls = tls_settings_from(tls)
-        self.limits = limits
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.settings = settings or SessionSettings()
         self.table = SessionTable(self.settings)
         self._ports: list[IListeningPort] = []
@@ -289,7 +299,7 @@ class MSRPStack(SessionHost):
         self._ports.clear()
         for proto in list(self._protocols):
             waits.append(proto.closed)
-            proto.transport.loseConnection()
+            proto.close()
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
 
