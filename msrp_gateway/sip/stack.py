@@ -403,6 +403,9 @@ class SIPStack:
     def invite(self, req: SIPRequest) -> InviteClient:
         """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
         client = InviteClient(self, req)
+        if self._stopped:
+            client._fail(SIPTransportError("SIP stack stopped"))
+            return client
         self._invite_clients.add(client)
         if len(self._dialogs) >= self.max_dialogs:
             client._fail(SIPTransportError("dialog table full"))
@@ -530,6 +533,8 @@ class SIPStack:
 
     def _start_client(self, req: SIPRequest, peer: Any) -> defer.Deferred[SIPResponse]:
         """Run a non-INVITE client transaction for ``req`` (Via already on it) to ``peer``."""
+        if self._stopped:
+            return defer.fail(SIPTransportError("SIP stack stopped"))
         d: defer.Deferred[SIPResponse] = defer.Deferred()
 
         def on_response(resp: SIPResponse) -> None:
