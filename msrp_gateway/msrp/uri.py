@@ -104,6 +104,13 @@ def parse_msrp_uri(text: str) -> MSRPURI:
     scheme = scheme.lower()
     if not sep or scheme not in ("msrp", "msrps"):
         raise _bad(text, "scheme must be msrp:// or msrps://")
+    # userinfo may hold ";" (a sub-delim) but never "/" or "@": take it off first.
+    user: str | None = None
+    at = rest.find("@")
+    if at >= 0 and not 0 <= rest.find("/") < at:
+        user, rest = rest[:at], rest[at + 1 :]
+        if not _USERINFO_RE.match(user):
+            raise _bad(text, "bad userinfo")
     hier, semi, tail = rest.partition(";")
     if not semi:
         raise _bad(text, "the transport parameter (;tcp) is missing")
@@ -111,11 +118,6 @@ def parse_msrp_uri(text: str) -> MSRPURI:
     if slash:
         if not _SESSION_ID_RE.match(session_id):
             raise _bad(text, "bad session-id")
-    user: str | None = None
-    if "@" in authority:
-        user, _, authority = authority.rpartition("@")
-        if not _USERINFO_RE.match(user):
-            raise _bad(text, "bad userinfo")
     port: int | None = None
     if authority.startswith("["):
         close = authority.find("]")

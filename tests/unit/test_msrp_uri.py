@@ -114,3 +114,11 @@ def test_uris_match_accepts_parsed_uris_and_raises_on_bad_text() -> None:
     assert uris_match(u, "msrp://h:7/s;tcp")
     with pytest.raises(MSRPParseError):
         uris_match(u, "msrp://h:7/s")
+
+
+def test_userinfo_may_hold_sub_delims_including_semicolon() -> None:
+    u = parse_msrp_uri("msrp://al;ice:pw@h.example.com:9/s;tcp")
+    assert (u.user, u.host, u.port, u.session_id, u.transport) == ("al;ice:pw", "h.example.com", 9, "s", "tcp")
+    assert str(u) == "msrp://al;ice:pw@h.example.com:9/s;tcp"
+    with pytest.raises(MSRPParseError):
+        parse_msrp_uri("msrp://h/s@x;tcp")  # "@" after the path is not userinfo
