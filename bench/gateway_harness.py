@@ -210,10 +210,17 @@ class PeerProcess:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
 
-    def expect(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
-        """The next event of that name matching `match` (others are kept in `seen`)."""
+    def expect(self, event: str, timeout: float = 10.0, *, has: str | None = None,
+               **match: Any) -> dict[str, Any]:
+        """The next event of that name whose fields equal `match` and, with `has`, whose
+        JSON contains that text (others are kept in `seen`)."""
+
+        def fits(e: dict[str, Any]) -> bool:
+            return (e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+                    and (has is None or has in json.dumps(e)))
+
         for e in self.seen:
-            if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+            if fits(e):
                 self.seen.remove(e)
                 return e
         end = time.monotonic() + timeout
@@ -228,7 +235,7 @@ class PeerProcess:
                 continue
             if e.get("event") == "exited":
                 raise RuntimeError(f"peer exited; stderr {self.stderr_tail()}")
-            if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+            if fits(e):
                 return e
             self.seen.append(e)
 
@@ -362,8 +369,9 @@ class SippProcess:
         for block in self.messages().split("----------------------------------------------- "):
             if "message received" not in block:
                 continue
-            text = block.split("\n", 1)[1] if "\n" in block else ""
-            text = text.lstrip("\n")
+            head, _, text = block.partition("message received")
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+            text = text.lstrip("\r\n")
             if text.startswith(method + " "):
                 out.append(text)
         return out
@@ -385,7 +393,13 @@ def header(raw: str, name: str) -> str | None:
 
 
 def body_of(raw: str) -> str:
-    return raw.replace("\r\n", "\n").split("\n\n", 1)[1] if "\n\n" in raw.replace("\r\n", "\n") else ""
+    """The body as Content-Length counts it (sipp's log adds a line end after it)."""
+    head, sep, body = raw.partition("\r\n\r\n")
+    if not sep:
+        head, sep, body = raw.partition("\n\n")
+    length = header(head, "Content-Length") or header(head, "l")
+    data = body.encode("utf-8", "surrogateescape")
+    return data[:int(length)].decode("utf-8", "replace") if length else body
 
 
 # -- tshark ----------------------------------------------------------------------------------
@@ -424,7 +438,10 @@ class Capture:
             cmd += ["-Y", display]
         if fields:
             cmd += ["-T", "fields"] + [x for f in fields for x in ("-e", f)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:  # a bad filter must not read as "nothing found"
+            raise RuntimeError(f"tshark failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
 
 
 def tempdir(prefix: str = "msrpgw-") -> str:

@@ -1,0 +1,468 @@
+"""The gateway end to end: `twistd -n msrpgw` in a subprocess, sipp on the page-mode side,
+tests/interop/msrp_peer.py (the project's own UA, another process) on the MSRP side, all on
+loopback, with dumpcap recording the run for tshark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+
+import pytest
+
+from bench.gateway_harness import (
+    HOST,
+    SIPP_MESSAGE_UAC,
+    SIPP_MESSAGE_UAS,
+    Capture,
+    GatewayProcess,
+    PeerProcess,
+    SippProcess,
+    body_of,
+    header,
+    wait_for,
+    write_scenario,
+)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+MISSING = [tool for tool in ("sipp", "twistd") if shutil.which(tool) is None]
+if MISSING and not IN_CI:
+    pytest.skip(f"needs {', '.join(MISSING)} on PATH", allow_module_level=True)
+HAVE_CAPTURE = bool(shutil.which("dumpcap") and shutil.which("tshark"))
+
+
+class World:
+    def __init__(self, workdir: str, gw: GatewayProcess, peer: PeerProcess,
+                 capture: Capture | None) -> None:
+        self.dir = workdir
+        self.gw = gw
+        self.peer = peer
+        self.capture = capture
+        self.uac = write_scenario(workdir, "message_uac.xml", SIPP_MESSAGE_UAC)
+        self.uac_503 = write_scenario(workdir, "message_uac_503.xml",
+                                      SIPP_MESSAGE_UAC.replace('response="202"', 'response="503"'))
+        self.uas = write_scenario(workdir, "message_uas.xml",
+                                  SIPP_MESSAGE_UAS.replace("[status] OK", "200 OK"))
+        self.sipp_ports: list[int] = []
+
+    def send_messages(self, from_user: str, from_port: int, to_user: str, n: int = 1, *,
+                      text: str = "hello", rate: int = 100, scenario: str | None = None,
+                      to_port: int | None = None) -> SippProcess:
+        """sipp UAC: n MESSAGEs from from_user (reachable at from_port) to to_user at the
+        peer, via the gateway; every one must be answered 202 (exit status 0)."""
+        s = SippProcess(self.dir, scenario or self.uac, f"{HOST}:{self.gw.sip_port}",
+                        "-m", str(n), "-r", str(rate), "-rp", "1000", "-timeout", "20",
+                        "-l", "1" if rate <= 100 else "100",
+                        keys={"to_user": to_user, "to_port": to_port or self.peer.sip_port,
+                              "from_user": from_user, "from_port": from_port, "text": text},
+                        name=f"uac-{from_user}")
+        self.sipp_ports.append(s.port)
+        return s
+
+    def receiver(self, n: int, transport: str = "u1", name: str = "uas") -> SippProcess:
+        """sipp UAS answering n MESSAGEs with 200."""
+        s = SippProcess(self.dir, self.uas, "-m", str(n), "-timeout", "60",
+                        transport=transport, name=name)
+        self.sipp_ports.append(s.port)
+        time.sleep(0.2)  # let sipp bind before traffic is aimed at it
+        return s
+
+    def sessions(self) -> list[dict]:
+        return self.gw.mi("msrp_gw_list_sessions")["result"]
+
+    def session(self, key: str) -> dict | None:
+        return next((s for s in self.sessions() if s["key"] == key), None)
+
+
+def user(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+def start_world(workdir: str, **sections: dict) -> World:
+    gw = GatewayProcess(workdir, **sections)
+    try:
+        gw.start()
+        peer = PeerProcess(workdir, proxy=f"sip:{HOST}:{gw.sip_port};lr")
+    except BaseException:
+        gw.stop()
+        raise
+    # every packet of a run has the gateway or the peer at one end
+    capture = Capture(workdir, [gw.sip_port, gw.msrp_port, peer.sip_port, peer.msrp_port]
+                      ) if HAVE_CAPTURE else None
+    return World(workdir, gw, peer, capture)
+
+
+def stop_world(w: World) -> None:
+    w.peer.close()
+    w.gw.stop()
+    if w.capture:
+        w.capture.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = start_world(str(tmp_path_factory.mktemp("gw-e2e")))
+    yield w
+    stop_world(w)
+
+
+@pytest.fixture
+def answering(world: World):
+    """The peer back to answering every INVITE after a test changed its mode."""
+    yield world
+    world.peer.send(cmd="answer", mode="answer")
+    world.peer.expect("ok", cmd="answer")
+
+
+def set_mode(w: World, mode: str) -> None:
+    w.peer.send(cmd="answer", mode=mode)
+    w.peer.expect("ok", cmd="answer")
+
+
+# -- page -> session ------------------------------------------------------------------------
+
+
+def test_first_messages_open_the_session_and_arrive_in_order_then_go_straight(
+        answering: World) -> None:
+    w = answering
+    alice, bob = user("alice"), user("bob")
+    set_mode(w, "delay:1.0")  # the INVITE is answered late: all three must queue
+    first = w.send_messages(alice, 5999, bob, 3, text="early")
+    assert first.wait(30) == 0, first.errors()  # three 202s
+    invite = w.peer.expect("invite", timeout=10, has=f"sip:{alice}@")
+    assert f"sip:{alice}@127.0.0.1:5999" in invite["from"]
+    assert f"sip:{bob}@127.0.0.1:{w.peer.sip_port}" in invite["to"]
+    sid = invite["sid"]
+    bodies = [w.peer.expect("message", timeout=10, sid=sid)["body"].strip() for _ in range(3)]
+    assert bodies == ["early 1", "early 2", "early 3"]
+    set_mode(w, "answer")
+    later = w.send_messages(alice, 5999, bob, 2, text="later")
+    assert later.wait(30) == 0, later.errors()
+    bodies = [w.peer.expect("message", timeout=10, sid=sid)["body"].strip() for _ in range(2)]
+    assert bodies == ["later 1", "later 2"]
+    assert w.peer.drain("invite") == []  # no second INVITE
+    s = w.session(f"sip:{bob}@127.0.0.1-sip:{alice}@127.0.0.1")
+    assert s is not None and s["msrp_ua_session_id"] != "" and s["state"] == "established"
+
+
+# -- session -> page ------------------------------------------------------------------------
+
+
+def test_sends_become_messages_with_the_invite_coordinates(world: World) -> None:
+    w = world
+    carol, dave = user("carol"), user("dave")
+    uas = w.receiver(2)
+    target = f"sip:{dave}@127.0.0.1:{uas.port}"
+    w.peer.send(cmd="invite", **{"from": f"sip:{carol}@127.0.0.1", "to": target, "ruri": target})
+    sid = w.peer.expect("started")["sid"]
+    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain;charset=UTF-8", body="hi dave")
+    assert w.peer.expect("send_result", sid=sid)["status"] == 200
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="second")
+    assert w.peer.expect("send_result", sid=sid)["status"] == 200
+    assert uas.wait(20) == 0, uas.errors()
+    got = uas.received("MESSAGE")
+    assert len(got) == 2
+    start_line = got[0].splitlines()[0]
+    assert start_line == f"MESSAGE {target} SIP/2.0"
+    assert f"<sip:{carol}@127.0.0.1>" in header(got[0], "From")
+    assert f"<{target}>" in header(got[0], "To")
+    assert header(got[0], "Content-Type") == "text/plain;charset=UTF-8"
+    assert body_of(got[0]) == "hi dave"
+    assert body_of(got[1]) == "second"
+    w.peer.send(cmd="bye", sid=sid)
+    w.peer.expect("ended", sid=sid)
+    wait_for(lambda: w.session(f"sip:{carol}@127.0.0.1-sip:{dave}@127.0.0.1") is None, 10,
+             "the gateway to drop the session after BYE")
+
+
+def test_chunked_10k_send_becomes_one_message_over_tcp(world: World) -> None:
+    w = world
+    erin, fred = user("erin"), user("fred")
+    uas = w.receiver(1, transport="t1", name="uas-tcp")
+    target = f"sip:{fred}@127.0.0.1:{uas.port}"
+    w.peer.send(cmd="invite", **{"from": f"sip:{erin}@127.0.0.1", "to": target, "ruri": target})
+    sid = w.peer.expect("started")["sid"]
+    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", size=10000)  # 3 chunks of <= 4096
+    assert w.peer.expect("send_result", sid=sid, timeout=15)["status"] == 200
+    assert uas.wait(20) == 0, uas.errors()
+    [got] = uas.received("MESSAGE")
+    assert "SIP/2.0/TCP" in header(got, "Via")
+    assert int(header(got, "Content-Length")) == 10000
+    assert body_of(got).startswith("0123456789abcdefghijklmnopqrstuvwxyz\n0123")
+    w.peer.send(cmd="bye", sid=sid)
+    w.peer.expect("ended", sid=sid)
+
+
+# -- both ways on one session ---------------------------------------------------------------
+
+
+def test_replies_both_ways_in_a_session_opened_by_message(world: World) -> None:
+    w = world
+    gina, hank = user("gina"), user("hank")
+    uas = w.receiver(1)  # gina's phone
+    s = w.send_messages(gina, uas.port, hank, 1, text="hi hank")
+    assert s.wait(30) == 0, s.errors()
+    sid = w.peer.expect("invite", timeout=10, has=f"sip:{gina}@")["sid"]
+    w.peer.expect("established", timeout=10, sid=sid)
+    assert w.peer.expect("message", sid=sid)["body"].strip() == "hi hank 1"
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="hi gina")
+    assert uas.wait(20) == 0, uas.errors()
+    [got] = uas.received("MESSAGE")
+    assert got.splitlines()[0] == f"MESSAGE sip:{gina}@127.0.0.1:{uas.port} SIP/2.0"
+    assert f"sip:{hank}@127.0.0.1:{w.peer.sip_port}" in header(got, "From")
+    assert body_of(got) == "hi gina"
+    again = w.send_messages(gina, uas.port, hank, 1, text="and again")
+    assert again.wait(30) == 0, again.errors()
+    assert w.peer.expect("message", sid=sid)["body"].strip() == "and again 1"
+    assert w.peer.drain("invite") == []
+
+
+def test_replies_both_ways_in_a_session_opened_by_invite(world: World) -> None:
+    w = world
+    ivan, jane = user("ivan"), user("jane")
+    uas = w.receiver(1)  # jane's phone
+    target = f"sip:{jane}@127.0.0.1:{uas.port}"
+    w.peer.send(cmd="invite", **{"from": f"sip:{ivan}@127.0.0.1", "to": target, "ruri": target})
+    sid = w.peer.expect("started")["sid"]
+    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="hi jane")
+    assert uas.wait(20) == 0, uas.errors()
+    # jane answers from her phone: To is ivan, so the key (ivan-jane) is the INVITE's
+    reply = w.send_messages(jane, uas.port, ivan, 1, text="hi ivan")
+    assert reply.wait(30) == 0, reply.errors()
+    assert w.peer.expect("message", sid=sid)["body"].strip() == "hi ivan 1"
+    assert w.peer.drain("invite") == []
+    keys = [s["key"] for s in w.sessions()]
+    assert keys.count(f"sip:{ivan}@127.0.0.1-sip:{jane}@127.0.0.1") == 1
+
+
+def test_duplicate_key_invite_is_refused(world: World) -> None:
+    w = world
+    kim, lee = user("kim"), user("lee")
+    target = f"sip:{lee}@127.0.0.1:5998"
+    invite = {"from": f"sip:{kim}@127.0.0.1", "to": target, "ruri": target}
+    w.peer.send(cmd="invite", **invite)
+    first = w.peer.expect("started")["sid"]
+    w.peer.expect("established", timeout=15, sid=first)
+    w.peer.send(cmd="invite", **invite)
+    second = w.peer.expect("started")["sid"]
+    failed = w.peer.expect("failed", timeout=15, sid=second)
+    assert failed["code"] == 486
+    assert w.session(f"sip:{kim}@127.0.0.1-sip:{lee}@127.0.0.1") is not None
+
+
+# -- set-up failures ------------------------------------------------------------------------
+
+
+def subscribe(w: World) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(1.0)
+    port = sock.getsockname()[1]
+    answer = w.gw.mi("event_subscribe", ["E_MSRP_GW_SETUP_FAILED", f"udp:{HOST}:{port}", 300])
+    assert answer.get("result") == "OK", answer
+    return sock
+
+
+def next_event(sock: socket.socket, key: str, timeout: float) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            data = sock.recv(65535)
+        except socket.timeout:
+            continue
+        event = json.loads(data)
+        if event["params"]["key"] == key:
+            return event
+    raise TimeoutError(f"no E_MSRP_GW_SETUP_FAILED for {key} within {timeout} s")
+
+
+@pytest.mark.parametrize("mode,code,reason,words,wait", [
+    ("reject:486", 486, "Busy Here", "486 Busy Here", 15),
+    # a UDP port that swallows the INVITE without a word: Timer B (64*T1 = 32 s)
+    ("black-hole", None, None, "no answer", 45),
+], ids=["486", "invite-timeout"])
+def test_setup_failure_raises_event_and_pages_the_sender(answering: World, mode, code, reason,
+                                                         words, wait) -> None:
+    w = answering
+    mona, ned = user("mona"), user("ned")
+    sock = subscribe(w)
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind((HOST, 0))
+    try:
+        to_port = w.peer.sip_port
+        if mode == "black-hole":
+            to_port = hole.getsockname()[1]
+        else:
+            set_mode(w, mode)
+        phone = w.receiver(1)  # mona's phone gets the failure MESSAGE
+        s = w.send_messages(mona, phone.port, ned, 1, text="are you there", to_port=to_port)
+        assert s.wait(30) == 0, s.errors()  # 202: the body was queued
+        key = f"sip:{ned}@127.0.0.1-sip:{mona}@127.0.0.1"
+        event = next_event(sock, key, wait)
+        assert event["jsonrpc"] == "2.0" and "id" not in event
+        assert event["method"] == "E_MSRP_GW_SETUP_FAILED"
+        mona_uri = f"sip:{mona}@127.0.0.1:{phone.port}"
+        assert event["params"] == {
+            "key": key, "from_uri": f"sip:{ned}@127.0.0.1:{to_port}",
+            "to_uri": mona_uri, "ruri": mona_uri, "code": code, "reason": reason}
+        assert list(event["params"]) == ["key", "from_uri", "to_uri", "ruri", "code", "reason"]
+        assert phone.wait(20) == 0, phone.errors()
+        [got] = phone.received("MESSAGE")
+        assert got.splitlines()[0] == f"MESSAGE {mona_uri} SIP/2.0"
+        assert words in body_of(got)
+        assert w.session(key) is None
+    finally:
+        sock.close()
+        hole.close()
+
+
+# -- bounds, timeouts and shutdown on a gateway with small limits -----------------------------
+
+
+def raw_message(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user: str,
+                to_port: int, body: str, n: int) -> str:
+    port = sock.getsockname()[1]
+    branch = uuid.uuid4().hex
+    text = (f"MESSAGE sip:{to_user}@127.0.0.1:{to_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n"
+            f"From: <sip:{from_user}@127.0.0.1:{port}>;tag={branch[:8]}\r\n"
+            f"To: <sip:{to_user}@127.0.0.1:{to_port}>\r\n"
+            f"Call-ID: {branch}@test\r\nCSeq: {n} MESSAGE\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+    sock.sendto(text.encode(), (HOST, gw.sip_port))
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            data = sock.recv(65535).decode()
+        except socket.timeout:
+            continue
+        if data.startswith("SIP/2.0 ") and branch in data and not data.startswith("SIP/2.0 1"):
+            return data.split(" ", 2)[1]
+    raise TimeoutError("no final answer to MESSAGE")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    w = start_world(str(tmp_path_factory.mktemp("gw-e2e-small")), msrp_gateway={
+        "cleanup_interval": 1, "session_timeout": 4, "message_timeout": 3,
+        "max_sessions": 3, "max_queued_messages": 2})
+    yield w
+    stop_world(w)
+
+
+@pytest.fixture
+def udp():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(0.5)
+    yield sock
+    sock.close()
+
+
+def test_queue_bound_answers_503(small: World, udp: socket.socket) -> None:
+    w = small
+    set_mode(w, "delay:1.5")
+    try:
+        codes = [raw_message(w.gw, udp, "olga", "pete", w.peer.sip_port, f"q{i}", i)
+                 for i in range(3)]
+        assert codes == ["202", "202", "503"]
+        sid = w.peer.expect("invite", timeout=10, has="sip:olga@")["sid"]
+        got = [w.peer.expect("message", sid=sid)["body"] for _ in range(2)]
+        assert got == ["q0", "q1"]
+    finally:
+        set_mode(w, "answer")
+        w.peer.drain("message")
+
+
+def test_max_sessions_answers_503(small: World, udp: socket.socket) -> None:
+    w = small
+    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    codes = [raw_message(w.gw, udp, f"user{i}", "quinn", w.peer.sip_port, "x", i)
+             for i in range(4)]
+    assert codes == ["202", "202", "202", "503"]
+    assert len(w.sessions()) == 3
+
+
+def test_message_timeout_and_session_timeout_end_sessions_with_bye(small: World,
+                                                                   udp: socket.socket) -> None:
+    w = small
+    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    w.peer.drain("terminated")
+    # no MESSAGE after the first one: message_timeout (3 s) ends it
+    assert raw_message(w.gw, udp, "rita", "sam", w.peer.sip_port, "once", 1) == "202"
+    sid = w.peer.expect("invite", timeout=10, has="sip:rita@")["sid"]
+    opened = time.monotonic()
+    term = w.peer.expect("terminated", timeout=10, sid=sid)
+    assert term["why"] and time.monotonic() - opened >= 2
+    # MESSAGEs every second but no SEND: session_timeout (4 s) ends it
+    assert raw_message(w.gw, udp, "tina", "uma", w.peer.sip_port, "m0", 1) == "202"
+    sid = w.peer.expect("invite", timeout=10, has="sip:tina@")["sid"]
+    opened = time.monotonic()
+    n = 1
+    while True:
+        time.sleep(1)
+        n += 1
+        raw_message(w.gw, udp, "tina", "uma", w.peer.sip_port, f"m{n}", n)
+        ended = [e for e in w.peer.drain("terminated") if e["sid"] == sid]
+        if ended:
+            break
+        assert time.monotonic() - opened < 10, "session_timeout never ended the session"
+    assert time.monotonic() - opened >= 3.5
+
+
+def test_sigterm_byes_every_session_and_exits(small: World, udp: socket.socket) -> None:
+    w = small
+    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    w.peer.drain("terminated")
+    sids = set()
+    for i in range(2):
+        assert raw_message(w.gw, udp, f"vic{i}", "walt", w.peer.sip_port, "x", 1) == "202"
+        sid = w.peer.expect("invite", timeout=10, has=f"sip:vic{i}@")["sid"]
+        w.peer.expect("established", timeout=10, sid=sid)
+        sids.add(sid)
+    began = time.monotonic()
+    w.gw.stop(timeout=10)
+    assert time.monotonic() - began < 8
+    for sid in sids:  # each peer session hears the gateway's BYE
+        assert w.peer.expect("terminated", timeout=5, sid=sid)["why"]
+    assert "msrpgw stopped" in w.gw.log()
+
+
+# -- the capture ----------------------------------------------------------------------------
+
+
+def test_zz_tshark_sees_no_malformed_sip_or_msrp(world: World) -> None:
+    """Runs last in the module: a short exchange of its own, then the whole capture."""
+    if not HAVE_CAPTURE:
+        if IN_CI:
+            pytest.fail("dumpcap/tshark missing under CI")
+        pytest.skip("needs dumpcap and tshark")
+    w = world
+    xena, yuri = user("xena"), user("yuri")
+    phone = w.receiver(1)
+    s = w.send_messages(xena, phone.port, yuri, 1, text="capture me")
+    assert s.wait(30) == 0, s.errors()
+    sid = w.peer.expect("invite", timeout=10, has=f"sip:{xena}@")["sid"]
+    w.peer.expect("message", sid=sid)
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="captured")
+    assert phone.wait(20) == 0
+    time.sleep(0.5)
+    w.capture.stop()
+    sip_ports = [w.gw.sip_port, w.peer.sip_port] + w.sipp_ports
+    msrp_ports = [w.gw.msrp_port, w.peer.msrp_port]
+    sip = w.capture.tshark(sip_ports, msrp_ports, "sip.Method", "sip.Status-Code",
+                           display="sip")
+    msrp = w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
+    assert "MESSAGE" in sip and "INVITE" in sip and "200" in sip
+    assert "SEND" in msrp
+    bad = w.capture.tshark(sip_ports, msrp_ports,
+                           display="(sip or msrp) and (_ws.malformed or _ws.expert.severity "
+                                   ">= \"error\")")
+    assert bad.strip() == "", bad
