@@ -137,8 +137,8 @@ class Party:
         await self.transport.stop()
 
 
-@pytest.fixture
-def parties(request, tmp_path):
+@pytest_twisted.async_yield_fixture
+async def parties(tmp_path):
     made: list[Party] = []
 
     def make(kind: str = "tcp", types_b: str = "text/plain") -> tuple[Party, Party]:
@@ -149,9 +149,9 @@ def parties(request, tmp_path):
 
     yield make
     for p in made:
-        pytest_twisted.blockon(defer.ensureDeferred(p.stop()))
-    # let closed connections and the stacks' short timers finish
-    pytest_twisted.blockon(task.deferLater(reactor, 0.7, lambda: None))
+        await p.stop()
+    # let closed connections and the stacks' short timers (64*T1 = 0.64 s) finish
+    await task.deferLater(reactor, 0.7, lambda: None)
 
 
 async def establish(a: Party, b: Party) -> tuple[str, str]:
