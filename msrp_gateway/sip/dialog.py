@@ -14,7 +14,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.base import DelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -85,8 +85,8 @@ class _Pending2xx:
         self.peer = peer
         self.cseq = cseq
         self.interval = interval
-        self.retransmit: IDelayedCall | None = None
-        self.give_up: IDelayedCall | None = None
+        self.retransmit: DelayedCall | None = None
+        self.give_up: DelayedCall | None = None
 
     def stop(self) -> None:
         for call in (self.retransmit, self.give_up):
@@ -145,7 +145,7 @@ class Dialog:
         contact = resp.headers.get_all("Contact")
         to_value = resp.headers.get("To") or ""
         route_set = list(reversed(resp.headers.get_all("Record-Route")))
-        dialog = cls(owner, role="uac", call_id=invite.call_id, local_tag=invite.from_tag or "",
+        dialog = cls(owner, role="uac", call_id=invite.call_id or "", local_tag=invite.from_tag or "",
                    remote_tag=resp.to_tag or "",
                    local_party=_without_tag(invite.headers.get("From") or ""),
                    remote_party=_without_tag(to_value),
@@ -161,7 +161,7 @@ class Dialog:
     def from_uas(cls, owner: DialogOwner, invite: SIPRequest, local_tag: str) -> Dialog:
         """s.12.1.1: the dialog our 2xx to an INVITE creates."""
         contact = invite.headers.get_all("Contact")
-        dialog = cls(owner, role="uas", call_id=invite.call_id, local_tag=local_tag,
+        dialog = cls(owner, role="uas", call_id=invite.call_id or "", local_tag=local_tag,
                    remote_tag=invite.from_tag or "",
                    local_party=_without_tag(invite.headers.get("To") or ""),
                    remote_party=_without_tag(invite.headers.get("From") or ""),

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.base import DelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -79,7 +79,7 @@ class _Entry:
 
     core: Any
     peer: Any
-    timers: dict[str, IDelayedCall]
+    timers: dict[str, DelayedCall]
     key: Any
 
     def deliver(self, msg: Any) -> None:
@@ -106,7 +106,7 @@ class ServerTransaction(_Entry):
         self.on_cancel: Callable[[], None] | None = None
         self.dialog: Dialog | None = None  # set for in-dialog requests
         self.local_tag = new_tag()  # To tag of our responses unless the request has one
-        self._guard: IDelayedCall | None = None
+        self._guard: DelayedCall | None = None
 
     @property
     def responded(self) -> bool:
@@ -199,7 +199,7 @@ class InviteClient:
         self._cancel_requested = False
         self._cancel_sent = False
         self._done = False
-        self._timer: IDelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
+        self._timer: DelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
 
     def cancel(self) -> None:
         """CANCEL the INVITE (s.9.1); sent once a provisional response has come."""
@@ -328,7 +328,7 @@ class SIPStack:
         self.max_completed = max_completed
         self._completed: dict[Any, tuple[SIPResponse, Any]] = {}
         self._completed_fifo: deque[tuple[float, Any]] = deque()
-        self._completed_sweep: IDelayedCall | None = None
+        self._completed_sweep: DelayedCall | None = None
         self._clients: dict[Any, _ClientEntry] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         # INVITEs answered 2xx in the last 64*T1, for 2xx from other forks (s.13.2.2.4);

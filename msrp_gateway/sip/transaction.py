@@ -249,7 +249,7 @@ class InviteClientTransaction(ClientTransaction):
         headers.add("Max-Forwards", "70")
         headers.add("From", req.headers.get("From") or "")
         headers.add("To", resp.headers.get("To") or req.headers.get("To") or "")
-        headers.add("Call-ID", req.call_id)
+        headers.add("Call-ID", req.call_id or "")
         headers.add("CSeq", f"{req.cseq[0]} ACK")
         return SIPRequest("ACK", req.uri, headers)
 
