@@ -382,8 +382,10 @@ def _check_text(name: str, value: str) -> None:
 def _serialize(
     tid: str, start: str, headers: MSRPHeaders, body: bytes, flag: str, is_request: bool
 ) -> bytes:
-    if not _IDENT_OUT_RE.match(tid):
-        raise ValueError(f"MSRP transaction id {tid!r} is not a 4-32 character ident")
+    # Our own requests get RFC-size ids (4-32); a response echoes the peer's id, which
+    # the parser accepted (1-64), or the peer would never hear back.
+    if not (_IDENT_OUT_RE if is_request else _IDENT_STR_IN_RE).match(tid):
+        raise ValueError(f"MSRP transaction id {tid!r} is not a valid ident")
     if is_request:
         if not _METHOD_RE.match(start):
             raise ValueError(f"MSRP method {start!r} must be upper-case letters")
@@ -405,12 +407,18 @@ def _serialize(
         raise ValueError("an MSRP body needs a Content-Type header")
     plain: list[str] = [f"To-Path: {to_path}", f"From-Path: {from_path}"]
     mime: list[str] = []
+    seen: set[str] = set()
     for name, key, value in headers._items:
         if not _HNAME_RE.match(name):
             raise ValueError(f"bad MSRP header name {name!r}")
         _check_text(name, value)
-        if key in ("to-path", "from-path", "content-type"):
-            continue
+        if key in _SINGLE:
+            if key in seen:
+                raise ValueError(f"MSRP header {name} given twice")
+            seen.add(key)
+            _check_value(name, key, value)
+            if key in ("to-path", "from-path", "content-type"):
+                continue
         (mime if key.startswith(_MIME_PREFIX) else plain).append(f"{name}: {value}")
     if content_type is not None:
         mime.append(f"Content-Type: {content_type}")
@@ -422,6 +430,28 @@ def _serialize(
         parts += ["\r\n".join(mime).encode("utf-8"), b"\r\n\r\n", body, b"\r\n"]
     parts += [end_line, flag.encode("ascii"), b"\r\n"]
     return b"".join(parts)
+
+
+def _check_value(name: str, key: str, value: str) -> None:
+    """The headers s.9 gives a syntax must have it on the way out (ValueError if not)."""
+    try:
+        if key in ("to-path", "from-path"):
+            _check_path(name, value)
+        elif key == "message-id":
+            if not _IDENT_STR_IN_RE.match(value):
+                raise ValueError(f"Message-ID {value!r} is not an ident")
+        elif key == "byte-range":
+            parse_byte_range(value)
+        elif key == "status":
+            parse_report_status(value)
+        elif key in ("success-report", "failure-report"):
+            allowed = _REPORT_VALUES["Success-Report" if key[0] == "s" else "Failure-Report"]
+            if value.lower() not in allowed:  # ABNF literals are case-insensitive
+                raise ValueError(f"{name}: {value!r} is not allowed")
+        elif key == "content-type" and "/" not in value:
+            raise ValueError(f"Content-Type {value!r} is not a media type")
+    except MSRPParseError as e:
+        raise ValueError(e.reason) from None
 
 
 def _contains_end_line(body: bytes, end_line: bytes) -> bool:

@@ -428,6 +428,13 @@ def test_serializer_writes_paths_first_and_content_type_last() -> None:
                      b"a\r\n-------abcd1234+"), "body ends in its end-line"),
         (MSRPRequest("abcd1234", "SEND", paths(), flag="x"), "bad flag"),
         (MSRPResponse("abcd1234", 2000, None, paths()), "four-digit status"),
+        (MSRPRequest("abcd1234", "SEND", [*paths(), ("To-Path", "msrp://c/d;tcp")]), "two To-Paths"),
+        (MSRPRequest("abcd1234", "SEND", [("To-Path", "msrp://b/s2"), paths()[1]]), "bad path URI"),
+        (MSRPRequest("abcd1234", "SEND", [*paths(), ("Byte-Range", "1-x/3")]), "bad Byte-Range"),
+        (MSRPRequest("abcd1234", "SEND", [*paths(), ("Message-ID", "a b")]), "bad Message-ID"),
+        (MSRPRequest("abcd1234", "SEND", [*paths(), ("Failure-Report", "sometimes")]), "bad Failure-Report"),
+        (MSRPRequest("abcd1234", "REPORT", [*paths(), ("Status", "200 OK")]), "bad Status"),
+        (MSRPRequest("abcd1234", "SEND", [*paths(), ("Content-Type", "text")], b"x"), "bad media type"),
     ],
 )
 def test_serializer_refuses_what_rfc4975_s9_forbids(frame: MSRPRequest | MSRPResponse, why: str) -> None:
@@ -533,3 +540,14 @@ def test_frame_without_headers_is_a_400_event_not_a_stall(raw: bytes) -> None:
     events = p.feed(raw) + p.feed(RFC_S4_200)
     assert isinstance(events[0], MSRPParseError) and events[0].transaction_id == "abcd"
     assert isinstance(events[1], MSRPResponse) and p.pending_bytes == 0
+
+
+def test_response_echoes_a_peer_id_outside_the_rfc_size_we_write_ourselves() -> None:
+    req = one(b"MSRP ab SEND\r\nTo-Path: msrp://h/s;tcp\r\nFrom-Path: msrp://g/t;tcp\r\n"
+              b"Message-ID: m1\r\n-------ab$\r\n")
+    assert isinstance(req, MSRPRequest)
+    answer = MSRPResponse(req.transaction_id, 200, "OK", [("To-Path", "msrp://g/t;tcp"),
+                                                            ("From-Path", "msrp://h/s;tcp")])
+    assert answer.to_bytes().startswith(b"MSRP ab 200 OK\r\n")
+    with pytest.raises(ValueError):
+        MSRPRequest("ab", "SEND", paths()).to_bytes()
