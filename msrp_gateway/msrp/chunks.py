@@ -157,7 +157,7 @@ class AssembledMessage:
 
 @dataclass(slots=True)
 class Abandoned:
-    """An incomplete message given up: `reason` is "aborted" (peer sent `#`) or "timeout"."""
+    """An incomplete message given up: `reason` "aborted" (peer sent `#`), "timeout", "closed"."""
 
     message_id: str
     reason: str
