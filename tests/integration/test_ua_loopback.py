@@ -134,6 +134,7 @@ class Party:
     async def stop(self) -> None:
         await self.ua.stop()
         await self.msrp.stop()
+        self.sip.stop()  # cancels the stack's own timers
         await self.transport.stop()
 
 

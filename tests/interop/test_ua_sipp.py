@@ -154,6 +154,7 @@ class Gateway:
         await self.ua.stop()
         self.peer_session.close()
         await defer.gatherResults([self.msrp.stop(), self.peer.stop()])
+        self.sip.stop()  # cancels the stack's own timers
         await self.transport.stop()
 
 
@@ -241,7 +242,7 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
     cap = Capture(tmp_path, [gw.sip_port], [gw.msrp_port, gw.peer_port])
     await cap.proc.ready
     peer_bound = gw.peer_session.wait_bound(TIMEOUT) if setup == "passive" else None
-    sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}",
+    sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_udp_port()),
                            "-key", "msrp_port", str(gw.peer_port),
                            "-key", "msrp_path", gw.peer_session.local_uri,
                            "-key", "msrp_setup", setup), tmp_path)
