@@ -92,7 +92,8 @@ class _Entry:
 class ServerTransaction(_Entry):
     """A request we received, as the application sees it: answer it with ``respond``."""
 
-    __slots__ = ("request", "source", "on_cancel", "dialog", "local_tag", "_stack", "_guard")
+    __slots__ = ("request", "source", "on_cancel", "dialog", "local_tag", "merge_key",
+                 "_stack", "_guard")
 
     def __init__(self, stack: SIPStack, core: Any, request: SIPRequest, source: Any,
                  peer: Any, key: Any = None) -> None:
@@ -106,6 +107,7 @@ class ServerTransaction(_Entry):
         self.on_cancel: Callable[[], None] | None = None
         self.dialog: Dialog | None = None  # set for in-dialog requests
         self.local_tag = new_tag()  # To tag of our responses unless the request has one
+        self.merge_key: Any = None
         self._guard: DelayedCall | None = None
 
     @property
@@ -134,8 +136,9 @@ class ServerTransaction(_Entry):
             self._stack._perform(self, self.core.on_response(resp))
             self.dialog.send_2xx(resp, self.peer, already_sent=True)
             return resp
+        early = self.request.method == "INVITE" and 100 < status < 200  # s.12.1.1
         resp = self._stack._build_response(self, status, reason, headers, body, content_type,
-                                           to_tag, contact=False)
+                                           to_tag, contact=early)
         if status >= 200:
             self._stop_guard()
         self._stack._perform(self, self.core.on_response(resp))
@@ -326,7 +329,10 @@ class SIPStack:
         self.user_agent = user_agent
         self._servers: dict[Any, ServerTransaction] = {}
         self.max_completed = max_completed
-        self._completed: dict[Any, tuple[SIPResponse, Any]] = {}
+        self._completed: dict[Any, tuple[SIPResponse, Any, Any]] = {}
+        # s.8.2.2.2: out-of-dialog requests in progress or answered, by From tag, Call-ID and
+        # CSeq: the same request on another branch (forked back to us) is a merged request
+        self._merged: dict[Any, Any] = {}
         self._completed_fifo: deque[tuple[float, Any]] = deque()
         self._completed_sweep: DelayedCall | None = None
         self._clients: dict[Any, _ClientEntry] = {}
@@ -482,6 +488,7 @@ class SIPStack:
         self._completed_sweep = None
         self._completed.clear()
         self._completed_fifo.clear()
+        self._merged.clear()
 
     def forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.key) is dialog:
@@ -619,29 +626,34 @@ class SIPStack:
         log.info("send to {peer} failed: {err}", peer=entry.peer, err=failure.getErrorMessage())
         self._perform(entry, entry.core.on_transport_error())
 
-    def _drop(self, entry: _Entry) -> None:
+    def _drop(self, entry: _Entry, *, keep_merge: bool = False) -> None:
         for call in entry.timers.values():
             if call.active():
                 call.cancel()
         entry.timers.clear()
-        table: dict[Any, Any] = self._servers if isinstance(entry, ServerTransaction) \
-            else self._clients
+        if isinstance(entry, ServerTransaction):
+            table: dict[Any, Any] = self._servers
+            if not keep_merge:
+                self._unmerge(entry.merge_key, entry.key)
+        else:
+            table = self._clients
         if table.get(entry.key) is entry:
             del table[entry.key]
 
     def _keep_completed(self, txn: ServerTransaction, delay: float) -> None:
         """Timer J, compactly: the machine is dropped; its key maps to the final response,
         resent for retransmissions until one shared sweep expires it (s.17.2.2)."""
-        self._drop(txn)
+        self._drop(txn, keep_merge=True)
         txn.terminated("normal")
         resp = txn.core.last_response
         if resp is None:
+            self._unmerge(txn.merge_key, txn.key)
             return
         completed = self._completed
         fifo = self._completed_fifo
         while len(completed) >= self.max_completed and fifo:
-            completed.pop(fifo.popleft()[1], None)  # past the bound: the oldest go early
-        completed[txn.key] = (resp, txn.peer)
+            self._forget_completed(fifo.popleft()[1])  # past the bound: the oldest go early
+        completed[txn.key] = (resp, txn.peer, txn.merge_key)
         fifo.append((self.reactor.seconds() + delay, txn.key))
         if self._completed_sweep is None and not self._stopped:
             self._completed_sweep = self.reactor.callLater(delay, self._sweep_completed)
@@ -650,12 +662,20 @@ class SIPStack:
         self._completed_sweep = None
         now = self.reactor.seconds()
         fifo = self._completed_fifo
-        completed = self._completed
         while fifo and fifo[0][0] <= now:
-            completed.pop(fifo.popleft()[1], None)
+            self._forget_completed(fifo.popleft()[1])
         if fifo:
             self._completed_sweep = self.reactor.callLater(max(fifo[0][0] - now, 0.0),
                                                            self._sweep_completed)
+
+    def _forget_completed(self, key: Any) -> None:
+        done = self._completed.pop(key, None)
+        if done is not None:
+            self._unmerge(done[2], key)
+
+    def _unmerge(self, merge_key: Any, key: Any) -> None:
+        if merge_key is not None and self._merged.get(merge_key) == key:
+            del self._merged[merge_key]
 
     def _abandon(self, entry: _Entry) -> None:
         """Drop a transaction without telling its owner (it already gave up)."""
@@ -715,9 +735,18 @@ class SIPStack:
             log.warn("transaction table full ({n}): 503 to {method}", n=self.max_transactions,
                      method=method)
             return
+        merge_key = None
+        if method != "CANCEL" and not req.to_tag:
+            merge_key = (req.from_tag, req.call_id, req.cseq[0], method)
+            if merge_key in self._merged:
+                self._stateless_reply(req, peer, 482, [])  # s.8.2.2.2: merged request
+                return
         core_cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
         core = core_cls(req, reliable=_reliable(peer), timers=self.timers)
         txn = ServerTransaction(self, core, req, source, peer, key)
+        txn.merge_key = merge_key
+        if merge_key is not None:
+            self._merged[merge_key] = key
         self._servers[txn.key] = txn
         self._perform(txn, core.start())  # 100 Trying for INVITE, then _dispatch via Deliver
 

@@ -130,8 +130,8 @@ def test_request_for_an_unknown_dialog_gets_481():
 
 def test_full_transaction_table_answers_503():
     env = Env(max_transactions=1)
-    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKa"))
-    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKb"))
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKa", call_id="a"))
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKb", call_id="b"))
     (resp,) = env.transport.take()
     assert resp.status == 503 and resp.headers.get("Retry-After")
     assert len(env.routed) == 1
@@ -544,14 +544,14 @@ def test_a_2xx_from_a_second_fork_is_acked_and_byed():
 
 def test_completed_table_past_its_bound_drops_the_oldest_first():
     env = Env(max_completed=2, router=lambda txn: txn.respond(200))
-    for b in ("z9hG4bK1", "z9hG4bK2", "z9hG4bK3"):
-        env.deliver(req_bytes("MESSAGE", branch=b))
+    for n in ("1", "2", "3"):
+        env.deliver(req_bytes("MESSAGE", branch="z9hG4bK" + n, call_id=n))
     env.transport.take()
-    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK3"))  # still absorbed: 200 resent
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK3", call_id="3"))  # absorbed: 200 again
     assert statuses(env.transport.take()) == [200]
     routed = []
     env.stack.router = routed.append
-    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK1"))  # evicted: a new request again
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bK1", call_id="1"))  # evicted: new again
     assert len(routed) == 1
 
 
@@ -612,3 +612,28 @@ def test_a_retransmitted_2xx_of_a_cancelled_invite_is_re_acked_but_not_byed_twic
     assert statuses(env.transport.take()) == ["ACK", "BYE"]
     env.deliver(answer)
     assert statuses(env.transport.take()) == ["ACK"]
+
+
+def test_a_request_merged_by_forking_gets_482_and_reaches_the_router_once():
+    env = Env()
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKpath1", body=b"x", ctype="text/plain"))
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKpath2", body=b"x", ctype="text/plain"))
+    assert statuses(env.transport.take()) == [482]
+    assert len(env.routed) == 1
+    env.routed[0].respond(200)
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKpath3", body=b"x", ctype="text/plain"))
+    assert statuses(env.transport.take()) == [200, 482]  # still merged while Timer J runs
+    env.advance_to(33)
+    env.deliver(req_bytes("MESSAGE", branch="z9hG4bKpath4", body=b"x", ctype="text/plain"))
+    assert len(env.routed) == 2  # the window is over: a request in its own right
+
+
+def test_ringing_to_an_invite_carries_contact_and_the_tag_of_the_final_answer():
+    env = Env()
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
+    (txn,) = env.routed
+    txn.respond(180)
+    dialog = env.stack.accept(txn, body=b"answer-sdp", content_type="application/sdp")
+    trying, ringing, ok = env.transport.take()
+    assert ringing.status == 180 and ringing.headers.get("Contact")
+    assert ringing.to_tag == ok.to_tag == dialog.local_tag and trying.to_tag is None
