@@ -106,9 +106,7 @@ class Party:
         self.types = types
         self.transport = SIPTransport(reactor)
         self.sip_port = self.transport.listen("tcp:127.0.0.1:0").getHost().port
-        # the Contact must say TCP, or in-dialog requests (ACK, BYE) would go over UDP
-        self.sip = SIPStack(reactor, self.transport,
-                            local_uri_host=f"127.0.0.1:{self.sip_port};transport=tcp",
+        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"127.0.0.1:{self.sip_port}",
                             router=self.route, timers=FAST)
         self.msrp = MSRPStack(reactor, tls=tls)
         scheme = "msrps" if tls else "msrp"
