@@ -74,6 +74,7 @@ class SessionSettings:
     frame_timeout: float = 60.0         # one frame must arrive whole within this
     max_queued_messages: int = 1024     # outgoing messages waiting per connection
     max_queued_bytes: int = 64 * 1024 * 1024
+    max_inflight: int = 256             # SENDs awaiting their response per connection
     max_sessions: int = 100_000
     session_id_matching: bool = False   # RFC 6714 (CEMA): match on session-id only
 
@@ -617,7 +618,8 @@ class LinkCore:
     def pump(self) -> None:
         """Write one chunk per queued message in turn until paused or empty."""
         queue = self._queue
-        while queue and not self.paused and not self.lost:
+        bound = self.settings.max_inflight
+        while queue and not self.paused and not self.lost and len(self.pending) < bound:
             msg = queue.popleft()
             if msg.done:
                 self._queued_bytes -= msg.size
@@ -638,6 +640,12 @@ class LinkCore:
                 msg.outstanding[tid] = call
             self._write(data)
 
+    def _fail(self, msg: OutgoingMessage, code: int, comment: str | None) -> None:
+        """Fail a message and forget its other transactions (their timers are cancelled)."""
+        for tid in list(msg.outstanding):
+            self.pending.pop(tid, None)
+        msg.fail(code, comment)
+
     def _timeout(self, tid: str) -> None:
         entry = self.pending.pop(tid, None)
         if entry is None:
@@ -647,9 +655,10 @@ class LinkCore:
         if msg.failure_report == "partial":
             msg.maybe_succeed()  # no news is good news: only negatives are sent
         else:
-            msg.fail(408, "no response within the transaction timeout")
+            self._fail(msg, 408, "no response within the transaction timeout")
         if msg.done:
             self._inflight.discard(msg)
+        self.pump()
 
     def pause(self) -> None:
         self.paused = True
@@ -727,11 +736,13 @@ class LinkCore:
             call.cancel()
         msg.outstanding.pop(resp.transaction_id, None)
         if resp.status >= 300:
-            msg.fail(resp.status, resp.comment)  # 413 included: stop sending the rest
+            self._fail(msg, resp.status, resp.comment)  # 413 included: stop the rest
         else:
             msg.maybe_succeed()
         if msg.done:
             self._inflight.discard(msg)
+        if self._queue:
+            self.pump()
 
     def _on_request(self, req: MSRPRequest) -> None:
         method = req.method

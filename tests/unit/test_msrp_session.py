@@ -490,3 +490,23 @@ def test_connect_sends_binding_send_and_fires_on_200(host):
     assert fired == []
     reply(w, req, 200)
     assert fired == [None]
+
+
+def test_inflight_window_bounds_transactions_and_failure_frees_it():
+    h = Host(SessionSettings(max_inflight=2))
+    s, w = bound_session(h)
+    d1 = s.send("text/plain", b"1" * 5000)  # 3 chunks, only 2 may be in flight
+    errors = []
+    d1.addErrback(errors.append)
+    first = w.take()
+    assert len(first) == 2
+    reply(w, first[0], 200)
+    [third] = w.take()
+    assert third.byte_range.start == 4097
+    reply(w, first[1], 500)  # the message fails: its last chunk's slot is freed too
+    assert errors[0].value.code == 500
+    d2 = s.send("text/plain", b"next")
+    [nxt] = w.take()
+    reply(w, nxt, 200)
+    assert d2.result == 200
+    assert h.clock.getDelayedCalls() == []
