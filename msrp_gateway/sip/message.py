@@ -80,10 +80,11 @@ _VIA_RE = re.compile(
     r"[ \t\r\n]*/[ \t\r\n]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t\r\n]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t\r\n]*:[ \t\r\n]*(\d{1,5}))?"
 )
+# The common Via shape, without LWS: parsed by one match and str.split (about 1 us).
 _FAST_VIA_RE = re.compile(
-    r"SIP/2\.0/[A-Za-z]{2,4} (?:(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
-    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*"
+    r"SIP/2\.0/([A-Za-z]{2,10}) ((?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
 )
 _KNOWN_NAMES: dict[str, tuple[str, str]] = {}  # spelling as received -> (canonical, lower); filled below
 
@@ -286,6 +287,19 @@ class Via:
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (not a comma list); LWS around ``/`` and ``:`` is allowed."""
+    fast = _FAST_VIA_RE.fullmatch(value)
+    if fast is not None:
+        proto, host, port, ptext = fast.groups()
+        port_num = int(port) if port is not None else None
+        if port_num is None or 0 < port_num <= 65535:
+            if host[0] == "[":
+                host = host[1:-1]
+            fparams: dict[str, str | None] = {}
+            if ptext:
+                for item in ptext[1:].split(";"):
+                    k, eq, v = item.partition("=")
+                    fparams[k.lower()] = v if eq else None
+            return Via(proto.upper(), host, port_num, fparams)
     m = _VIA_RE.match(value)
     if m is None:
         raise SIPParseError(f"malformed Via {value[:80]!r}")
@@ -422,8 +436,13 @@ class SIPResponse(_MessageBase):
 SIPMessage = Union[SIPRequest, SIPResponse]
 
 
-def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None]:
-    """Start line and headers -> message without body, and its Content-Length (or None).
+_TRACKED = frozenset(("call-id", "cseq", "from", "to", "content-length", "via", "contact",
+                      "max-forwards"))
+
+
+def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None, dict[str, int]]:
+    """Start line and headers -> (message without body, its Content-Length or None, index
+    of the first line of each header ``_validate`` reads).
 
     Raises SIPParseError; once the start line is read, the error carries the partial
     message so a transport can still answer it.
@@ -467,6 +486,9 @@ def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None]:
         msg = SIPRequest(method, uri, Headers(), b"", version)
     items = msg.headers._items
     clen: int | None = None
+    index: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    cl_lines: list[int] = []
     try:
         for line in lines[1:]:
             first = line[:1]
@@ -487,58 +509,70 @@ def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None]:
                 if not _TOKEN_RE.fullmatch(raw):
                     raise SIPParseError(f"bad header name {raw[:40]!r}")
                 known = _canonical(raw)
-            items.append((known[1], known[0], line[colon + 1:].strip(" \t")))
-        counts = {}
-        for key, _, value in items:
-            if key in ("call-id", "cseq", "from", "to", "content-length"):
-                counts[key] = counts.get(key, 0) + 1
+            key = known[1]
+            if key in _TRACKED:
+                if key in counts:
+                    counts[key] += 1
+                else:
+                    counts[key] = 1
+                    index[key] = len(items)
                 if key == "content-length":
-                    v = value.strip(" \t")
-                    if not v.isdigit() or len(v) > 10:
-                        raise SIPParseError(f"bad Content-Length {v[:20]!r}")
-                    n = int(v)
-                    if clen is not None and n != clen:
-                        raise SIPParseError("conflicting Content-Length values")
-                    clen = n
+                    cl_lines.append(len(items))
+            items.append((key, known[0], line[colon + 1:].strip(" \t")))
+        for i in cl_lines:
+            v = items[i][2]
+            if not v.isdigit() or len(v) > 10:
+                raise SIPParseError(f"bad Content-Length {v[:20]!r}")
+            n = int(v)
+            if clen is not None and n != clen:
+                raise SIPParseError("conflicting Content-Length values")
+            clen = n
         for key in _SINGLE_HEADERS:
             c = counts.get(key, 0)
             if c != 1:
                 raise SIPParseError(f"{'missing' if c == 0 else 'repeated'} {key} header")
-        if "via" not in msg.headers:
+        if "via" not in counts:
             raise SIPParseError("missing Via header")
     except SIPParseError as e:
         e.message = msg
         raise
-    return msg, clen
+    return msg, clen, index
 
 
-def _validate(msg: SIPMessage) -> None:
+def _validate(msg: SIPMessage, index: dict[str, int]) -> None:
     """Checks on values a UA relies on; done after framing so the error carries the
-    whole message."""
+    whole message. ``index`` comes from ``_parse_head`` (no header scans here)."""
+    items = msg.headers._items
     try:
-        number, method = msg.cseq
+        cseq = items[index["cseq"]][2]
+        m = _CSEQ_RE.fullmatch(cseq)
+        if m is None or int(m.group(1)) > MAX_CSEQ:
+            raise SIPParseError(f"malformed CSeq {cseq[:40]!r}")
         if isinstance(msg, SIPRequest):
-            if method != msg.method:
+            if m.group(2) != msg.method:
                 raise SIPParseError("CSeq method does not match the request method")
             uri = msg.uri
-            m = _SCHEME_RE.match(uri)
-            if m is None:
+            sm = _SCHEME_RE.match(uri)
+            if sm is None:
                 raise SIPParseError(f"bad Request-URI {uri[:80]!r}")
-            scheme = m.group(1).lower()
+            scheme = sm.group(1).lower()
             if scheme == "sip" or scheme == "sips":
                 if "?" in uri and parse_uri(uri).headers:
                     raise SIPParseError("headers in the Request-URI")
                 validate_uri(uri)
             elif scheme != "tel":
                 raise SIPParseError(f"unsupported URI scheme {scheme!r}", 416)
-            msg.max_forwards  # noqa: B018 - validates
-        validate_name_addr(msg.headers.get("From") or "")
-        validate_name_addr(msg.headers.get("To") or "")
-        if "contact" in msg.headers:
+            if "max-forwards" in index:
+                mf = items[index["max-forwards"]][2]
+                if not mf.isdigit() or len(mf) > 10 or int(mf) > 255:
+                    raise SIPParseError(f"malformed Max-Forwards {mf[:20]!r}")
+        validate_name_addr(items[index["from"]][2])
+        validate_name_addr(items[index["to"]][2])
+        if "contact" in index:
             for contact in msg.headers.get_all("Contact"):
                 if contact != "*":
                     validate_name_addr(contact)
-        via = msg.headers.get("Via") or ""
+        via = items[index["via"]][2]
         if "," in via or _FAST_VIA_RE.fullmatch(via) is None:
             msg.top_via  # noqa: B018 - validates
     except SIPParseError as e:
@@ -557,7 +591,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SIPMessage:
     if end < 0:
         raise SIPParseError("no blank line after the headers")
     head = data[:end].decode("utf-8", "surrogateescape")
-    msg, clen = _parse_head(head, limits)
+    msg, clen, index = _parse_head(head, limits)
     body_start = end + 4
     if clen is None:
         msg.body = data[body_start:]
@@ -565,7 +599,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SIPMessage:
         if clen > len(data) - body_start:
             raise SIPParseError("Content-Length larger than the body", message=msg)
         msg.body = data[body_start:body_start + clen]
-    _validate(msg)
+    _validate(msg, index)
     return msg
 
 
@@ -629,7 +663,7 @@ class StreamParser:
                 head = bytes(buf[pos:end]).decode("utf-8", "surrogateescape")
                 error: SIPParseError | None = None
                 try:
-                    msg, clen = _parse_head(head, limits)
+                    msg, clen, index = _parse_head(head, limits)
                 except SIPParseError as e:
                     if e.code == 513 or e.message is None:
                         raise
@@ -649,7 +683,7 @@ class StreamParser:
                     assert msg is not None
                     msg.body = bytes(buf[body_start:body_start + clen])
                     try:
-                        _validate(msg)
+                        _validate(msg, index)
                         out.append(msg)
                     except SIPParseError as e:
                         out.append(e)

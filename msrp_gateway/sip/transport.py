@@ -102,6 +102,21 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+UDP_BUFFER_BYTES = 4 * 1024 * 1024  # rides out a few ms of stall at 10k msg/s without drops
+
+
+def _grow_buffers(port: Any) -> None:
+    """Ask for large UDP socket buffers (the kernel caps them at net.core.rmem_max)."""
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER_BYTES)
+        except OSError:
+            pass
+
+
 def _stamp_via(msg: SIPRequest, source: Peer) -> Any:
     """s.18.2.1 / RFC 3581 s.4: ``received`` when the sent-by differs from the source (and
     always with rport), ``rport`` filled with the source port when the client asked."""
@@ -291,6 +306,7 @@ class SIPTransport:
             proto = _DatagramProtocol(self, local)
             port = self.reactor.listenUDP(local.port, proto, interface=local.host,
                                           maxPacketSize=MAX_UDP_SIZE)
+            _grow_buffers(port)
             self._udp.setdefault(_family(local.host), proto)
         elif local.transport == "tcp":
             port = self.reactor.listenTCP(local.port, _ServerFactory(self, "tcp"),

@@ -59,6 +59,7 @@ _PORT_RE = re.compile(r"\d{1,5}")
 _PARAMCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
 _HCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_PVALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")  # token, or a host / IPv6 reference
 _DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
 _LWS = " \t\r\n"
 
@@ -348,7 +349,7 @@ def parse_params(text: str, where: str = "header") -> dict[str, str | None]:
                     k += 1
                 value = text[j:k]
                 # token, or an IPv6 reference / host (received=, maddr=)
-                if not value or not re.fullmatch(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+", value):
+                if not value or not _PVALUE_RE.fullmatch(value):
                     raise SIPParseError(f"bad value for parameter {name!r} in {where}")
                 j = k
             params[name] = value

@@ -1,0 +1,171 @@
+"""Highest MESSAGE rate `twistd -n msrpgw` answers with zero failures and zero retransmissions.
+
+sipp (UAC, one socket) sends MESSAGE at rising rates to a gateway whose routing script
+answers 200 at once; each step runs for ``--seconds`` (bounded calls), then the next rate
+is tried until a step fails, falls short of its target rate, or the time budget is spent.
+Prints one line per step (achieved rate, failures, retransmissions, p50/p99 response time
+from sipp's per-call RTT trace, 1 ms resolution, gateway CPU) and writes JSON.
+
+    python bench/sip_message_rate.py [--transport udp|tcp] [--start 1000] [--step 1000]
+        [--max 20000] [--seconds 3] [--budget 180] [--json bench/results/sip_message_rate.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from gateway_harness import HOST, GatewayProcess  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIO = os.path.join(ROOT, "tests", "interop", "sipp", "uac_message.xml")
+ROUTE = '''
+def route(req, gw):
+    if req.method == "MESSAGE":
+        req.reply(200, "OK")
+    else:
+        req.reply(405)
+'''
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def run_step(sipp: str, workdir: str, gw: GatewayProcess, transport: str, rate: int,
+             seconds: float) -> dict:
+    calls = max(1, int(rate * seconds))
+    step_dir = os.path.join(workdir, f"{transport}-{rate}")
+    os.makedirs(step_dir)
+    scenario = os.path.join(step_dir, "m.xml")  # sipp writes its RTT trace next to it
+    shutil.copy(SCENARIO, scenario)
+    stats = os.path.join(step_dir, "stats.csv")
+    args = [sipp, "-sf", scenario, "-m", str(calls), "-r", str(rate), "-rp", "1000",
+            "-t", "u1" if transport == "udp" else "t1", "-i", HOST, "-p", "0",
+            f"{HOST}:{gw.sip_port}", "-nostdin", "-timeout", str(int(seconds * 4 + 10)),
+            "-timeout_error", "-trace_stat", "-stf", stats, "-trace_rtt",
+            "-rtt_freq", str(min(calls, 1000)), "-l", str(max(100, rate * 2))]
+    cpu0, t0 = gw.cpu_seconds(), time.monotonic()
+    done = subprocess.run(args, cwd=step_dir, capture_output=True,
+                          timeout=seconds * 4 + 40)
+    wall = time.monotonic() - t0
+    cpu = gw.cpu_seconds() - cpu0
+    rows = list(csv.reader(open(stats), delimiter=";")) if os.path.exists(stats) else []
+    st = dict(zip(rows[0], rows[-1])) if len(rows) >= 2 else {}
+    rtts: list[float] = []
+    for path in glob.glob(os.path.join(step_dir, "m_*_rtt.csv")):
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                parts = line.strip().split(";")
+                if len(parts) >= 2:
+                    try:
+                        rtts.append(float(parts[1]))
+                    except ValueError:
+                        pass
+    ok = int(st.get("SuccessfulCall(C)", 0) or 0)
+    result = {
+        "transport": transport,
+        "target_rate": rate,
+        "calls": calls,
+        "successful": ok,
+        "failed": int(st.get("FailedCall(C)", calls) or 0),
+        "unexpected": int(st.get("FailedUnexpectedMessage(C)", 0) or 0),
+        "retransmissions": int(st.get("Retransmissions(C)", 0) or 0),
+        "achieved_rate": round(ok / wall, 1) if wall else 0.0,
+        "sipp_exit": done.returncode,
+        "p50_ms": percentile(rtts, 50),
+        "p99_ms": percentile(rtts, 99),
+        "gateway_cpu_percent": round(100 * cpu / wall, 1) if wall else None,
+        "wall_seconds": round(wall, 2),
+    }
+    # sipp's wall time includes its start-up and the last answers; the target counts as
+    # reached when within 10 %
+    result["clean"] = (done.returncode == 0 and result["failed"] == 0
+                       and result["unexpected"] == 0 and result["retransmissions"] == 0
+                       and ok == calls)
+    result["kept_up"] = ok >= calls and wall <= seconds * 1.1 + 1.0
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    ap.add_argument("--start", type=int, default=1000)
+    ap.add_argument("--step", type=int, default=1000)
+    ap.add_argument("--max", type=int, default=20000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--budget", type=float, default=180.0, help="total seconds for all steps")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "sip_message_rate.json"))
+    a = ap.parse_args()
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        print("sipp is not installed", file=sys.stderr)
+        return 2
+    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    results = []
+    best = None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="msrpgw-bench-") as workdir:
+        script = os.path.join(workdir, "route.py")
+        with open(script, "w") as f:
+            f.write(ROUTE)
+        gw = GatewayProcess(workdir, routing={"script": script})
+        gw.start()
+        try:
+            rate = a.start
+            print(f"{'rate':>7} {'achieved':>9} {'failed':>6} {'retrans':>7} {'p50 ms':>6} "
+                  f"{'p99 ms':>6} {'gw cpu%':>7}")
+            while rate <= a.max and time.monotonic() - started + a.seconds * 2 < a.budget:
+                r = run_step(sipp, workdir, gw, a.transport, rate, a.seconds)
+                results.append(r)
+                print(f"{rate:>7} {r['achieved_rate']:>9} {r['failed']:>6} "
+                      f"{r['retransmissions']:>7} {r['p50_ms']!s:>6} {r['p99_ms']!s:>6} "
+                      f"{r['gateway_cpu_percent']!s:>7}", flush=True)
+                if not (r["clean"] and r["kept_up"]):
+                    break
+                best = r
+                rate += a.step
+        finally:
+            gw.stop()
+    summary = {
+        "benchmark": "sip_message_rate",
+        "command": command,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "transport": a.transport,
+        "best_clean_rate": best["target_rate"] if best else None,
+        "best": best,
+        "steps": results,
+    }
+    if best:
+        print(f"highest clean rate over {a.transport}: {best['target_rate']} MESSAGE/s "
+              f"(achieved {best['achieved_rate']}/s, p50 {best['p50_ms']} ms, "
+              f"p99 {best['p99_ms']} ms, gateway CPU {best['gateway_cpu_percent']} %)")
+    else:
+        print(f"no clean step over {a.transport} (start rate {a.start}/s)")
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"written {os.path.relpath(a.json, ROOT)}; command: {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
