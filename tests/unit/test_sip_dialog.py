@@ -637,3 +637,76 @@ def test_ringing_to_an_invite_carries_contact_and_the_tag_of_the_final_answer():
     trying, ringing, ok = env.transport.take()
     assert ringing.status == 180 and ringing.headers.get("Contact")
     assert ringing.to_tag == ok.to_tag == dialog.local_tag and trying.to_tag is None
+
+
+def test_rfc2543_peer_without_magic_cookie_gets_its_retransmissions_absorbed_and_ack_matched():
+    env = Env(router=lambda txn: txn.respond(486))
+    log = recorder(env)
+    env.deliver(req_bytes("INVITE", branch="oldstyle1"))
+    env.deliver(req_bytes("INVITE", branch="oldstyle1"))  # retransmission: 486 again
+    assert env.sent_times(lambda m: getattr(m, "status", 0) == 486) == [0, 0]
+    env.deliver(req_bytes("ACK", branch="oldstyle1", to_tag=log[-1][1].to_tag,
+                          cseq_method="ACK"))
+    env.advance_to(10)
+    assert env.sent_times(lambda m: getattr(m, "status", 0) == 486) == [0, 0]
+
+
+def test_strict_router_in_the_route_set_gets_the_request_uri():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    dialogs = []
+    client.deferred.addCallback(dialogs.append)
+    (invite,) = env.transport.take()
+    resp = make_response(invite, 200, to_tag="callee1",
+                         headers=[("Contact", "<sip:bob@192.0.2.9:5099>"),
+                                  ("Record-Route", "<sip:strict.example.net>")])
+    env.deliver(resp.to_bytes())
+    env.transport.take()
+    dialogs[0].bye()
+    (bye,) = env.transport.take()
+    assert bye.uri == "sip:strict.example.net"
+    assert bye.headers.get_all("Route") == ["<sip:bob@192.0.2.9:5099>"]
+
+
+def test_ringing_invite_we_sent_is_cancelled_after_timer_c():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    client.deferred.addErrback(lambda f: None)
+    (invite,) = env.transport.take()
+    env.deliver(uac_answer(env, invite, 180, rr=False))
+    env.advance_to(179)
+    assert env.transport.take() == []
+    env.advance_to(180.2)  # (Timer E would resend the CANCEL at 180.5)
+    assert statuses(env.transport.take()) == ["CANCEL"]
+
+
+def test_unanswered_invite_gets_408_from_the_guard():
+    env = Env()
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
+    env.advance_to(180.2)  # (Timer G would resend the 408 at 180.5)
+    assert statuses(env.transport.take()) == [100, 408]
+
+
+def test_reinvite_answered_by_on_request_is_retransmitted_until_its_ack():
+    env = Env()
+    route, dialogs = accept_router(env)
+    env.stack.router = route
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp"))
+    (dialog,) = dialogs
+    env.deliver(req_bytes("ACK", branch="z9hG4bKack", to_tag=dialog.local_tag,
+                          cseq_method="ACK"))
+    seen = []
+    dialog.on_request = lambda txn: (seen.append(txn.request.method),
+                                     txn.respond(200, body=b"new-sdp",
+                                                 content_type="application/sdp"))
+    recorder(env)
+    env.deliver(req_bytes("INVITE", branch="z9hG4bKre", to_tag=dialog.local_tag, cseq=2,
+                          body=SDP, ctype="application/sdp"))
+    env.advance_to(1.6)
+    assert seen == ["INVITE"]
+    assert env.sent_times(lambda m: getattr(m, "status", 0) == 200) == [0, 0.5, 1.5]
+    env.deliver(req_bytes("ACK", branch="z9hG4bKack2", to_tag=dialog.local_tag, cseq=2,
+                          cseq_method="ACK"))
+    env.advance_to(10)
+    assert env.sent_times(lambda m: getattr(m, "status", 0) == 200) == [0, 0.5, 1.5]
+    assert dialog.local_sdp == b"new-sdp" and not dialog.terminated
