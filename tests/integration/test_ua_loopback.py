@@ -101,9 +101,12 @@ class Handler:
 class Party:
     """One user agent with its own SIP and MSRP listeners."""
 
-    def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain") -> None:
+    def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain",
+                 actpass_answer: str = "passive") -> None:
         self.name = name
         self.types = types
+        self.ringing: list[Any] = []  # with hold=True INVITEs get 180 and wait here
+        self.hold = False
         self.transport = SIPTransport(reactor)
         self.sip_port = self.transport.listen("tcp:127.0.0.1:0").getHost().port
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"127.0.0.1:{self.sip_port}",
@@ -111,7 +114,8 @@ class Party:
         self.msrp = MSRPStack(reactor, tls=tls)
         scheme = "msrps" if tls else "msrp"
         self.msrp.listen(f"{scheme}:127.0.0.1:0")
-        self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(setup_timeout=5))
+        self.ua = MSRPUserAgent(reactor, self.sip, self.msrp,
+                                UASettings(setup_timeout=5, actpass_answer=actpass_answer))
         self.h = Handler()
         self.refused: list[UAError] = []
 
@@ -122,6 +126,10 @@ class Party:
     def route(self, txn) -> None:
         if txn.request.method != "INVITE":
             txn.respond(405)
+            return
+        if self.hold:
+            txn.respond(180)
+            self.ringing.append(txn)
             return
         try:
             self.ua.answer(txn, self.types, self.h)
@@ -140,9 +148,10 @@ class Party:
 async def parties(tmp_path):
     made: list[Party] = []
 
-    def make(kind: str = "tcp", types_b: str = "text/plain") -> tuple[Party, Party]:
+    def make(kind: str = "tcp", types_b: str = "text/plain",
+             answer_b: str = "passive") -> tuple[Party, Party]:
         tls = make_tls(tmp_path) if kind == "tls" else None
-        a, b = Party("alice", tls), Party("bob", tls, types_b)
+        a, b = Party("alice", tls), Party("bob", tls, types_b, answer_b)
         made.extend([a, b])
         return a, b
 
@@ -230,3 +239,35 @@ async def test_invite_to_a_closed_port_fails_with_a_code(parties):
     sid_a = a.ua.start("text/plain", a.uri, b.uri, f"sip:bob@127.0.0.1:{port};transport=tcp", a.h)
     await a.h.wait("failed")
     assert a.h.endings() == [("failed", sid_a, 503, "Service Unavailable")]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_answerer_connects_when_config_takes_the_active_role(parties, kind):
+    a, b = parties(kind, answer_b="active")
+    sid_a, sid_b = await establish(a, b)
+    # bob's answer took the active role (so bob connected and bound), over one connection
+    (dialog,) = a.sip.dialogs()
+    assert b"a=setup:active\r\n" in dialog.remote_sdp
+    assert b.msrp.connection_count() == 1 and a.msrp.connection_count() == 1
+    await exchange(a, b, sid_a, sid_b)
+    assert a.ua.end(sid_a)
+    await b.h.wait("terminated")
+    assert b.h.endings() == [("terminated", sid_b, "BYE from peer")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ending_a_ringing_session_cancels_the_invite(parties):
+    a, b = parties("tcp")
+    b.hold = True
+    cancelled = defer.Deferred()
+    sid_a = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
+    while not b.ringing:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    b.ringing[0].on_cancel = lambda: cancelled.callback(None)
+    await task.deferLater(reactor, 0.05, lambda: None)  # the 180 reaches alice
+    assert a.ua.end(sid_a)
+    await cancelled.addTimeout(TIMEOUT, reactor)  # bob's stack got the CANCEL
+    await task.deferLater(reactor, 0.1, lambda: None)  # the 487 reaches alice
+    assert a.h.events == [("terminated", sid_a, "ended locally")]
+    assert a.ua.sessions() == [] and b.h.events == []
