@@ -510,3 +510,52 @@ def test_inflight_window_bounds_transactions_and_failure_frees_it():
     reply(w, nxt, 200)
     assert d2.result == 200
     assert h.clock.getDelayedCalls() == []
+
+
+def test_malformed_first_request_is_answered_400_from_its_own_paths(host):
+    s = host.session()
+    w = Wire(host)
+    bad = (b"MSRP bad2 SEND\r\nTo-Path: " + s.local_uri.encode() +
+           b"\r\nFrom-Path: " + PEER.encode() + b"\r\nMessage-ID: x\r\n"
+           b"Byte-Range: 9-1/0\r\n-------bad2$\r\n")
+    w.core.data_received(bad)
+    [resp] = w.responses()
+    assert (resp.transaction_id, resp.status) == ("bad2", 400)
+    assert resp.to_path == [PEER] and resp.from_path == [s.local_uri]
+
+
+def test_lost_framing_closes_the_connection(host):
+    w = Wire(host)
+    w.core.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert w.closed == 1
+
+
+def test_frame_that_never_ends_closes_the_connection_after_frame_timeout(host):
+    s, w = bound_session(host)
+    w.core.data_received(b"MSRP slow1 SEND\r\nTo-Path: " + s.local_uri.encode())
+    host.clock.advance(host.settings.frame_timeout - 1)
+    assert w.closed == 0
+    host.clock.advance(1)
+    assert w.closed == 1
+
+
+def test_closing_a_session_fails_its_sends_and_leaves_no_timers(host):
+    s, w = bound_session(host)
+    errors = []
+    s.send("text/plain", b"pending").addErrback(errors.append)
+    s.close()
+    assert errors[0].value.code == 503
+    assert [c for c in host.clock.getDelayedCalls()
+            if c.func.__name__ != "_idle"] == []
+    w.core.data_received(send_frame(s.local_uri))
+    assert [r.status for r in w.responses()] == [481]
+
+
+def test_session_table_is_bounded():
+    from msrp_gateway.msrp.session import SessionError
+    h = Host(SessionSettings(max_sessions=2))
+    h.session()
+    h.session()
+    with pytest.raises(SessionError) as info:
+        h.session()
+    assert info.value.code == 503
