@@ -71,7 +71,7 @@ _FAST_HOST = (
 )
 _FAST_URI_BASE = (
     r"[Ss][Ii][Pp][Ss]?:(?:[A-Za-z0-9\-_.!~*'()&=+$,]+(?::[A-Za-z0-9\-_.!~*'()&=+$,]*)?@)?"
-    + _FAST_HOST + r"(?::\d{1,4})?"
+    + _FAST_HOST + r"(?::(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4}))?"
 )
 _FAST_PARAM = r"(?:;[A-Za-z0-9\-_.!~*'()]+(?:=[A-Za-z0-9\-_.!~*'()]+)?)"
 _FAST_URI_RE = re.compile(_FAST_URI_BASE + _FAST_PARAM + "*")
