@@ -92,7 +92,7 @@ class _Entry:
 class ServerTransaction(_Entry):
     """A request we received, as the application sees it: answer it with ``respond``."""
 
-    __slots__ = ("request", "source", "on_cancel", "dialog", "local_tag", "merge_key",
+    __slots__ = ("request", "source", "on_cancel", "dialog", "_local_tag", "merge_key",
                  "_stack", "_guard")
 
     def __init__(self, stack: SIPStack, core: Any, request: SIPRequest, source: Any,
@@ -106,9 +106,16 @@ class ServerTransaction(_Entry):
         self.key = core.key if key is None else key
         self.on_cancel: Callable[[], None] | None = None
         self.dialog: Dialog | None = None  # set for in-dialog requests
-        self.local_tag = new_tag()  # To tag of our responses unless the request has one
+        self._local_tag: str | None = None
         self.merge_key: Any = None
         self._guard: DelayedCall | None = None
+
+    @property
+    def local_tag(self) -> str:
+        """The To tag of our responses (unless the request has one), made on first use."""
+        if self._local_tag is None:
+            self._local_tag = new_tag()
+        return self._local_tag
 
     @property
     def responded(self) -> bool:
