@@ -546,6 +546,7 @@ class LinkCore:
         self._inflight: set[OutgoingMessage] = set()
         self.paused = False
         self.lost = False
+        self.closing = False  # asked to close: not to be reused for new sessions
         self._idle_call: IDelayedCall | None = None
         self._frame_call: IDelayedCall | None = None
         self._last_hops: tuple[str | None, str | None] = (None, None)
@@ -587,7 +588,7 @@ class LinkCore:
         self._idle_call = None
         if not self.sessions and not self.lost:
             self._on_idle(self)
-            self._lose()
+            self._close()
 
     # -- writing --------------------------------------------------------------------------
     def write_frame(self, frame: MSRPRequest | MSRPResponse) -> None:
@@ -674,7 +675,7 @@ class LinkCore:
         except MSRPParseError as e:
             log.warn("MSRP connection {name}: unrecoverable framing error: {why}",
                      name=self.name, why=e.reason)
-            self._lose()
+            self._close()
             return
         for ev in events:
             if self.lost:
@@ -700,10 +701,14 @@ class LinkCore:
         if waited >= self.settings.frame_timeout:
             log.warn("MSRP connection {name}: frame incomplete after {t}s, closing",
                      name=self.name, t=self.settings.frame_timeout)
-            self._lose()
+            self._close()
             return
         self._frame_call = self.clock.callLater(self.settings.frame_timeout - waited,
                                                 self._frame_check)
+
+    def _close(self) -> None:
+        self.closing = True
+        self._lose()
 
     def _on_bad_request(self, err: MSRPParseError) -> None:
         """400 (or 413) for a broken request whose id is known; responses are never answered.

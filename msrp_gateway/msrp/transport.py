@@ -247,7 +247,8 @@ class MSRPStack(SessionHost):
             return defer.fail(MSRPSendError(400, e.reason))
         key = (target.secure, target.host.lower(), target.effective_port)
         proto = self._outbound.get(key)
-        if proto is not None and proto.core is not None and not proto.core.lost:
+        if proto is not None and proto.core is not None and not proto.core.lost \
+                and not proto.core.closing:
             return defer.succeed(proto.core)
         d: defer.Deferred[LinkCore] = defer.Deferred()
         waiters = self._connecting.get(key)

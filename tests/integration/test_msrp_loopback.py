@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import MSRPSendError, SessionSettings
@@ -365,5 +365,22 @@ async def test_raw_413_and_failure_report_no_on_the_wire(tmp_path):
         assert (resp.transaction_id, resp.status) == ("huge0001", 413)
         assert [m.body for m in inbox.items] == [b"no answer wanted"]
         await raw.close()
+    finally:
+        await ep.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_to_a_closed_port_fails_with_503(tmp_path):
+    ep = Endpoints("tcp", tmp_path)
+    try:
+        probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        port = probe.getHost().port
+        await probe.stopListening()
+        sa = ep.a.create_session(["text/plain"])
+        sa.set_remote_path([f"msrp://127.0.0.1:{port}/gone1234;tcp"])
+        with pytest.raises(MSRPSendError) as info:
+            await sa.connect()
+        assert info.value.code == 503 and "cannot connect" in info.value.comment
+        assert ep.a.connection_count() == 0
     finally:
         await ep.stop()
