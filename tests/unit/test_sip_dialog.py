@@ -710,3 +710,23 @@ def test_reinvite_answered_by_on_request_is_retransmitted_until_its_ack():
     env.advance_to(10)
     assert env.sent_times(lambda m: getattr(m, "status", 0) == 200) == [0, 0.5, 1.5]
     assert dialog.local_sdp == b"new-sdp" and not dialog.terminated
+
+
+def test_uas_route_set_comes_from_record_route_in_order_and_the_2xx_echoes_it():
+    env = Env()
+    route, dialogs = accept_router(env)
+    env.stack.router = route
+    rr = "Record-Route: <sip:p1.example.net;lr>, <sip:p2.example.net;lr>\r\n"
+    env.deliver(req_bytes("INVITE", body=SDP, ctype="application/sdp", extra=rr))
+    (dialog,) = dialogs
+    ok = [m for m in env.transport.take() if m.status == 200][0]
+    assert ok.headers.get_all("Record-Route") == ["<sip:p1.example.net;lr>",
+                                                  "<sip:p2.example.net;lr>"]
+    env.deliver(req_bytes("ACK", branch="z9hG4bKack", to_tag=dialog.local_tag,
+                          cseq_method="ACK"))
+    dialog.bye()
+    ((bye, peer),) = env.transport.sent
+    assert peer == FakePeer("udp", "p1.example.net", 5060)  # the first route is the next hop
+    assert bye.uri == "sip:alice@192.0.2.7:5062"
+    assert bye.headers.get_all("Route") == ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+    assert dialog.terminated
