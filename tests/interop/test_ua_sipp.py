@@ -72,10 +72,22 @@ class Proc(protocol.ProcessProtocol):
         self.ended.callback(code if code is not None else -1)
 
 
+RUNNING: list[Proc] = []  # ended by the fixture if a failed test left them running
+
+
 def spawn(args: list[str], cwd: Path, ready_marker: bytes | None = None) -> Proc:
     p = Proc(ready_marker)
     reactor.spawnProcess(p, args[0], args, env=os.environ.copy(), path=str(cwd))
+    RUNNING.append(p)
     return p
+
+
+async def end_leftover_processes() -> None:
+    while RUNNING:
+        p = RUNNING.pop()
+        if not p.ended.called:
+            p.transport.signalProcess(signal.SIGKILL)  # type: ignore[union-attr]
+            await p.ended
 
 
 class Handler:
@@ -197,6 +209,7 @@ def gateway():
     need(TSHARK, "tshark")
     gw = Gateway()
     yield gw
+    pytest_twisted.blockon(defer.ensureDeferred(end_leftover_processes()))
     pytest_twisted.blockon(defer.ensureDeferred(gw.stop()))
     pytest_twisted.blockon(task.deferLater(reactor, 0.2, lambda: None))
 
@@ -270,3 +283,17 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
     assert gw.h.endings() == [("terminated", sid, "ended locally")]
     counts = await cap.stop_and_check()
     assert counts["sip"] >= 5 and counts["sdp"] >= 2 and counts["msrp"] >= 4, counts
+
+
+@pytest_twisted.ensureDeferred
+async def test_sipp_caller_without_a_common_type_gets_488_with_warning(gateway, tmp_path):
+    gw = gateway
+    cap = Capture(tmp_path, [gw.sip_port], [])
+    await cap.proc.ready
+    sipp = spawn(sipp_args("uac_msrp_refused.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_udp_port())),
+                 tmp_path)
+    code = await sipp.ended
+    assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
+    assert gw.h.events == [] and gw.ua.sessions() == []
+    counts = await cap.stop_and_check()
+    assert counts["sip"] >= 3 and counts["sdp"] >= 1, counts
