@@ -227,13 +227,18 @@ class OutgoingMessage:
 
 
 def _serialize_fresh(req: MSRPRequest) -> tuple[str, bytes]:
-    """Serialize, picking another transaction id in the (rare) case the body holds ours."""
-    for _ in range(4):
+    """Serialize, picking another transaction id in the (rare) case the body holds ours.
+
+    Raises ValueError for anything else RFC 4975 s.9 forbids (e.g. a bad content type).
+    """
+    for _ in range(3):
         try:
             return req.transaction_id, req.to_bytes()
-        except ValueError:
+        except ValueError as e:
+            if "end-line" not in str(e):
+                raise
             req.transaction_id = new_id()
-    raise MSRPSendError(400, "cannot frame this body")
+    return req.transaction_id, req.to_bytes()
 
 
 # ---- sessions ---------------------------------------------------------------------------
@@ -625,7 +630,13 @@ class LinkCore:
             if msg.done:
                 self._queued_bytes -= msg.size
                 continue
-            frame = msg.next_frame()
+            try:
+                frame = msg.next_frame()
+            except ValueError as e:
+                self._queued_bytes -= msg.size
+                self._fail(msg, 400, f"cannot send this message: {e}")
+                self._inflight.discard(msg)
+                continue
             if frame is None:
                 self._queued_bytes -= msg.size
                 msg.maybe_succeed()

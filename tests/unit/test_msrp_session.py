@@ -559,3 +559,14 @@ def test_session_table_is_bounded():
     with pytest.raises(SessionError) as info:
         h.session()
     assert info.value.code == 503
+
+
+def test_unsendable_content_type_fails_that_message_only(host):
+    s, w = bound_session(host)
+    errors = []
+    s.send("not a media type", b"x").addErrback(errors.append)
+    assert errors[0].value.code == 400 and "cannot send" in errors[0].value.comment
+    d = s.send("text/plain", b"fine")
+    [req] = w.take()
+    reply(w, req, 200)
+    assert d.result == 200
