@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from twisted.internet import defer, endpoints, ssl
 from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -119,7 +119,6 @@ class MSRPProtocol(Protocol):
         self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
                              FrameParser(self.stack.limits), self.transport.write,
                              self.close, self.stack._link_idle, name)
-        self.core.protocol = self  # type: ignore[attr-defined]
         self.transport.registerProducer(self, True)
         self.stack._protocols.add(self)
 
@@ -137,7 +136,7 @@ class MSRPProtocol(Protocol):
         if self.core is not None:
             self.core.data_received(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.stack._protocols.discard(self)
         self.stack._link_gone(self)
         if self.core is not None:
