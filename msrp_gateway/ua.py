@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -127,8 +127,8 @@ class _Session:
     bound: bool = False
     remote_path: list[str] = field(default_factory=list)
     established_at: float | None = None
-    setup_call: IDelayedCall | None = None
-    duration_call: IDelayedCall | None = None
+    setup_call: Any = None  # IDelayedCall
+    duration_call: Any = None  # IDelayedCall
     queue: deque[tuple[str | None, bytes, str, str, defer.Deferred[int]]] = field(default_factory=deque)
     starting: bool = True  # inside start()/answer(): notifications are deferred
     offer: bytes = b""  # UAC: the SDP we offered
@@ -148,7 +148,7 @@ class MSRPUserAgent:
     """Starts, answers, runs and ends MSRP sessions set up over SIP INVITE."""
 
     def __init__(self, reactor: IReactorTime, sip_stack: Any, msrp_stack: Any, settings: Any = None) -> None:
-        self._clock = reactor
+        self._clock: Any = reactor  # IReactorTime (Any: mypy reads zope interfaces poorly)
         self._sip = sip_stack
         self._msrp = msrp_stack
         s = settings if settings is not None else UASettings()
@@ -256,7 +256,10 @@ class MSRPUserAgent:
         if s is None:
             return defer.fail(MSRPSendError(NO_SESSION, "no such MSRP session"))
         if s.bound:
-            return s.msrp.send(content_type, body, failure_report=failure_report, success_report=success_report)
+            sent: defer.Deferred[int] = s.msrp.send(
+                content_type, body, failure_report=failure_report, success_report=success_report
+            )
+            return sent
         if len(s.queue) >= self._max_queued:
             return defer.fail(
                 MSRPSendError(QUEUE_FULL, f"{self._max_queued} messages already wait for the session set-up")
