@@ -116,7 +116,12 @@ class GatewayProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"msrpgw exited with {self.proc.returncode}: "
                                    f"{self.log_tail()}")
-            return "msrpgw started" in self.log()
+            if "msrpgw started" in self.log():
+                return True
+            try:  # at log level warn the line is not written: the MI (started last) answers
+                return "result" in self.mi("uptime", timeout=1.0)
+            except OSError:
+                return False
 
         wait_for(started, timeout, "msrpgw to start")
         return self
@@ -323,16 +328,17 @@ class SippProcess:
 
     def __init__(self, workdir: str, scenario: str, *args: str, port: int | None = None,
                  transport: str = "u1", keys: dict[str, Any] | None = None,
-                 name: str = "sipp") -> None:
+                 name: str = "sipp", trace_msg: bool = True) -> None:
         self.port = port or free_port(socket.SOCK_DGRAM if transport.startswith("u")
                                       else socket.SOCK_STREAM, both=False)
         self.message_file = os.path.join(workdir, f"{name}-{self.port}-messages.log")
         self.error_file = os.path.join(workdir, f"{name}-{self.port}-errors.log")
         self.stat_file = os.path.join(workdir, f"{name}-{self.port}-stat.csv")
         cmd = [sipp_path() or "sipp", "-sf", scenario, "-i", HOST, "-p", str(self.port),
-               "-t", transport, "-trace_msg", "-message_file", self.message_file,
-               "-trace_err", "-error_file", self.error_file, "-nostdin",
+               "-t", transport, "-trace_err", "-error_file", self.error_file, "-nostdin",
                "-trace_stat", "-stf", self.stat_file, "-fd", "1"]
+        if trace_msg:
+            cmd += ["-trace_msg", "-message_file", self.message_file]
         for k, v in (keys or {}).items():
             cmd += ["-key", k, str(v)]
         cmd += list(args)
@@ -374,6 +380,36 @@ class SippProcess:
             text = text.lstrip("\r\n")
             if text.startswith(method + " "):
                 out.append(text)
+        return out
+
+    def stats(self) -> dict[str, str]:
+        """The last row of sipp's statistics file (cumulative counters end in '(C)')."""
+        try:
+            with open(self.stat_file, encoding="utf-8", errors="replace") as f:
+                rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+        except FileNotFoundError:
+            return {}
+        if len(rows) < 2:
+            return {}
+        return dict(zip(rows[0], rows[-1]))
+
+    def counter(self, name: str) -> int:
+        value = self.stats().get(f"{name}(C)", "0")
+        return int(value) if value.strip().isdigit() else 0
+
+    def log_entries(self) -> list[tuple[float, str, str]]:
+        """(epoch seconds, "sent" | "received", raw message) for every traced message."""
+        out = []
+        for block in self.messages().split("----------------------------------------------- ")[1:]:
+            stamp, _, rest = block.partition("\n")
+            try:
+                t = time.mktime(time.strptime(stamp.strip()[:19], "%Y-%m-%d %H:%M:%S"))
+                t += float("0" + stamp.strip()[19:26])
+            except ValueError:
+                continue
+            first, _, raw = rest.partition("\n")
+            direction = "sent" if " sent" in first else "received"
+            out.append((t, direction, raw.lstrip("\r\n")))
         return out
 
     def errors(self) -> str:
@@ -446,3 +482,11 @@ class Capture:
 
 def tempdir(prefix: str = "msrpgw-") -> str:
     return tempfile.mkdtemp(prefix=prefix)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = min(len(v) - 1, max(0, int(round(p / 100 * (len(v) - 1)))))
+    return v[k]

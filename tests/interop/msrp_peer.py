@@ -163,7 +163,10 @@ class Peer:
             size = int(cmd["size"])
             unit = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
             return (unit * (size // len(unit) + 1))[:size]
-        return str(cmd.get("body", "")).replace("{i}", str(i)).encode()
+        text = str(cmd.get("body", "")).replace("{i}", str(i))
+        if "{t}" in text:  # the send time, for end-to-end latency at the receiver
+            text = text.replace("{t}", f"{time.time():.6f}")
+        return text.encode()
 
     def send(self, cmd: dict[str, Any]) -> None:
         ctype = cmd.get("ctype", "text/plain")

@@ -1,0 +1,326 @@
+"""Gateway benchmarks, run as users deploy it: one `twistd -n msrpgw` process on loopback,
+sipp on the page-mode side, tests/interop/msrp_peer.py on the MSRP side.
+
+Each load benchmark climbs a ladder of rates; a step passes when every message arrived
+(zero loss) and sipp saw zero retransmissions. The result is the highest passing rate with
+its p50/p99 end-to-end latency (sender's send time to the receiver's receipt, read from the
+sipp message log and the peer's timestamps) and the gateway's CPU seconds and peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from bench.gateway_harness import (
+    HOST,
+    GatewayProcess,
+    PeerProcess,
+    SippProcess,
+    body_of,
+    percentile,
+    tempdir,
+    wait_for,
+    write_scenario,
+)
+
+STEP_SECONDS = 3.0
+MAX_SECONDS_PER_BENCH = 150.0
+
+UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="msrpgw bench MESSAGE sender">
+  <send retrans="500">
+    <![CDATA[
+      MESSAGE sip:[to_user]@127.0.0.1:[to_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0][from_suffix]@127.0.0.1:5999>;tag=[pid]-[call_number]
+      To: <sip:[to_user]@127.0.0.1:[to_port]>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Max-Forwards: 70
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      [tag] [call_number]
+    ]]>
+  </send>
+  <recv response="202" />
+</scenario>
+"""
+
+UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="msrpgw bench MESSAGE receiver">
+  <recv request="MESSAGE" />
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]-[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+class Setup:
+    """A fresh gateway and peer in their own directory."""
+
+    def __init__(self, name: str, **gateway_sections: dict[str, Any]) -> None:
+        self.dir = tempdir(f"msrpgw-bench-{name}-")
+        sections = {"log": {"level": "warn"}}
+        sections.update(gateway_sections)
+        self.gw = GatewayProcess(self.dir, **sections).start()
+        self.peer = PeerProcess(self.dir, proxy=f"sip:{HOST}:{self.gw.sip_port};lr")
+        self.uac = write_scenario(self.dir, "bench_uac.xml", UAC)
+        # every call its own From user, so every MESSAGE is a new key and a new session
+        self.uac_new = write_scenario(self.dir, "bench_uac_new.xml", UAC.replace(
+            "[field0][from_suffix]@", "[field0][from_suffix]x[call_number]@"))
+        self.uas = write_scenario(self.dir, "bench_uas.xml", UAS)
+
+    def users_file(self, n: int, prefix: str) -> str:
+        path = os.path.join(self.dir, f"users-{prefix}-{n}.csv")
+        with open(path, "w") as f:
+            f.write("SEQUENTIAL\n")
+            for i in range(n):
+                f.write(f"{prefix}{i}\n")
+        return path
+
+    def sipp_uac(self, users: str, count: int, rate: float, tag: str, *, suffix: str = "",
+                 trace: bool = True, new_keys: bool = False) -> SippProcess:
+        scenario = self.uac_new if new_keys else self.uac
+        return SippProcess(self.dir, scenario, f"{HOST}:{self.gw.sip_port}", "-inf", users,
+                           "-m", str(count), "-r", str(int(rate)), "-l", str(max(50, int(rate))),
+                           "-timeout", str(int(count / max(rate, 1) + 30)),
+                           keys={"to_user": "bob", "to_port": self.peer.sip_port, "tag": tag,
+                                 "from_suffix": suffix or ""},
+                           name=f"uac-{tag}", trace_msg=trace)
+
+    def peer_stats(self) -> dict[str, Any]:
+        self.peer.send(cmd="stats")
+        return self.peer.expect("stats", timeout=10)
+
+    def close(self) -> dict[str, Any]:
+        peak = self.gw.rss_kib(peak=True)
+        cpu = self.gw.cpu_seconds()
+        self.peer.close()
+        self.gw.stop()
+        return {"gateway_cpu_seconds_total": round(cpu, 2), "gateway_peak_rss_kib": peak}
+
+
+def ladder(run_step: Any, rates: list[int]) -> dict[str, Any]:
+    """Climb the rates; stop at the first failing step or when the time budget is spent."""
+    best: dict[str, Any] | None = None
+    steps = []
+    began = time.monotonic()
+    for rate in rates:
+        result = run_step(rate)
+        steps.append(result)
+        if not result["ok"]:
+            break
+        best = result
+        if time.monotonic() - began > MAX_SECONDS_PER_BENCH:
+            break
+    return {"best": best, "steps": steps}
+
+
+# -- page -> session ------------------------------------------------------------------------
+
+
+def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
+    s = Setup(f"p2s{sessions}")
+    try:
+        users = s.users_file(sessions, "u")
+        warm = s.sipp_uac(users, sessions, min(200, sessions * 10), "warm")
+        if warm.wait(60) != 0:
+            raise RuntimeError(f"warm-up failed: {warm.errors()[-500:]}")
+        wait_for(lambda: s.peer_stats()["sessions"] >= sessions, 30, "sessions established")
+        s.peer.send(cmd="quiet", on=False)
+        s.peer.expect("ok", cmd="quiet")
+
+        def step(rate: int) -> dict[str, Any]:
+            count = int(rate * STEP_SECONDS)
+            tag = f"r{rate}"
+            s.peer.drain("message")
+            cpu0 = s.gw.cpu_seconds()
+            uac = s.sipp_uac(users, count, rate, tag)
+            rc = uac.wait(STEP_SECONDS + 60)
+            cpu = s.gw.cpu_seconds() - cpu0
+            received: dict[str, float] = {}
+            end = time.monotonic() + 10
+            while len(received) < count and time.monotonic() < end:
+                try:
+                    e = s.peer.expect("message", timeout=max(0.1, end - time.monotonic()))
+                except TimeoutError:
+                    break
+                body = (e.get("body") or "").strip()
+                if body.startswith(tag + " "):
+                    received[body] = e["received"]
+            sent = {}
+            for t, direction, raw in uac.log_entries():
+                if direction == "sent" and raw.startswith("MESSAGE "):
+                    sent.setdefault(body_of(raw).strip(), t)
+            lat = [received[b] - sent[b] for b in received if b in sent]
+            retrans = uac.counter("Retransmissions")
+            ok = rc == 0 and retrans == 0 and len(received) == count
+            return {"rate": rate, "messages": count, "delivered": len(received),
+                    "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
+                    "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
+                    "gateway_cpu_seconds": round(cpu, 2)}
+
+        out = ladder(step, rates)
+    finally:
+        out_close = s.close()
+    out.update(out_close)
+    return out
+
+
+# -- session -> page ------------------------------------------------------------------------
+
+
+def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
+    s = Setup(f"s2p{sessions}")
+    try:
+        def step(rate: int) -> dict[str, Any]:
+            count = int(rate * STEP_SECONDS)
+            uas = SippProcess(s.dir, s.uas, "-m", str(count), "-timeout",
+                              str(int(STEP_SECONDS + 60)), name=f"uas-r{rate}")
+            time.sleep(0.3)
+            sids = []
+            for i in range(sessions):
+                target = f"sip:phone{i}@127.0.0.1:{uas.port}"
+                s.peer.send(cmd="invite", **{"from": f"sip:r{rate}s{i}@127.0.0.1",
+                                             "to": target, "ruri": target})
+                sids.append(s.peer.expect("started")["sid"])
+            for sid in sids:
+                s.peer.expect("established", timeout=30, sid=sid)
+            cpu0 = s.gw.cpu_seconds()
+            s.peer.send(cmd="send", sid="*", ctype="text/plain", body="m{i} t={t}",
+                        count=count, rate=rate)
+            done = s.peer.expect("burst_done", timeout=STEP_SECONDS + 60)
+            try:
+                rc = uas.wait(30)
+            except Exception:  # noqa: BLE001 - a step that loses messages never ends by itself
+                rc = -1
+            cpu = s.gw.cpu_seconds() - cpu0
+            got = [(t, raw) for t, d, raw in uas.log_entries()
+                   if d == "received" and raw.startswith("MESSAGE ")]
+            call_ids = {_hdr(raw, "Call-ID") for _, raw in got}
+            lat = []
+            for t, raw in got:
+                body = body_of(raw)
+                if " t=" in body:
+                    lat.append(t - float(body.rsplit(" t=", 1)[1]))
+            retrans = len(got) - len(call_ids)
+            for sid in sids:
+                s.peer.send(cmd="bye", sid=sid)
+                s.peer.expect("ended", sid=sid)
+            ok = rc == 0 and done["ok"] == count and len(call_ids) == count and retrans == 0
+            return {"rate": rate, "messages": count, "delivered": len(call_ids),
+                    "sends_ok": done["ok"], "sipp_exit": rc, "retransmissions": retrans,
+                    "ok": ok, "p50_ms": _ms(percentile(lat, 50)),
+                    "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}
+
+        out = ladder(step, rates)
+    finally:
+        out_close = s.close()
+    out.update(out_close)
+    return out
+
+
+# -- set-up rate ----------------------------------------------------------------------------
+
+
+def setup_rate(rates: list[int]) -> dict[str, Any]:
+    s = Setup("setup")
+    try:
+        s.peer.send(cmd="quiet", on=False)
+        s.peer.expect("ok", cmd="quiet")
+        users = s.users_file(1, "new")
+
+        def step(rate: int) -> dict[str, Any]:
+            count = int(rate * STEP_SECONDS)
+            tag = f"r{rate}"
+            before = s.peer_stats()["sessions"]
+            s.peer.drain("message")
+            cpu0 = s.gw.cpu_seconds()
+            uac = s.sipp_uac(users, count, rate, tag, suffix=tag, new_keys=True)
+            rc = uac.wait(STEP_SECONDS + 60)
+            received: dict[str, float] = {}
+            end = time.monotonic() + 15
+            while len(received) < count and time.monotonic() < end:
+                try:
+                    e = s.peer.expect("message", timeout=max(0.1, end - time.monotonic()))
+                except TimeoutError:
+                    break
+                body = (e.get("body") or "").strip()
+                if body.startswith(tag + " "):
+                    received[body] = e["received"]
+            cpu = s.gw.cpu_seconds() - cpu0
+            established = s.peer_stats()["sessions"] - before
+            sent = {}
+            for t, direction, raw in uac.log_entries():
+                if direction == "sent" and raw.startswith("MESSAGE "):
+                    sent.setdefault(body_of(raw).strip(), t)
+            lat = [received[b] - sent[b] for b in received if b in sent]
+            retrans = uac.counter("Retransmissions")
+            ok = rc == 0 and retrans == 0 and len(received) == count and established == count
+            return {"rate": rate, "sessions": count, "established": established,
+                    "delivered": len(received), "sipp_exit": rc, "retransmissions": retrans,
+                    "ok": ok, "p50_ms": _ms(percentile(lat, 50)),
+                    "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}
+
+        out = ladder(step, rates)
+    finally:
+        out_close = s.close()
+    out.update(out_close)
+    return out
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def memory(sessions: int = 10_000, rate: int = 400) -> dict[str, Any]:
+    s = Setup("memory")
+    try:
+        warm_users = s.users_file(1, "warm")
+        warm = s.sipp_uac(warm_users, 50, 50, "warm", new_keys=True, trace=False)
+        warm.wait(60)
+        wait_for(lambda: s.peer_stats()["sessions"] >= 50, 30, "warm-up sessions")
+        time.sleep(1.0)
+        base = s.gw.rss_kib()
+        users = s.users_file(1, "idle")
+        began = time.monotonic()
+        uac = s.sipp_uac(users, sessions, rate, "idle", new_keys=True, trace=False)
+        rc = uac.wait(sessions / rate + 120)
+        wait_for(lambda: s.peer_stats()["sessions"] >= sessions + 50, 120,
+                 f"{sessions} sessions established")
+        took = time.monotonic() - began
+        time.sleep(2.0)
+        rss = s.gw.rss_kib()
+        listed = len(s.gw.mi("msrp_gw_list_sessions", timeout=60)["result"])
+        out = {"sessions": sessions, "listed_by_mi": listed, "sipp_exit": rc,
+               "rss_before_kib": base, "rss_after_kib": rss,
+               "kib_per_session": round((rss - base) / sessions, 2),
+               "setup_seconds": round(took, 1)}
+    finally:
+        out_close = s.close()
+    out.update(out_close)
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def _hdr(raw: str, name: str) -> str | None:
+    for line in raw.splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip().lower() == name.lower():
+            return v.strip()
+    return None

@@ -1,0 +1,118 @@
+"""Run every gateway benchmark, print one table and write the JSON next to it.
+
+    python bench/run.py [--quick] [--only NAME ...] [--out DIR]
+
+Needs sipp and twistd on PATH. Everything runs on loopback; each benchmark starts its own
+`twistd -n msrpgw` and MSRP peer and stops them after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import gateway_bench as gb  # noqa: E402
+
+FULL = [50, 100, 200, 400, 800, 1200, 1600, 2400, 3200]
+QUICK = [50, 200, 800]
+
+
+def benchmarks(quick: bool) -> dict[str, Any]:
+    rates = QUICK if quick else FULL
+    setup_rates = [20, 50, 100, 200] if quick else [20, 50, 100, 200, 400, 800]
+    return {
+        "page_to_session_1": lambda: gb.page_to_session(1, rates),
+        "page_to_session_100": lambda: gb.page_to_session(100, rates),
+        "session_to_page_1": lambda: gb.session_to_page(1, rates),
+        "session_to_page_100": lambda: gb.session_to_page(100, rates),
+        "setup_rate": lambda: gb.setup_rate(setup_rates),
+        "memory_10k_idle": lambda: gb.memory(2000 if quick else 10_000),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    head = (f"{'benchmark':<22} {'max rate/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'cpu s':>7} {'peak RSS MiB':>12}  notes")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"{name:<22} {'-':>10} {'-':>8} {'-':>8} {'-':>7} {'-':>12}  "
+                         f"error: {r['error'][:60]}")
+            continue
+        peak = r.get("gateway_peak_rss_kib", 0) / 1024
+        if name.startswith("memory"):
+            lines.append(f"{name:<22} {'-':>10} {'-':>8} {'-':>8} "
+                         f"{r.get('gateway_cpu_seconds_total', 0):>7} {peak:>12.1f}  "
+                         f"{r['sessions']} sessions: {r['kib_per_session']} KiB/session "
+                         f"({r['rss_before_kib'] // 1024} -> {r['rss_after_kib'] // 1024} MiB)")
+            continue
+        best = r.get("best")
+        failed = [s for s in r.get("steps", []) if not s["ok"]]
+        note = ""
+        if failed:
+            f = failed[0]
+            note = (f"failed at {f['rate']}/s: delivered {f.get('delivered')}/"
+                    f"{f.get('messages', f.get('sessions'))}, retrans {f['retransmissions']}")
+        elif r.get("steps"):
+            note = "ladder top reached"
+        if best is None:
+            lines.append(f"{name:<22} {'< ' + str(r['steps'][0]['rate']):>10} {'-':>8} {'-':>8} "
+                         f"{'-':>7} {peak:>12.1f}  {note}")
+            continue
+        lines.append(f"{name:<22} {best['rate']:>10} {_f(best['p50_ms']):>8} "
+                     f"{_f(best['p99_ms']):>8} {best['gateway_cpu_seconds']:>7} {peak:>12.1f}  "
+                     f"{note}")
+    return "\n".join(lines)
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="msrpgw gateway benchmarks")
+    ap.add_argument("--quick", action="store_true", help="fewer, lower rates (a smoke run)")
+    ap.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results"))
+    args = ap.parse_args(argv)
+    todo = benchmarks(args.quick)
+    if args.only:
+        unknown = set(args.only) - set(todo)
+        if unknown:
+            ap.error(f"unknown benchmark(s) {sorted(unknown)}; known: {sorted(todo)}")
+        todo = {k: v for k, v in todo.items() if k in args.only}
+    results: dict[str, Any] = {}
+    began = time.time()
+    for name, fn in todo.items():
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            results[name] = fn()
+        except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the rest
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+    text = table(results)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(began))
+    doc = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+           "seconds": round(time.time() - began, 1), "quick": args.quick,
+           "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "platform": platform.platform()},
+           "step_seconds": gb.STEP_SECONDS, "results": results, "table": text}
+    path = os.path.join(args.out, f"gateway-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+    print(f"\nJSON: {path}")
+    return 0 if all("error" not in r for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
