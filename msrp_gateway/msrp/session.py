@@ -76,6 +76,7 @@ class SessionSettings:
     max_queued_bytes: int = 64 * 1024 * 1024
     max_inflight: int = 256             # SENDs awaiting their response per connection
     max_sessions: int = 100_000
+    max_connections: int = 10_000       # open connections; an inbound one beyond is refused
     session_id_matching: bool = False   # RFC 6714 (CEMA): match on session-id only
 
 

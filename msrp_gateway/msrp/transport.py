@@ -160,7 +160,12 @@ class _InboundFactory(Factory):
     def __init__(self, stack: MSRPStack) -> None:
         self.stack = stack
 
-    def buildProtocol(self, addr: Any) -> MSRPProtocol:
+    def buildProtocol(self, addr: Any) -> MSRPProtocol | None:
+        limit = self.stack.settings.max_connections
+        if len(self.stack._protocols) >= limit:
+            log.warn("MSRP connection from {addr} refused: {n} connections open "
+                     "(max_connections)", addr=addr, n=limit)
+            return None  # the reactor closes it
         return MSRPProtocol(self.stack, None)
 
 

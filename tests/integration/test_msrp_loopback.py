@@ -384,3 +384,16 @@ async def test_connect_to_a_closed_port_fails_with_503(tmp_path):
         assert ep.a.connection_count() == 0
     finally:
         await ep.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_inbound_connections_beyond_the_bound_are_refused(tmp_path):
+    ep = Endpoints("tcp", tmp_path, settings_b=SessionSettings(max_connections=1))
+    try:
+        first = await raw_peer(ep.port_b)
+        second = await raw_peer(ep.port_b)
+        await second.lost.addTimeout(TIMEOUT, reactor)  # closed by the server
+        assert not first.lost.called and ep.b.connection_count() == 1
+        await first.close()
+    finally:
+        await ep.stop()
