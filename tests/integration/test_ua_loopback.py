@@ -102,18 +102,20 @@ class Party:
     """One user agent with its own SIP and MSRP listeners."""
 
     def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain",
-                 actpass_answer: str = "passive") -> None:
+                 actpass_answer: str = "passive", host: str = "127.0.0.1") -> None:
         self.name = name
+        self.host = host
+        bracketed = f"[{host}]" if ":" in host else host
         self.types = types
         self.ringing: list[Any] = []  # with hold=True INVITEs get 180 and wait here
         self.hold = False
         self.transport = SIPTransport(reactor)
-        self.sip_port = self.transport.listen("tcp:127.0.0.1:0").getHost().port
-        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"127.0.0.1:{self.sip_port}",
+        self.sip_port = self.transport.listen(f"tcp:{bracketed}:0").getHost().port
+        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{bracketed}:{self.sip_port}",
                             router=self.route, timers=FAST)
         self.msrp = MSRPStack(reactor, tls=tls)
         scheme = "msrps" if tls else "msrp"
-        self.msrp.listen(f"{scheme}:127.0.0.1:0")
+        self.msrp.listen(f"{scheme}:{bracketed}:0")
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp,
                                 UASettings(setup_timeout=5, actpass_answer=actpass_answer))
         self.h = Handler()
@@ -121,7 +123,8 @@ class Party:
 
     @property
     def uri(self) -> str:
-        return f"sip:{self.name}@127.0.0.1:{self.sip_port};transport=tcp"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{self.name}@{host}:{self.sip_port};transport=tcp"
 
     def route(self, txn) -> None:
         if txn.request.method != "INVITE":
@@ -151,7 +154,8 @@ async def parties(tmp_path):
     def make(kind: str = "tcp", types_b: str = "text/plain",
              answer_b: str = "passive") -> tuple[Party, Party]:
         tls = make_tls(tmp_path) if kind == "tls" else None
-        a, b = Party("alice", tls), Party("bob", tls, types_b, answer_b)
+        host = "::1" if kind == "tcp6" else "127.0.0.1"
+        a, b = Party("alice", tls, host=host), Party("bob", tls, types_b, answer_b, host=host)
         made.extend([a, b])
         return a, b
 
@@ -180,14 +184,17 @@ async def exchange(a: Party, b: Party, sid_a: str, sid_b: str) -> None:
     assert a.h.of("message") == [("message", sid_a, "text/plain", big)]
 
 
-@pytest.mark.parametrize("kind", ["tcp", "tls"])
+@pytest.mark.parametrize("kind", ["tcp", "tls", "tcp6"])
 @pytest_twisted.ensureDeferred
 async def test_messages_both_ways_then_bye_from_the_offerer(parties, kind):
     a, b = parties(kind)
     sid_a, sid_b = await establish(a, b)
     info_a, info_b = a.ua.sessions()[0], b.ua.sessions()[0]
     assert info_a.remote_path == info_b.local_path and info_b.remote_path == info_a.local_path
-    assert info_a.local_path[0].startswith("msrps://" if kind == "tls" else "msrp://")
+    prefix = {"tls": "msrps://127.0.0.1:", "tcp": "msrp://127.0.0.1:", "tcp6": "msrp://[::1]:"}[kind]
+    assert info_a.local_path[0].startswith(prefix)
+    (dialog,) = a.sip.dialogs()
+    assert (b"c=IN IP6 ::1\r\n" in dialog.remote_sdp) is (kind == "tcp6")
     await exchange(a, b, sid_a, sid_b)
     assert a.ua.end(sid_a)
     await b.h.wait("terminated")
