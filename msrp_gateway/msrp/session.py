@@ -211,6 +211,19 @@ class OutgoingMessage:
             return None
         return _serialize_fresh(req)
 
+    def abort_frame(self) -> bytes | None:
+        """A bodiless `#` chunk telling the peer to drop what it has, if chunks remain."""
+        if self.written_all or self._chunker.offset == 0:
+            return None
+        req = self._chunker.abort()
+        if req is None:
+            return None
+        self.written_all = True
+        try:
+            return _serialize_fresh(req)[1]
+        except ValueError:
+            return None
+
     def fail(self, code: int, comment: str | None) -> None:
         if self.done:
             return
@@ -582,7 +595,7 @@ class LinkCore:
         for msg in list(self._inflight):
             if msg.session is session:
                 self._inflight.discard(msg)
-                msg.fail(CONNECTION_LOST, why)
+                self._fail(msg, CONNECTION_LOST, why)
 
     def _arm_idle(self) -> None:
         if self.lost or self.sessions:
@@ -654,9 +667,17 @@ class LinkCore:
             self._write(data)
 
     def _fail(self, msg: OutgoingMessage, code: int, comment: str | None) -> None:
-        """Fail a message and forget its other transactions (their timers are cancelled)."""
+        """Fail a message and forget its other transactions (their timers are cancelled).
+
+        Chunks not yet sent are replaced by a `#` chunk (RFC 4975 s.7.1.1), except after
+        a 413, which already told us the peer dropped the message.
+        """
         for tid in list(msg.outstanding):
             self.pending.pop(tid, None)
+        if code != 413 and not self.lost and not msg.done:
+            data = msg.abort_frame()
+            if data is not None:
+                self._write(data)
         msg.fail(code, comment)
 
     def _timeout(self, tid: str) -> None:

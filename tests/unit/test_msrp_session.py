@@ -570,3 +570,27 @@ def test_unsendable_content_type_fails_that_message_only(host):
     [req] = w.take()
     reply(w, req, 200)
     assert d.result == 200
+
+
+def test_timed_out_message_is_aborted_with_hash_chunk():
+    h = Host(SessionSettings(max_inflight=1))
+    s, w = bound_session(h)
+    errors = []
+    s.send("text/plain", b"q" * 5000).addErrback(errors.append)
+    [first] = w.take()
+    h.clock.advance(h.settings.response_timeout)
+    assert errors[0].value.code == 408
+    [abort] = w.take()
+    assert abort.flag == "#" and abort.body == b""
+    assert abort.message_id == first.message_id
+    assert abort.byte_range.start == 2049
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_413_stops_sending_without_abort_chunk():
+    h = Host(SessionSettings(max_inflight=1))
+    s, w = bound_session(h)
+    s.send("text/plain", b"q" * 5000).addErrback(lambda f: None)
+    [first] = w.take()
+    reply(w, first, 413)
+    assert w.take() == []
