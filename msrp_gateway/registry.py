@@ -14,7 +14,7 @@ from typing import Any
 
 MIN_HASH_SIZE = 1
 MAX_HASH_SIZE = 20  # as OpenSIPS: 2^1 .. 2^20 buckets
-MAX_KEY_LENGTH = 1024
+MAX_KEY_LENGTH = 10_000  # two URIs of the SIP parser's 4096-character bound, and a separator
 
 
 class RegistryError(Exception):

@@ -600,6 +600,15 @@ def test_settings_are_read_from_a_config_section() -> None:
     assert GatewaySettings.from_any({"hash_size": 3}).hash_size == 3
 
 
+def test_settings_come_from_the_real_config_defaults() -> None:
+    from msrp_gateway.config import Settings
+
+    s = GatewaySettings.from_any(Settings())
+    assert (s.hash_size, s.cleanup_interval, s.session_timeout, s.message_timeout) == (
+        10, 60, 43200, 7200)
+    assert s.failure_message is True
+
+
 def test_registry_spreads_keys_over_two_to_the_hash_size_buckets() -> None:
     reg = Registry(hash_size=3, max_sessions=100)
     assert reg.bucket_count == 8

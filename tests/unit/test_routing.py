@@ -146,6 +146,12 @@ def test_default_route_refuses_untrusted_sources(world: World) -> None:
     assert final(t) == 403 and world.gw.list_sessions() == []
 
 
+def test_malformed_to_header_gets_400_not_a_crash(world: World) -> None:
+    t = txn(to="<sip:bob@example.com")  # unterminated <uri>
+    world.router(t)
+    assert final(t) == 400 and world.gw.list_sessions() == []
+
+
 def test_default_route_ignores_stray_ack(world: World) -> None:
     t = txn("ACK", ctype=None, body=b"")
     world.router(t)
