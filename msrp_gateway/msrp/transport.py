@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from twisted.internet import defer, endpoints, ssl
@@ -60,29 +60,43 @@ def parse_socket(text: str) -> tuple[bool, str, int]:
 @dataclass(slots=True)
 class TLSSettings:
     """Certificate and key files for msrps; `ca_certificates` verifies peers (else the
-    platform trust store)."""
+    platform trust store). Files are read once, on first use (the stack does it at start)."""
 
     certificate: str
     private_key: str
     ca_certificates: str | None = None
+    _own_cert: Any = field(default=None, init=False, repr=False, compare=False)
+    _trust_root: Any = field(default=None, init=False, repr=False, compare=False)
 
-    def _own(self) -> ssl.PrivateCertificate:
-        with open(self.certificate, "rb") as f:
-            cert = f.read()
-        with open(self.private_key, "rb") as f:
-            key = f.read()
-        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+    def _own(self) -> Any:
+        if self._own_cert is None:
+            with open(self.certificate, "rb") as f:
+                cert = f.read()
+            with open(self.private_key, "rb") as f:
+                key = f.read()
+            self._own_cert = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+        return self._own_cert
 
     def _trust(self) -> Any:
+        if self._trust_root is not None:
+            return self._trust_root
         if not self.ca_certificates:
-            return ssl.platformTrust()
+            self._trust_root = ssl.platformTrust()
+            return self._trust_root
         with open(self.ca_certificates, "rb") as f:
             pem = f.read()
         blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
                             pem, re.S)
         if not blocks:
             raise ValueError(f"[tls] ca_certificates: no certificate in {self.ca_certificates}")
-        return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
+        self._trust_root = ssl.trustRootFromCertificates(
+            [ssl.Certificate.loadPEM(b) for b in blocks])
+        return self._trust_root
+
+    def load(self) -> None:
+        """Read and check every file now, so a bad file fails start-up, not a call."""
+        self._own()
+        self._trust()
 
     def server_options(self) -> Any:
         return self._own().options()
@@ -195,6 +209,8 @@ class MSRPStack(SessionHost):
         self.clock: IReactorTime = reactor
         self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
         self.tls = tls_settings_from(tls)
+        if self.tls is not None:
+            self.tls.load()
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.settings = settings or SessionSettings()
         self.table = SessionTable(self.settings)
@@ -202,6 +218,7 @@ class MSRPStack(SessionHost):
         self._protocols: set[MSRPProtocol] = set()
         self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}
         self._connecting: dict[tuple[bool, str, int], list[defer.Deferred[LinkCore]]] = {}
+        self._attempts: dict[tuple[bool, str, int], defer.Deferred[Any]] = {}
 
     # -- listening ----------------------------------------------------------------------
     def listen(self, socket_string: str) -> IListeningPort:
@@ -270,17 +287,20 @@ class MSRPStack(SessionHost):
             endpoint = endpoints.wrapClientTLS(self.tls.client_options(target.host),
                                                endpoint)
         cd = endpoint.connect(_OutboundFactory(self, key))
+        self._attempts[key] = cd
         cd.addCallbacks(self._connected, self._connect_failed,
                         callbackArgs=(key,), errbackArgs=(key,))
         return d
 
     def _connected(self, proto: MSRPProtocol, key: tuple[bool, str, int]) -> None:
+        self._attempts.pop(key, None)
         self._outbound[key] = proto
         for d in self._connecting.pop(key, []):
             d.callback(proto.core)
 
     def _connect_failed(self, failure: Failure, key: tuple[bool, str, int]) -> None:
-        why = failure.getErrorMessage()
+        self._attempts.pop(key, None)
+        why = failure.getErrorMessage() or failure.type.__name__
         log.warn("MSRP connection to {host}:{port} failed: {why}", host=key[1],
                  port=key[2], why=why)
         for d in self._connecting.pop(key, []):
@@ -304,6 +324,8 @@ class MSRPStack(SessionHost):
         for lp in self._ports:
             waits.append(defer.maybeDeferred(lp.stopListening))
         self._ports.clear()
+        for attempt in list(self._attempts.values()):
+            attempt.cancel()  # waiters errback MSRPSendError(503)
         for proto in list(self._protocols):
             waits.append(proto.closed)
             proto.close()

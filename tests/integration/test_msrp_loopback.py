@@ -397,3 +397,23 @@ async def test_inbound_connections_beyond_the_bound_are_refused(tmp_path):
         await first.close()
     finally:
         await ep.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_cancels_a_connection_being_opened(tmp_path):
+    ep = Endpoints("tcp", tmp_path)
+    sa = ep.a.create_session(["text/plain"])
+    sb = ep.b.create_session(["text/plain"])
+    sa.set_remote_path([sb.local_uri])
+    connecting = sa.connect()
+    errors = []
+    connecting.addErrback(errors.append)
+    await ep.stop()
+    assert errors and errors[0].value.code == 503
+    assert ep.a.connection_count() == 0 and ep.b.connection_count() == 0
+
+
+def test_unreadable_tls_files_fail_at_construction(tmp_path):
+    with pytest.raises(OSError):
+        MSRPStack(reactor, "msrps://127.0.0.1:2855;tcp",
+                  tls=TLSSettings(str(tmp_path / "no-cert.pem"), str(tmp_path / "no-key.pem")))
