@@ -719,8 +719,11 @@ class LinkCore:
                 self._on_request(ev)
             else:
                 self._on_bad_request(ev)
-        if self.parser.pending_since is not None and self._frame_call is None \
-                and not self.lost:
+        if self.parser.pending_since is None:
+            if self._frame_call is not None:
+                self._frame_call.cancel()
+                self._frame_call = None
+        elif self._frame_call is None and not self.lost:
             self._frame_call = self.clock.callLater(self.settings.frame_timeout,
                                                     self._frame_check)
 

@@ -594,3 +594,33 @@ def test_413_stops_sending_without_abort_chunk():
     [first] = w.take()
     reply(w, first, 413)
     assert w.take() == []
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(body=st.binary(min_size=1, max_size=9000), chunk=st.integers(1, 3000),
+       order=st.randoms(use_true_random=False), cut=st.integers(1, 700))
+def test_any_chunk_order_and_byte_split_delivers_the_message_once(body, chunk, order, cut):
+    h = Host()
+    s = h.session()
+    got = []
+    s.on_message = got.append
+    w = Wire(h)
+    frames = []
+    n = len(body)
+    for i, start in enumerate(range(0, n, chunk)):
+        piece = body[start:start + chunk]
+        end = start + len(piece)
+        frames.append(send_frame(s.local_uri, body=piece, tid=f"tid{i:05d}",
+                                 byte_range=f"{start + 1}-{end}/{n}",
+                                 flag="$" if end == n else "+"))
+    order.shuffle(frames)
+    stream = b"".join(frames)
+    for off in range(0, len(stream), cut):
+        w.core.data_received(stream[off:off + cut])
+    assert [m.body for m in got] == [body]
+    assert sorted(r.status for r in w.responses()) == [200] * len(frames)
+    assert h.clock.getDelayedCalls() == [] or all(
+        c.func.__name__ == "_idle" for c in h.clock.getDelayedCalls())
