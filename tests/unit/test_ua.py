@@ -461,3 +461,72 @@ def test_stop_ends_every_session():
     assert d.called
     assert sorted(e[1] for e in env.h.endings()) == sorted([sid1, sid2])
     env.assert_no_leftovers()
+
+
+# ------------------------------------------------------------------ any order of events
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PEER_ACTIONS = ["answer_ok", "answer_active", "answer_bad", "reject", "advance_small", "advance_big",
+                "bind_ok", "bind_fail", "lose", "peer_bye", "ack", "end", "send", "message"]
+
+
+def _play(env: Env, action: str, sid: str) -> None:
+    ic = env.sip.invites[-1] if env.sip.invites else None
+    ms = env.msrp.sessions[-1]
+    dialog = env.sip.dialogs[-1] if env.sip.dialogs else None
+    if action == "answer_ok" and ic is not None and ic.pending:
+        ic.accept(peer_sdp(setup="passive"))
+    elif action == "answer_active" and ic is not None and ic.pending:
+        ic.accept(peer_sdp(setup="active"))
+    elif action == "answer_bad" and ic is not None and ic.pending:
+        ic.accept(peer_sdp(types=("image/png",)))
+    elif action == "reject" and ic is not None and ic.pending:
+        ic.reject(486, "Busy Here")
+    elif action == "advance_small":
+        env.clock.advance(1)
+    elif action == "advance_big":
+        env.clock.advance(20)
+    elif action == "bind_ok" and not ms.closed:
+        ms.binding_done()
+    elif action == "bind_fail" and not ms.closed:
+        ms.binding_failed()
+    elif action == "lose" and not ms.closed:
+        ms.lose_connection()
+    elif action == "peer_bye" and dialog is not None and not dialog.terminated:
+        dialog.peer_bye()
+    elif action == "ack" and dialog is not None and dialog.role == "uas" and not dialog.terminated:
+        dialog.ack()
+    elif action == "end":
+        env.ua.end(sid)
+    elif action == "send":
+        env.ua.send(sid, "text/plain", b"x").addErrback(lambda f: None)
+    elif action == "message" and ms.on_message is not None:
+        ms.on_message("MSG")
+
+
+@settings(max_examples=300, deadline=None)
+@given(role=st.sampled_from(["uac", "uas-passive", "uas-active"]),
+       actions=st.lists(st.sampled_from(PEER_ACTIONS), max_size=12))
+def test_any_order_of_events_gives_one_ending_and_no_leftovers(role, actions):
+    env = Env(max_duration=100)
+    if role == "uac":
+        sid, _, _ = env.start()
+    else:
+        setup = "active" if role == "uas-active" else "passive"
+        sid = env.ua.answer(invite_txn(peer_sdp(setup=setup)), "text/plain", env.h)
+    for action in actions:
+        _play(env, action, sid)
+    env.clock.advance(0)  # notifications deferred out of start()/answer()
+    env.clock.advance(1000)  # every bound (setup, Timer B, max_duration) has passed
+    for _, _, _, _, d in env.msrp.sessions[-1].sent:
+        if not d.called:
+            d.callback(200)
+    assert len(env.h.endings()) == 1, env.h.events
+    kinds = env.h.kinds()
+    assert kinds.index(env.h.endings()[0][0]) == len(kinds) - 1  # nothing after the ending
+    assert kinds.count("established") <= 1
+    if env.h.endings()[0][0] == "failed":
+        assert role == "uac" and "established" not in kinds
+    env.assert_no_leftovers()
