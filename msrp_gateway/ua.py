@@ -226,7 +226,8 @@ class MSRPUserAgent:
         s.remote_path = list(neg.peer.path)
         self._register(s)
         try:
-            dialog = self._sip.accept(txn, body=neg.body, content_type=SDP_TYPE)
+            contact = [("Contact", f"<{self._contact}>")] if self._contact else []
+            dialog = self._sip.accept(txn, body=neg.body, content_type=SDP_TYPE, headers=contact)
         except Exception as e:
             s.starting = False
             self._finish(s, why=f"200 not sent: {e}", quiet=True)

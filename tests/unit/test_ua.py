@@ -463,6 +463,17 @@ def test_stop_ends_every_session():
     env.assert_no_leftovers()
 
 
+
+def test_advertised_contact_goes_in_our_invite_and_our_200():
+    env = Env(advertised_contact="sip:gw@203.0.113.5:5062;transport=tcp")
+    _, ic, _ = env.start()
+    assert ic.request.headers.get_all("Contact") == ["<sip:gw@203.0.113.5:5062;transport=tcp>"]
+    txn = invite_txn(peer_sdp())
+    env.ua.answer(txn, "text/plain", env.h)
+    (_, _, kw), = txn.responses
+    assert list(kw["headers"]) == [("Contact", "<sip:gw@203.0.113.5:5062;transport=tcp>")]
+
+
 # ------------------------------------------------------------------ any order of events
 
 from hypothesis import given, settings  # noqa: E402
