@@ -75,6 +75,8 @@ class SessionSettings:
     max_queued_messages: int = 1024     # outgoing messages waiting per connection
     max_queued_bytes: int = 64 * 1024 * 1024
     max_inflight: int = 256             # SENDs awaiting their response per connection
+    max_unsent_bytes: int = 4 * 1024 * 1024  # responses/REPORTs piled up for a peer that
+                                             # does not read: beyond this, close
     max_sessions: int = 100_000
     max_connections: int = 10_000       # open connections; an inbound one beyond is refused
     session_id_matching: bool = False   # RFC 6714 (CEMA): match on session-id only
@@ -566,6 +568,7 @@ class LinkCore:
         self.paused = False
         self.lost = False
         self.closing = False  # asked to close: not to be reused for new sessions
+        self._unsent = 0
         self._idle_call: IDelayedCall | None = None
         self._frame_call: IDelayedCall | None = None
         self._last_hops: tuple[str | None, str | None] = (None, None)
@@ -611,7 +614,9 @@ class LinkCore:
 
     # -- writing --------------------------------------------------------------------------
     def write_frame(self, frame: MSRPRequest | MSRPResponse) -> None:
-        if self.lost:
+        """Responses and REPORTs go out at once; while the socket is full they pile up only
+        to `max_unsent_bytes` (a peer that sends but never reads is cut off)."""
+        if self.lost or self.closing:
             return
         try:
             data = frame.to_bytes()
@@ -619,6 +624,13 @@ class LinkCore:
             log.warn("MSRP connection {name}: cannot write frame: {why}", name=self.name,
                      why=str(e))
             return
+        if self.paused:
+            self._unsent += len(data)
+            if self._unsent > self.settings.max_unsent_bytes:
+                log.warn("MSRP connection {name}: peer reads nothing back ({n} bytes "
+                         "waiting), closing", name=self.name, n=self._unsent)
+                self._close()
+                return
         self._write(data)
 
     def enqueue(self, msg: OutgoingMessage) -> None:
@@ -699,6 +711,7 @@ class LinkCore:
 
     def resume(self) -> None:
         self.paused = False
+        self._unsent = 0
         self.pump()
 
     # -- reading --------------------------------------------------------------------------

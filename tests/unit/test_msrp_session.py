@@ -624,3 +624,15 @@ def test_any_chunk_order_and_byte_split_delivers_the_message_once(body, chunk, o
     assert sorted(r.status for r in w.responses()) == [200] * len(frames)
     assert h.clock.getDelayedCalls() == [] or all(
         c.func.__name__ == "_idle" for c in h.clock.getDelayedCalls())
+
+
+def test_peer_that_never_reads_is_cut_off_at_unsent_bound():
+    h = Host(SessionSettings(max_unsent_bytes=2000))
+    s = h.session()
+    w = Wire(h)
+    w.core.data_received(send_frame(s.local_uri, mid="m0"))
+    w.core.pause()  # our socket is full: the peer is not reading
+    for i in range(1, 40):
+        w.core.data_received(send_frame(s.local_uri, mid=f"m{i}"))
+    assert w.closed == 1
+    assert len(w.responses()) < 40
