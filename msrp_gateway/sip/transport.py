@@ -173,6 +173,11 @@ class _StreamProtocol(protocol.Protocol):
         else:
             self._idle = self.controller.reactor.callLater(timeout, self._idle_close)
 
+    def stop_idle_timer(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
     def _idle_close(self) -> None:
         self._idle = None
         log.debug("closing idle {kind} connection to {peer}", kind=self.kind, peer=self.peer)
@@ -203,9 +208,7 @@ class _StreamProtocol(protocol.Protocol):
         self.transport.write(data)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        self.stop_idle_timer()
         self.controller._connection_lost(self)
 
 
@@ -347,6 +350,7 @@ class SIPTransport:
                 factory.connector.stopConnecting()
             factory.failed("transport stopped")
         for conn in list(self._streams):
+            conn.stop_idle_timer()
             conn.transport.abortConnection()
         return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
 

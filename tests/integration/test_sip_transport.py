@@ -322,13 +322,28 @@ async def test_connection_table_bound_refuses_extra_inbound_connections(transpor
     await close_client(first)
 
 
-@pytest_twisted.ensureDeferred
-async def test_idle_connections_are_closed(transports):
-    server = transports(idle_timeout=0.05)
-    server.listen("tcp:127.0.0.1:0")
-    client = await connect_client(port_of(server, "tcp"))
-    await with_timeout(client.closed)
-    assert server.connection_count == 0
+def test_idle_connections_are_closed_after_idle_timeout_on_the_injected_clock():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    clock = MemoryReactorClock()
+    t = SIPTransport(clock, idle_timeout=30.0)
+    t.listen("tcp:127.0.0.1:5060")
+    factory = clock.tcpServers[0][1]
+    addr = IPv4Address("TCP", "127.0.0.1", 40000)
+    conn = factory.buildProtocol(addr)
+    wire = StringTransport(peerAddress=addr)
+    conn.makeConnection(wire)
+    assert t.connection_count == 1
+    clock.advance(29)
+    conn.dataReceived(b"\r\n\r\n")  # activity (a ping) restarts the idle timer
+    assert wire.value() == b"\r\n"
+    clock.advance(29)
+    assert not wire.disconnecting
+    clock.advance(1.5)
+    assert wire.disconnecting
+    conn.connectionLost(None)
+    assert t.connection_count == 0 and clock.getDelayedCalls() == []
 
 
 @pytest_twisted.ensureDeferred
