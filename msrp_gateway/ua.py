@@ -132,6 +132,7 @@ class _Session:
     queue: deque[tuple[str | None, bytes, str, str, defer.Deferred[int]]] = field(default_factory=deque)
     starting: bool = True  # inside start()/answer(): notifications are deferred
     offer: bytes = b""  # UAC: the SDP we offered
+    peer_max_size: int | None = None  # the peer's a=max-size (RFC 4975 s.8.6)
 
 
 def _split_types(content_types: str | Sequence[str]) -> list[str]:
@@ -224,6 +225,7 @@ class MSRPUserAgent:
             self._clock.seconds(),
         )
         s.remote_path = list(neg.peer.path)
+        s.peer_max_size = neg.peer.max_size
         self._register(s)
         try:
             contact = [("Contact", f"<{self._contact}>")] if self._contact else []
@@ -256,6 +258,10 @@ class MSRPUserAgent:
         s = self._sessions.get(session_id)
         if s is None:
             return defer.fail(MSRPSendError(NO_SESSION, "no such MSRP session"))
+        if s.peer_max_size is not None and len(body) > s.peer_max_size:
+            return defer.fail(
+                MSRPSendError(413, f"the peer takes messages of at most {s.peer_max_size} bytes (a=max-size)")
+            )
         if s.bound:
             sent: defer.Deferred[int] = s.msrp.send(
                 content_type, body, failure_report=failure_report, success_report=success_report
@@ -354,6 +360,7 @@ class MSRPUserAgent:
             self._finish(s, why=f"unusable SDP answer: {e}")
             return
         s.remote_path = list(peer.path)
+        s.peer_max_size = peer.max_size
         s.content_types = common
         s.state = SessionState.SETUP
         self._bind(s, active)

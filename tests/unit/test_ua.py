@@ -474,6 +474,20 @@ def test_advertised_contact_goes_in_our_invite_and_our_200():
     assert list(kw["headers"]) == [("Contact", "<sip:gw@203.0.113.5:5062;transport=tcp>")]
 
 
+
+def test_messages_over_the_peers_max_size_fail_413_locally():
+    env = Env()
+    body = sdp.build_offer([PEER_PATH], ["text/plain"], setup="active", max_size=10)
+    sid = env.ua.answer(invite_txn(body), "text/plain", env.h)
+    ms = env.msrp.sessions[-1]
+    ms.binding_done()
+    errors = []
+    env.ua.send(sid, "text/plain", b"x" * 11).addErrback(lambda f: errors.append(f.value))
+    assert errors[0].code == 413 and "max-size" in errors[0].comment
+    env.ua.send(sid, "text/plain", b"x" * 10)
+    assert [m[1] for m in ms.sent] == [b"x" * 10]
+
+
 # ------------------------------------------------------------------ any order of events
 
 from hypothesis import given, settings  # noqa: E402
