@@ -584,7 +584,15 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SIPMessage:
     """Parse one datagram. A body longer than Content-Length is cut to it; a shorter one
     is a 400 (RFC 3261 s.18.3); without Content-Length the rest is the body."""
     if len(data) > limits.max_message_size:
-        raise SIPParseError("message too large", 513)
+        error = SIPParseError("message too large", 513)
+        end = data.find(b"\r\n\r\n", 0, limits.max_message_size)
+        if end > 0:  # read the headers anyway, so that the sender can be told 513
+            try:
+                error.message = _parse_head(
+                    data[:end].decode("utf-8", "surrogateescape"), limits)[0]
+            except SIPParseError:
+                pass
+        raise error
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # s.7.5: ignore CRLFs before the start line
     end = data.find(b"\r\n\r\n")

@@ -10,7 +10,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, ssl
 
-from msrp_gateway.sip.message import SIPRequest, SIPResponse, StreamParser, make_response, parse_message
+from msrp_gateway.sip.message import (
+    Limits,
+    SIPRequest,
+    SIPResponse,
+    StreamParser,
+    make_response,
+    parse_message,
+)
 from msrp_gateway.sip.transport import Peer, SIPTransport, TransportError, parse_listen_string
 
 TIMEOUT = 5.0
@@ -194,7 +201,7 @@ async def test_udp_without_rport_answers_received_ip_at_the_via_port(transports)
 @pytest_twisted.ensureDeferred
 async def test_udp_malformed_request_with_readable_via_gets_400_and_garbage_is_dropped(
         transports, udp_client):
-    server = transports()
+    server = transports(limits=Limits(max_message_size=2000))
     server.listen("udp:127.0.0.1:0")
     inbox = Inbox(server)
     client, client_port = udp_client
@@ -208,10 +215,12 @@ async def test_udp_malformed_request_with_readable_via_gets_400_and_garbage_is_d
     unknown = request().to_bytes().replace(b"MESSAGE sip:gw@127.0.0.1", b"MESSAGE foo:bar")
     client.transport.write(unknown, dest)
     assert parse_message(await client.next(2)).status == 416
+    client.transport.write(request(body=b"x" * 3000).to_bytes(), dest)
+    assert parse_message(await client.next(3)).status == 513  # over max_message_size
     client.transport.write(request(branch="z9hG4bKok").to_bytes(), dest)
     msg, _ = await inbox.next()
     assert msg.top_via.branch == "z9hG4bKok"
-    assert len(inbox.items) == 1 and len(client.received) == 2  # garbage: no answer
+    assert len(inbox.items) == 1 and len(client.received) == 3  # garbage: no answer
 
 
 @pytest_twisted.ensureDeferred
