@@ -344,3 +344,30 @@ def test_answerer_raises_only_sdperror_on_shuffled_lines(lines):
     except SDPError:
         return
     assert neg.body.startswith(b"v=0\r\n")
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-+.", min_size=1, max_size=12)
+_mtype = st.builds(lambda a, b: f"{a}/{b}", _token, _token)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    host=st.sampled_from(["127.0.0.1", "::1", "2001:db8::7", "gw.example.com", "192.0.2.44"]),
+    port=st.integers(1, 65535),
+    tls=st.booleans(),
+    relays=st.lists(st.builds(lambda h, p: f"msrp://{h}.example.net:{p}/r;tcp", _token, st.integers(1, 65535)),
+                    max_size=3),
+    types=st.lists(_mtype, min_size=1, max_size=5, unique=True),
+    setup=st.sampled_from(["active", "passive", "actpass"]),
+    max_size=st.none() | st.integers(0, 2**40),
+)
+def test_what_we_offer_reads_back_the_same(host, port, tls, relays, types, setup, max_size):
+    scheme = "msrps" if tls else "msrp"
+    hostpart = f"[{host}]" if ":" in host else host
+    path = sdp.local_path(f"{scheme}://{hostpart}:{port};tcp", sdp.new_session_id(), relays)
+    body = sdp.build_offer(path, types, setup=setup, max_size=max_size)
+    m = sdp.find_msrp_media(sdp.parse_sdp(body))
+    assert (m.path, m.accept_types, m.setup, m.max_size, m.port) == (path, types, setup, max_size, port)
+    assert m.proto == ("TCP/TLS/MSRP" if tls else "TCP/MSRP")
+    assert m.address == host
+    assert b"a=connection" not in body
