@@ -150,7 +150,6 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             cpu0 = s.gw.cpu_seconds()
             uac = s.sipp_uac(users, count, rate, tag)
             rc = uac.wait(STEP_SECONDS + 60)
-            cpu = s.gw.cpu_seconds() - cpu0
             received: dict[str, float] = {}
             end = time.monotonic() + 10
             while len(received) < count and time.monotonic() < end:
@@ -161,6 +160,7 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
                 body = (e.get("body") or "").strip()
                 if body.startswith(tag + " "):
                     received[body] = e["received"]
+            cpu = s.gw.cpu_seconds() - cpu0  # after the last SEND went out, not the last 202
             sent = {}
             for t, direction, raw in uac.log_entries():
                 if direction == "sent" and raw.startswith("MESSAGE "):

@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 from bench import gateway_bench as gb  # noqa: E402
 
-FULL = [50, 100, 200, 400, 800, 1200, 1600, 2400, 3200]
+FULL = [50, 100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800]
 QUICK = [50, 200, 800]
 
 

@@ -257,6 +257,38 @@ def test_duplicate_key_invite_is_refused(world: World) -> None:
     assert w.session(f"sip:{kim}@127.0.0.1-sip:{lee}@127.0.0.1") is not None
 
 
+def test_mi_end_session_byes_the_msrp_side(world: World) -> None:
+    w = world
+    opal, paul = user("opal"), user("paul")
+    s = w.send_messages(opal, 5997, paul, 1, text="end me")
+    assert s.wait(30) == 0, s.errors()
+    sid = w.peer.expect("invite", timeout=10, has=f"sip:{opal}@")["sid"]
+    w.peer.expect("established", timeout=10, sid=sid)
+    key = f"sip:{paul}@127.0.0.1-sip:{opal}@127.0.0.1"
+    assert w.gw.mi("msrp_gw_end_session", {"key": key})["result"] == "OK"
+    assert w.peer.expect("terminated", timeout=10, sid=sid)["why"]
+    assert w.session(key) is None
+    gone = w.gw.mi("msrp_gw_end_session", {"key": key})
+    assert gone["error"] == {"code": 404, "message": "Session doesn't exist"}
+
+
+def test_lost_msrp_connection_ends_the_session(world: World) -> None:
+    w = world
+    other = PeerProcess(w.dir, proxy=f"sip:{HOST}:{w.gw.sip_port};lr")
+    try:
+        rosa, saul = user("rosa"), user("saul")
+        s = w.send_messages(rosa, 5996, saul, 1, text="then vanish", to_port=other.sip_port)
+        assert s.wait(30) == 0, s.errors()
+        sid = other.expect("invite", timeout=10)["sid"]
+        other.expect("established", timeout=10, sid=sid)
+        key = f"sip:{saul}@127.0.0.1-sip:{rosa}@127.0.0.1"
+        assert w.session(key) is not None
+    finally:
+        other.proc.kill()  # no BYE, no FIN handshake of its own: the kernel resets
+        other.close()
+    wait_for(lambda: w.session(key) is None, 15, "the gateway to drop the session")
+
+
 # -- set-up failures ------------------------------------------------------------------------
 
 
