@@ -1,4 +1,5 @@
-"""sipp sends 1,000 MESSAGEs to ``twistd -n msrpgw`` over UDP, TCP, and UDP with packet loss.
+"""sipp against ``twistd -n msrpgw``: 1,000 MESSAGEs over UDP, TCP, and UDP with packet loss;
+INVITE/200/ACK/BYE dialogs over UDP and TCP.
 
 The routing script answers MESSAGE 200 and writes each request's Call-ID to a file, so the
 test can tell that it ran exactly once per transaction (retransmissions absorbed by the
@@ -129,3 +130,45 @@ def test_sipp_1000_messages_all_answered_200_route_called_once_each(
     # messages per frame, and the capture may drop a few frames under load)
     assert len(capture.frames("sip")) >= CALLS // 2
     assert gw.running
+
+
+INVITE_ROUTE = """
+def route(req, gw):
+    with open({path!r}, "a") as f:
+        f.write(f"{{req.method}} {{req.call_id}}\\n")
+    if req.method == "INVITE":
+        req.reply(200, "OK")
+    else:
+        req.reply(405)
+"""
+DIALOGS = 50
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_sipp_invite_200_ack_bye_dialogs_against_a_script_that_answers_invite(
+        msrpgw, tmp_path, transport):
+    """sipp's built-in UAC: INVITE, 200 from the route, ACK, BYE answered 200 by the dialog."""
+    sipp, tshark = tool("sipp"), tool("tshark")
+    calls = tmp_path / "calls.txt"
+    gw = msrpgw.start(routing_script=INVITE_ROUTE.format(path=str(calls)), log_level="warn")
+    capture = Capture(tshark, tmp_path, gw.sip_port)
+    stats = tmp_path / "stats.csv"
+    try:
+        done = subprocess.run(
+            [sipp, "-sn", "uac", "-m", str(DIALOGS), "-r", "25", "-d", "200", "-t", transport,
+             "-i", "127.0.0.1", "-p", "0", f"127.0.0.1:{gw.sip_port}", "-nostdin",
+             "-timeout", "60", "-timeout_error", "-trace_stat", "-stf", str(stats)],
+            cwd=tmp_path, capture_output=True, timeout=90)
+    finally:
+        capture.stop()
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    st = sipp_stats(stats)
+    assert (st["SuccessfulCall(C)"], st["FailedCall(C)"], st["FailedUnexpectedMessage(C)"]) == (
+        str(DIALOGS), "0", "0")
+    lines = calls.read_text().splitlines()
+    # the route sees each initial INVITE once; ACK and BYE stay inside the dialog
+    assert len(lines) == DIALOGS and all(line.startswith("INVITE ") for line in lines)
+    assert len(set(lines)) == DIALOGS
+    assert capture.frames("_ws.malformed") == []
+    methods = " ".join(capture.frames("sip.Method == \"BYE\" || sip.Method == \"ACK\""))
+    assert "BYE" in methods and "ACK" in methods
