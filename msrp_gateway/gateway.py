@@ -13,6 +13,7 @@ writable `owned` flag (set when the transaction is handed to the UA, which answe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -152,9 +153,16 @@ class GatewaySettings:
 def parse_content_types(content_types: str | Iterable[str]) -> tuple[str, ...]:
     """'text/plain, text/html' (or a list) -> ('text/plain', 'text/html'); ValueError if bad."""
     if isinstance(content_types, str):
-        items = [t for t in _TYPE_SPLIT.split(content_types.strip().lower()) if t]
-    else:
-        items = [str(t).strip().lower() for t in content_types]
+        return _parse_type_text(content_types)  # scripts pass the same literal every time
+    return _check_types([str(t).strip().lower() for t in content_types])
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_type_text(content_types: str) -> tuple[str, ...]:
+    return _check_types([t for t in _TYPE_SPLIT.split(content_types.strip().lower()) if t])
+
+
+def _check_types(items: list[str]) -> tuple[str, ...]:
     if not items:
         raise ValueError("content_types is empty")
     if len(items) > MAX_CONTENT_TYPES:

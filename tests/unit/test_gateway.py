@@ -625,3 +625,84 @@ def test_registry_spreads_keys_over_two_to_the_hash_size_buckets() -> None:
     small.add(GatewaySession("a", "f", "t", "r", Origin.MESSAGE, (), 0, 0, 0))
     with pytest.raises(RegistryFull):
         small.add(GatewaySession("b", "f", "t", "r", Origin.MESSAGE, (), 0, 0, 0))
+
+
+# -- any interleaving keeps the table and the UA in step -------------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("message"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("invite"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("establish"), st.integers(0, 50), st.just(0)),
+    st.tuples(st.just("fail"), st.integers(0, 50), st.sampled_from([0, 486])),
+    st.tuples(st.just("terminate"), st.integers(0, 50), st.just(0)),
+    st.tuples(st.just("send"), st.integers(0, 50), st.integers(0, 2)),
+    st.tuples(st.just("answer_sip"), st.integers(0, 50), st.sampled_from([200, 404, 0])),
+    st.tuples(st.just("advance"), st.integers(0, 40), st.just(0)),
+    st.tuples(st.just("mi_end"), st.integers(0, 3), st.integers(0, 3)),
+), max_size=60)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(OPS)
+def test_any_interleaving_answers_every_request_once_and_leaks_nothing(ops) -> None:
+    h = Harness(cleanup_interval=10, session_timeout=60, message_timeout=30, max_sessions=5,
+                max_queued_messages=3)
+    h.gw.start()
+    users = ["sip:a@x.net", "sip:b@x.net", "sip:c@x.net", "sip:d@x.net"]
+    cseq = 0
+    for op, i, j in ops:
+        cseq += 1
+        sids = list(h.ua.by_id)
+        if op == "message":
+            req = request(frm=f"<{users[i]}>;tag=t{cseq}", to=f"<{users[j]}>", ruri=users[j],
+                          cseq=cseq)
+            h.gw.msg_to_msrp(req, f"{users[j]}-{users[i]}", "text/plain")
+            assert status(req) is not None
+        elif op == "invite":
+            req = request("INVITE", frm=f"<{users[i]}>;tag=t{cseq}", to=f"<{users[j]}>",
+                          ruri=users[j], ctype="application/sdp", body=b"v=0\r\n", cseq=cseq)
+            h.gw.msrp_gw_answer(req, f"{users[i]}-{users[j]}", "text/plain", users[i],
+                                users[j], users[j])
+            assert status(req) is not None
+        elif op in ("establish", "fail", "terminate", "send") and sids:
+            sid = sids[i % len(sids)]
+            if h.ua.by_id[sid].ended:
+                continue
+            if op == "establish":
+                h.ua.establish(sid)
+            elif op == "fail":
+                h.ua.fail(sid, j or None, "Busy Here" if j else None)
+            elif op == "terminate":
+                h.ua.terminate(sid)
+            else:
+                h.ua.deliver(sid, FakeIncomingMessage("text/plain", b"x" * j))
+        elif op == "answer_sip" and h.sip.sent:
+            k = i % len(h.sip.sent)
+            if not h.sip.sent[k][1].called:
+                if j:
+                    h.sip.answer(k, j)
+                else:
+                    h.sip.time_out(k)
+        elif op == "advance":
+            h.clock.advance(i)
+        elif op == "mi_end":
+            try:
+                h.gw.end_session(f"{users[j]}-{users[i]}")
+            except (SessionNotFound, EndSessionFailed):
+                pass
+        listed = {s["key"]: s for s in h.gw.list_sessions()}
+        assert len(listed) <= 5
+        live = {sid for sid, s in h.ua.by_id.items() if not s.ended}
+        in_table = {h.gw.session(k).ua_session_id for k in listed}
+        assert live == in_table  # no UA session without its gateway session, and back
+        for s in listed.values():
+            assert s["queued"] <= 3
+            assert s["queued"] == 0 or s["state"] == "setup"
+    done = h.gw.stop()
+    h.clock.advance(h.gw.settings.stop_timeout)
+    assert done.called
+    assert h.gw.list_sessions() == []
+    assert not any(not s.ended for s in h.ua.by_id.values())
+    assert h.clock.getDelayedCalls() == []
