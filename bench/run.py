@@ -1,9 +1,10 @@
 """Run every gateway benchmark, print one table and write the JSON next to it.
 
-    python bench/run.py [--quick] [--only NAME ...] [--out DIR]
+    python bench/run.py [--quick] [--only NAME ...] [--others] [--out DIR]
 
 Needs sipp and twistd on PATH. Everything runs on loopback; each benchmark starts its own
-`twistd -n msrpgw` and MSRP peer and stops them after.
+`twistd -n msrpgw` and MSRP peer and stops them after. `--others` also runs every other
+script in bench/ (the layers' own micro-benchmarks) with its defaults and keeps its output.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Any
@@ -36,6 +38,33 @@ def benchmarks(quick: bool) -> dict[str, Any]:
         "setup_rate": lambda: gb.setup_rate(setup_rates),
         "memory_10k_idle": lambda: gb.memory(2000 if quick else 10_000),
     }
+
+
+OTHERS_TIMEOUT = 400.0
+
+
+def other_scripts() -> list[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sorted(
+        os.path.join(here, f) for f in os.listdir(here)
+        if f.endswith(".py") and not f.startswith(("gateway_", "run", "_"))
+    )
+
+
+def run_other(path: str) -> dict[str, Any]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    began = time.time()
+    try:
+        done = subprocess.run([sys.executable, path], capture_output=True, text=True, env=env,
+                              cwd=root, timeout=OTHERS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {OTHERS_TIMEOUT} s"}
+    out = {"exit": done.returncode, "seconds": round(time.time() - began, 1),
+           "output": done.stdout[-4000:]}
+    if done.returncode != 0:
+        out["error"] = done.stderr[-1000:] or f"exit status {done.returncode}"
+    return out
 
 
 def table(results: dict[str, Any]) -> str:
@@ -81,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="msrpgw gateway benchmarks")
     ap.add_argument("--quick", action="store_true", help="fewer, lower rates (a smoke run)")
     ap.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
+    ap.add_argument("--others", action="store_true",
+                    help="also run the other bench/*.py scripts and keep their output")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
     args = ap.parse_args(argv)
@@ -100,18 +131,28 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"error": f"{type(e).__name__}: {e}"}
     text = table(results)
     print(text)
+    others: dict[str, Any] = {}
+    if args.others:
+        for path in other_scripts():
+            name = os.path.basename(path)
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            others[name] = run_other(path)
+            print(f"\n== {name} (exit {others[name].get('exit')})\n"
+                  f"{others[name].get('output', '').rstrip()}")
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(began))
     doc = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
            "seconds": round(time.time() - began, 1), "quick": args.quick,
            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                        "platform": platform.platform()},
-           "step_seconds": gb.STEP_SECONDS, "results": results, "table": text}
+           "step_seconds": gb.STEP_SECONDS, "results": results, "table": text,
+           "others": others}
     path = os.path.join(args.out, f"gateway-{stamp}.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
     print(f"\nJSON: {path}")
-    return 0 if all("error" not in r for r in results.values()) else 1
+    everything = list(results.values()) + list(others.values())
+    return 0 if all("error" not in r for r in everything) else 1
 
 
 if __name__ == "__main__":
