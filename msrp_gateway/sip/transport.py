@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .message import (
     DEFAULT_LIMITS,
@@ -134,6 +135,14 @@ def _stamp_via(msg: SIPRequest, source: Peer) -> Any:
     return via
 
 
+def _write(conn: Any, data: bytes) -> defer.Deferred[None]:
+    try:
+        conn.write(data)
+    except TransportError as e:
+        return defer.fail(e)
+    return defer.succeed(None)
+
+
 # -- protocols: bytes in, bytes out -------------------------------------------------------
 
 class _DatagramProtocol(protocol.DatagramProtocol):
@@ -145,8 +154,13 @@ class _DatagramProtocol(protocol.DatagramProtocol):
         self.controller._datagram_received(self, data, Peer("udp", addr[0], addr[1]))
 
 
+@implementer(IPushProducer)
 class _StreamProtocol(protocol.Protocol):
-    """One TCP or TLS connection: frames messages, answers pings, closes when idle."""
+    """One TCP or TLS connection: frames messages, answers pings, closes when idle.
+
+    It registers itself as the producer of its own writes, so Twisted tells it when the peer
+    stops reading; what is written meanwhile is bounded by ``max_write_backlog``.
+    """
 
     def __init__(self, controller: SIPTransport, kind: str, outbound_key: Peer | None) -> None:
         self.controller = controller
@@ -157,12 +171,27 @@ class _StreamProtocol(protocol.Protocol):
         self.keys: set[Peer] = set()
         self._idle: Any = None
         self._pings = 0
+        self._paused = False
+        self._backlog = 0
 
     def connectionMade(self) -> None:  # noqa: N802
         addr = self.transport.getPeer()
         self.peer = Peer(self.kind, addr.host, addr.port)
+        self.transport.registerProducer(self, True)
         self.controller._connection_made(self)
         self._touch()
+
+    # IPushProducer: Twisted pauses us when its write buffer is full (the peer is slow).
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._paused = True
+        self._backlog = 0
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
 
     def _touch(self) -> None:
         timeout = self.controller.idle_timeout
@@ -204,6 +233,15 @@ class _StreamProtocol(protocol.Protocol):
                 self.controller._deliver(event, self.peer, self)
 
     def write(self, data: bytes) -> None:
+        """Queue ``data``; raises TransportError (and drops the connection) when a peer
+        that stopped reading would make us hold more than ``max_write_backlog`` bytes."""
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > self.controller.max_write_backlog:
+                log.warn("{kind} peer {peer} stopped reading: closing the connection",
+                         kind=self.kind, peer=str(self.peer))
+                self.transport.abortConnection()
+                raise TransportError(f"{self.peer} is not reading: connection closed")
         self._touch()
         self.transport.write(data)
 
@@ -278,7 +316,8 @@ class SIPTransport:
     def __init__(self, reactor: Any = None, tls_settings: Any = None, *,
                  limits: Limits = DEFAULT_LIMITS, max_connections: int = 1024,
                  idle_timeout: float | None = 120.0, connect_timeout: float = 10.0,
-                 max_pending_per_connection: int = 256) -> None:
+                 max_pending_per_connection: int = 256,
+                 max_write_backlog: int = 4 * 1024 * 1024) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor
@@ -289,6 +328,7 @@ class SIPTransport:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_pending_per_connection = max_pending_per_connection
+        self.max_write_backlog = max_write_backlog
         self.on_message: Callable[[SIPRequest | SIPResponse, Peer], None] | None = None
         self._ports: list[tuple[Peer, IListeningPort, Any]] = []
         self._udp: dict[int, _DatagramProtocol] = {}  # by address family
@@ -451,8 +491,7 @@ class SIPTransport:
             return self._send_udp(data, peer)
         conn = self._by_peer.get(peer)
         if conn is not None:
-            conn.write(data)
-            return defer.succeed(None)
+            return _write(conn, data)
         if isinstance(msg, SIPResponse):
             # s.18.2.2: the connection is gone; open one to received/sent-by
             try:
@@ -463,8 +502,7 @@ class SIPTransport:
                 pass
             conn = self._by_peer.get(peer)
             if conn is not None:
-                conn.write(data)
-                return defer.succeed(None)
+                return _write(conn, data)
         return self._connect(peer).addCallback(lambda c: c.write(data))
 
     def _send_udp(self, data: bytes, peer: Peer) -> defer.Deferred[None]:

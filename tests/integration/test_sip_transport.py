@@ -467,3 +467,30 @@ def test_tls_listener_without_certificate_fails_with_a_clear_error(transports):
     t = transports()
     with pytest.raises(TransportError, match="certificate"):
         t.listen("tls:127.0.0.1:0")
+
+
+def test_a_peer_that_stops_reading_is_cut_off_past_the_write_backlog():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    clock = MemoryReactorClock()
+    t = SIPTransport(clock, max_write_backlog=10_000)
+    t.listen("tcp:127.0.0.1:5060")
+    addr = IPv4Address("TCP", "127.0.0.1", 40000)
+    conn = clock.tcpServers[0][1].buildProtocol(addr)
+    wire = StringTransport(peerAddress=addr)
+    conn.makeConnection(wire)
+    assert wire.producer is conn  # Twisted will tell us when its buffer fills
+    peer = Peer("tcp", "127.0.0.1", 40000)
+    msg = request(body=b"y" * 3000)
+    assert t.send(msg, peer).called
+    conn.pauseProducing()  # the peer stopped reading
+    for _ in range(3):
+        t.send(msg, peer)
+    failed = t.send(msg, peer)
+    failures = []
+    failed.addErrback(failures.append)
+    assert failures and failures[0].check(TransportError)
+    assert wire.disconnecting
+    conn.connectionLost(None)
+    assert t.connection_count == 0
