@@ -337,6 +337,7 @@ class SIPTransport:
         self._connecting: dict[Peer, _ClientFactory] = {}
         self._server_tls: Any = None
         self._client_tls: Any = None
+        self._tls_names: dict[Peer, str] = {}  # resolved TLS peer -> the name to verify
         self._local_ip_cache: dict[tuple[int, str], str] = {}
 
     # -- listening ---------------------------------------------------------------------
@@ -375,7 +376,14 @@ class SIPTransport:
             self._server_tls = _tls_server_options(self.tls_settings)
         return self._server_tls
 
-    def _client_context(self, host: str) -> Any:
+    def _client_context(self, peer: Peer) -> Any:
+        """Without ``verify_peers``: encrypt only (one shared context). With it: the
+        server's chain must lead to ``ca_certificates`` and its certificate must name the
+        host we resolved (or the IP we were given), RFC 5922-style."""
+        settings = self.tls_settings
+        if settings is not None and getattr(settings, "verify_peers", False) and \
+                getattr(settings, "ca_certificates", ""):
+            return _tls_verifying_client_options(settings, self._tls_names.get(peer, peer.host))
         if self._client_tls is None:
             self._client_tls = _tls_client_options(self.tls_settings)
         return self._client_tls
@@ -530,7 +538,7 @@ class SIPTransport:
             try:
                 if peer.transport == "tls":
                     factory.connector = self.reactor.connectSSL(
-                        peer.host, peer.port, factory, self._client_context(peer.host),
+                        peer.host, peer.port, factory, self._client_context(peer),
                         timeout=self.connect_timeout)
                 else:
                     factory.connector = self.reactor.connectTCP(
@@ -613,7 +621,16 @@ class SIPTransport:
         if _is_ip(host.strip("[]")):
             return defer.succeed(Peer(transport, host.strip("[]"), port))
         d = defer.maybeDeferred(self.reactor.resolve, host)
-        d.addCallback(lambda ip: Peer(transport, ip, port))
+
+        def resolved(ip: str) -> Peer:
+            peer = Peer(transport, ip, port)
+            if transport == "tls":
+                if len(self._tls_names) >= 4096:
+                    self._tls_names.pop(next(iter(self._tls_names)))
+                self._tls_names[peer] = host
+            return peer
+
+        d.addCallback(resolved)
 
         def failed(f: Failure) -> Failure:
             return Failure(TransportError(f"cannot resolve {host!r}: {f.getErrorMessage()}"))
@@ -666,6 +683,20 @@ def _tls_client_options(settings: Any) -> Any:
     if settings is not None and getattr(settings, "verify_peers", False) and ca_path:
         kwargs.update(verify=True, caCerts=_load_cas(ca_path))
     return ssl.CertificateOptions(**kwargs)
+
+
+def _tls_verifying_client_options(settings: Any, hostname: str) -> Any:
+    """optionsForClientTLS: chain to ``ca_certificates`` and the name (DNS or IP SAN)."""
+    from twisted.internet import ssl
+
+    cas = [ssl.Certificate(c) for c in _load_cas(settings.ca_certificates)]
+    client_cert = None
+    if getattr(settings, "certificate", "") and getattr(settings, "private_key", ""):
+        client_cert = ssl.PrivateCertificate.loadPEM(
+            _read(settings.certificate, "certificate") + b"\n"
+            + _read(settings.private_key, "private key"))
+    return ssl.optionsForClientTLS(hostname, trustRoot=ssl.trustRootFromCertificates(cas),
+                                   clientCertificate=client_cert)
 
 
 def _load_cas(path: str) -> list[Any]:

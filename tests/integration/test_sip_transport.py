@@ -494,3 +494,36 @@ def test_a_peer_that_stops_reading_is_cut_off_past_the_write_backlog():
     assert wire.disconnecting
     conn.connectionLost(None)
     assert t.connection_count == 0
+
+
+async def until(check, seconds: float = TIMEOUT) -> None:
+    """Wait (bounded) for a condition the reactor will make true."""
+    from twisted.internet import task
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_verification_checks_the_name_we_resolved(transports, tls_files):
+    verifying = TLSFiles(tls_files.certificate, tls_files.private_key,
+                         tls_files.ca_certificates, verify_peers=True)
+    a = transports(tls_settings=verifying)
+    a.listen("tls:127.0.0.1:0")
+    good = transports(tls_settings=tls_files)
+    good.listen("tls:127.0.0.1:0")
+    inbox = Inbox(good)
+    peer = await a.resolve(f"sips:bob@localhost:{port_of(good, 'tls')}")
+    assert peer == Peer("tls", "127.0.0.1", port_of(good, "tls"))
+    await a.send(request(branch="z9hG4bKnamed"), peer)  # certificate names localhost
+    msg, _ = await inbox.next()
+    assert msg.top_via.branch == "z9hG4bKnamed"
+    # the same certificate served on 127.0.0.2 does not name that address: no delivery
+    other = transports(tls_settings=tls_files)
+    other.listen("tls:127.0.0.2:0")
+    other_inbox = Inbox(other)
+    await a.send(request(branch="z9hG4bKwrong"), Peer("tls", "127.0.0.2", port_of(other, "tls")))
+    await until(lambda: a.connection_count == 1)  # the failed handshake dropped that one
+    assert other_inbox.items == []
