@@ -343,8 +343,9 @@ class SIPTransport:
     # -- listening ---------------------------------------------------------------------
 
     def listen(self, socket_string: str) -> IListeningPort:
-        """Start a listener from an OpenSIPS-style socket string; raises on a bad string
-        or a taken port (CannotListenError), so start-up fails loudly."""
+        """Start a listener from an OpenSIPS-style socket string; raises ValueError on a bad
+        string and CannotListenError on a taken port or unusable TLS files, so start-up
+        fails with one line."""
         local = parse_listen_string(socket_string)
         if local.transport == "udp":
             proto = _DatagramProtocol(self, local)
@@ -356,8 +357,14 @@ class SIPTransport:
             port = self.reactor.listenTCP(local.port, _ServerFactory(self, "tcp"),
                                           interface=local.host)
         else:
-            port = self.reactor.listenSSL(local.port, _ServerFactory(self, "tls"),
-                                          self._server_context(), interface=local.host)
+            try:
+                context = self._server_context()
+            except Exception as e:  # unreadable or mismatched PEM files
+                reason = e if isinstance(e, TransportError) else TransportError(
+                    f"bad TLS certificate or key: {e}")
+                raise error.CannotListenError(local.host, local.port, reason) from e
+            port = self.reactor.listenSSL(local.port, _ServerFactory(self, "tls"), context,
+                                          interface=local.host)
         bound = port.getHost()
         actual = Peer(local.transport, local.host, getattr(bound, "port", local.port) or local.port)
         if local.transport == "udp":

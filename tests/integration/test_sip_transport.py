@@ -463,10 +463,21 @@ async def test_tls_between_two_transports_with_peer_verification(transports, tls
     assert source.transport == "tls" and msg.body == b"hello"
 
 
-def test_tls_listener_without_certificate_fails_with_a_clear_error(transports):
+def test_tls_listener_without_usable_certificate_fails_with_a_clear_error(transports, tmp_path,
+                                                                          tls_files):
+    from twisted.internet.error import CannotListenError
+
     t = transports()
-    with pytest.raises(TransportError, match="certificate"):
+    with pytest.raises(CannotListenError, match="certificate"):
         t.listen("tls:127.0.0.1:0")
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a key")
+    t2 = transports(tls_settings=TLSFiles(tls_files.certificate, str(broken)))
+    with pytest.raises(CannotListenError, match="certificate or key"):
+        t2.listen("tls:127.0.0.1:0")
+    t3 = transports(tls_settings=TLSFiles(tls_files.certificate, str(tmp_path / "missing.pem")))
+    with pytest.raises(CannotListenError, match="cannot read"):
+        t3.listen("tls:127.0.0.1:0")
 
 
 def test_a_peer_that_stops_reading_is_cut_off_past_the_write_backlog():
