@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, Union
 
 from .uri import (
     SIPParseError,
@@ -619,9 +619,11 @@ class StreamParser:
     ``SIPParseError`` when framing itself fails: close the connection then.
     CRLF keep-alives between messages are skipped; ``pings`` counts double-CRLF pings
     (RFC 5626 s.3.5.1), to be answered by one CRLF.
+    Work per byte is constant however the peer splits its data: the search for the end of
+    the headers resumes where it stopped, and headers are parsed once while the body comes.
     """
 
-    __slots__ = ("limits", "_buf", "_crlf", "pings", "_broken")
+    __slots__ = ("limits", "_buf", "_crlf", "pings", "_broken", "_scan", "_pending")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
@@ -629,6 +631,10 @@ class StreamParser:
         self._crlf = 0
         self.pings = 0
         self._broken = False
+        self._scan = 0  # where to resume looking for the blank line
+        # headers parsed, body not complete: (message or None, error or None, body length,
+        # header index, header bytes incl. the blank line)
+        self._pending: tuple[Any, Any, int, Any, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -644,51 +650,58 @@ class StreamParser:
         pos = 0
         try:
             while True:
-                # keep-alives between messages
-                while pos < len(buf) and buf[pos] in (13, 10):
-                    if buf[pos] == 13:
-                        if pos + 1 >= len(buf):
-                            break
-                        if buf[pos + 1] != 10:
-                            raise SIPParseError("bare CR between messages")
-                        pos += 2
-                    else:
-                        pos += 1  # lenient: bare LF
-                    self._crlf += 1
-                    if self._crlf == 2:
-                        self.pings += 1
-                        self._crlf = 0
-                if pos >= len(buf) or buf[pos] in (13, 10):
-                    break
-                self._crlf = 0
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > limits.max_message_size:
+                if self._pending is None:
+                    # keep-alives between messages
+                    while pos < len(buf) and buf[pos] in (13, 10):
+                        if buf[pos] == 13:
+                            if pos + 1 >= len(buf):
+                                break
+                            if buf[pos + 1] != 10:
+                                raise SIPParseError("bare CR between messages")
+                            pos += 2
+                        else:
+                            pos += 1  # lenient: bare LF
+                        self._crlf += 1
+                        if self._crlf == 2:
+                            self.pings += 1
+                            self._crlf = 0
+                    if pos >= len(buf) or buf[pos] in (13, 10):
+                        break
+                    self._crlf = 0
+                    end = buf.find(b"\r\n\r\n", max(pos, self._scan))
+                    if end < 0:
+                        if len(buf) - pos > limits.max_message_size:
+                            raise SIPParseError("message headers too large", 513)
+                        self._scan = max(pos, len(buf) - 3)
+                        break
+                    self._scan = 0
+                    if end - pos > limits.max_message_size:
                         raise SIPParseError("message headers too large", 513)
-                    break
-                if end - pos > limits.max_message_size:
-                    raise SIPParseError("message headers too large", 513)
-                head = bytes(buf[pos:end]).decode("utf-8", "surrogateescape")
-                error: SIPParseError | None = None
-                try:
-                    msg, clen, index = _parse_head(head, limits)
-                except SIPParseError as e:
-                    if e.code == 513 or e.message is None:
-                        raise
-                    error = e
-                    clen = _lenient_length(head)
-                    msg = None
-                if clen is None:
-                    clen = 0  # s.18.3: mandatory on streams; absent means no body
-                body_start = end + 4
-                if body_start - pos + clen > limits.max_message_size:
-                    raise SIPParseError("message too large", 413)
+                    head = bytes(buf[pos:end]).decode("utf-8", "surrogateescape")
+                    msg: Any = None
+                    index: Any = None
+                    error: SIPParseError | None = None
+                    try:
+                        msg, clen, index = _parse_head(head, limits)
+                    except SIPParseError as e:
+                        if e.code == 513 or e.message is None:
+                            raise
+                        error = e
+                        clen = _lenient_length(head)
+                    if clen is None:
+                        clen = 0  # s.18.3: mandatory on streams; absent means no body
+                    head_len = end + 4 - pos
+                    if head_len + clen > limits.max_message_size:
+                        raise SIPParseError("message too large", 413)
+                    self._pending = (msg, error, clen, index, head_len)
+                msg, error, clen, index, head_len = self._pending
+                body_start = pos + head_len
                 if len(buf) < body_start + clen:
                     break
+                self._pending = None
                 if error is not None:
                     out.append(error)
                 else:
-                    assert msg is not None
                     msg.body = bytes(buf[body_start:body_start + clen])
                     try:
                         _validate(msg, index)
@@ -698,10 +711,12 @@ class StreamParser:
                 pos = body_start + clen
         except SIPParseError:
             self._broken = True
+            self._pending = None
             del buf[:]
             raise
         if pos:
             del buf[:pos]
+            self._scan = max(0, self._scan - pos)
         return out
 
 
