@@ -40,6 +40,7 @@ log = Logger()
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MTU_SIZE_LIMIT = 1300  # s.18.1.1: larger requests go over a congestion-controlled transport
 MAX_UDP_SIZE = 65507
+MALFORMED_LOG_PER_MINUTE = 100
 PONG = b"\r\n"  # RFC 5626 s.3.5.1: one CRLF answers a double-CRLF ping
 
 
@@ -339,6 +340,9 @@ class SIPTransport:
         self._client_tls: Any = None
         self._tls_names: dict[Peer, str] = {}  # resolved TLS peer -> the name to verify
         self._local_ip_cache: dict[tuple[int, str], str] = {}
+        self._log_window = float("-inf")
+        self._log_count = 0
+        self._log_suppressed = 0
 
     # -- listening ---------------------------------------------------------------------
 
@@ -461,14 +465,31 @@ class SIPTransport:
                     peer = self.response_peer(partial, source)
                 except SIPParseError:
                     peer = source
-                log.info("{code} to a malformed request from {peer}: {reason}", code=e.code,
-                         peer=str(source), reason=e.reason)
+                if self._may_log():
+                    log.info("{code} to a malformed request from {peer}: {reason}",
+                             code=e.code, peer=str(source), reason=e.reason)
                 self.send(resp, peer).addErrback(lambda f: log.info(
                     "could not answer malformed request from {peer}: {err}",
                     peer=str(source), err=f.getErrorMessage()))
                 return
-        log.info("dropped malformed SIP message from {peer}: {reason}", peer=str(source),
-                 reason=e.reason)
+        if self._may_log():
+            log.info("dropped malformed SIP message from {peer}: {reason}", peer=str(source),
+                     reason=e.reason)
+
+    def _may_log(self) -> bool:
+        """At most ``MALFORMED_LOG_PER_MINUTE`` lines a minute about malformed input, so a
+        flood of garbage cannot flood the log; the count of the rest is logged once."""
+        now = self.reactor.seconds()
+        if now - self._log_window >= 60.0:
+            if self._log_suppressed:
+                log.info("{n} more malformed SIP messages in the last minute (not logged)",
+                         n=self._log_suppressed)
+            self._log_window, self._log_count, self._log_suppressed = now, 0, 0
+        if self._log_count < MALFORMED_LOG_PER_MINUTE:
+            self._log_count += 1
+            return True
+        self._log_suppressed += 1
+        return False
 
     # -- connection table --------------------------------------------------------------
 

@@ -69,8 +69,8 @@ class Inbox:
 def transports():
     made: list[SIPTransport] = []
 
-    def make(**kw) -> SIPTransport:
-        t = SIPTransport(reactor, **kw)
+    def make(use_reactor=None, **kw) -> SIPTransport:
+        t = SIPTransport(use_reactor or reactor, **kw)
         made.append(t)
         return t
 
@@ -538,3 +538,35 @@ async def test_tls_verification_checks_the_name_we_resolved(transports, tls_file
     await a.send(request(branch="z9hG4bKwrong"), Peer("tls", "127.0.0.2", port_of(other, "tls")))
     await until(lambda: a.connection_count == 1)  # the failed handshake dropped that one
     assert other_inbox.items == []
+
+
+def test_malformed_input_logging_is_rate_limited(transports):
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    from msrp_gateway.sip import transport as transport_module
+
+    clock = Clock()
+
+    class Hybrid:  # real UDP sockets, time from the test's clock
+        listenUDP = staticmethod(reactor.listenUDP)
+        seconds = staticmethod(clock.seconds)
+        callLater = staticmethod(clock.callLater)
+
+    t = transports(use_reactor=Hybrid())
+    port = t.listen("udp:127.0.0.1:0")
+    proto = port.protocol
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for _ in range(transport_module.MALFORMED_LOG_PER_MINUTE + 50):
+            proto.datagramReceived(b"garbage\r\n\r\n", ("127.0.0.1", 40000))
+        clock.advance(61)
+        proto.datagramReceived(b"garbage\r\n\r\n", ("127.0.0.1", 40000))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    ours = [e for e in seen if e.get("log_namespace") == "msrp_gateway.sip.transport"]
+    dropped = [e for e in ours if "dropped malformed" in e["log_format"]]
+    summaries = [e for e in ours if "not logged" in e["log_format"]]
+    assert len(dropped) == transport_module.MALFORMED_LOG_PER_MINUTE + 1
+    assert [e["n"] for e in summaries] == [50]
