@@ -41,6 +41,7 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MTU_SIZE_LIMIT = 1300  # s.18.1.1: larger requests go over a congestion-controlled transport
 MAX_UDP_SIZE = 65507
 MALFORMED_LOG_PER_MINUTE = 100
+UDP_ROUTE_ENTRIES = 65536  # peers remembered per UDP listener choice (oldest dropped)
 PONG = b"\r\n"  # RFC 5626 s.3.5.1: one CRLF answers a double-CRLF ping
 
 
@@ -333,6 +334,9 @@ class SIPTransport:
         self.on_message: Callable[[SIPRequest | SIPResponse, Peer], None] | None = None
         self._ports: list[tuple[Peer, IListeningPort, Any]] = []
         self._udp: dict[int, _DatagramProtocol] = {}  # by address family
+        # peer -> the UDP listener it last reached; empty with one UDP listener (one truth
+        # test per datagram), a None key marks that there are several
+        self._udp_listener_of: dict[Any, _DatagramProtocol] = {}
         self._streams: set[_StreamProtocol] = set()
         self._by_peer: dict[Peer, _StreamProtocol] = {}
         self._connecting: dict[Peer, _ClientFactory] = {}
@@ -356,6 +360,8 @@ class SIPTransport:
             port = self.reactor.listenUDP(local.port, proto, interface=local.host,
                                           maxPacketSize=MAX_UDP_SIZE)
             _grow_buffers(port)
+            if self._udp:
+                self._udp_listener_of.setdefault(None, proto)  # now 2+: start routing
             self._udp.setdefault(_family(local.host), proto)
         elif local.transport == "tcp":
             port = self.reactor.listenTCP(local.port, _ServerFactory(self, "tcp"),
@@ -404,6 +410,7 @@ class SIPTransport:
         ds = [defer.maybeDeferred(port.stopListening) for _, port, _ in self._ports]
         self._ports.clear()
         self._udp.clear()
+        self._udp_listener_of.clear()
         for factory in list(self._connecting.values()):
             if factory.connector is not None and factory.connector.state == "connecting":
                 factory.connector.stopConnecting()
@@ -416,6 +423,11 @@ class SIPTransport:
     # -- receiving ---------------------------------------------------------------------
 
     def _datagram_received(self, proto: _DatagramProtocol, data: bytes, source: Peer) -> None:
+        if self._udp_listener_of and self._udp_listener_of.get(source) is not proto:
+            # several UDP listeners: answer each peer from the one it reached us on
+            if len(self._udp_listener_of) >= UDP_ROUTE_ENTRIES:
+                self._udp_listener_of.pop(next(iter(self._udp_listener_of)))
+            self._udp_listener_of[source] = proto
         if data == b"\r\n\r\n" or data == b"\r\n":
             return  # keep-alive
         try:
@@ -544,7 +556,7 @@ class SIPTransport:
     def _send_udp(self, data: bytes, peer: Peer) -> defer.Deferred[None]:
         if len(data) > MAX_UDP_SIZE:
             return defer.fail(TransportError(f"{len(data)} bytes do not fit a UDP datagram"))
-        proto = self._udp.get(_family(peer.host))
+        proto = self._udp_listener_of.get(peer) or self._udp.get(_family(peer.host))
         if proto is None or proto.transport is None:
             return defer.fail(TransportError(f"no UDP listener to send to {peer} from"))
         try:

@@ -570,3 +570,27 @@ def test_malformed_input_logging_is_rate_limited(transports):
     summaries = [e for e in ours if "not logged" in e["log_format"]]
     assert len(dropped) == transport_module.MALFORMED_LOG_PER_MINUTE + 1
     assert [e["n"] for e in summaries] == [50]
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_two_udp_listeners_each_peer_is_answered_from_the_one_it_used(
+        transports, udp_client):
+    server = transports()
+    first = server.listen("udp:127.0.0.1:0").getHost().port
+    second = server.listen("udp:127.0.0.2:0").getHost().port
+    inbox = Inbox(server)
+    client, _ = udp_client
+    responses_from: list = []
+    original = client.datagramReceived
+
+    def remember(data, addr):
+        responses_from.append(addr)
+        original(data, addr)
+
+    client.datagramReceived = remember
+    for n, (host, port) in enumerate([("127.0.0.2", second), ("127.0.0.1", first)], 1):
+        client.transport.write(request(branch=f"z9hG4bKl{n}").to_bytes(), (host, port))
+        msg, source = await inbox.next(n)
+        await server.send(make_response(msg, 200), server.response_peer(msg, source))
+        await client.next(n)
+    assert responses_from == [("127.0.0.2", second), ("127.0.0.1", first)]
