@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.internet.interfaces import IListeningPort, IPushProducer, IResolutionReceiver
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -627,6 +627,12 @@ class SIPTransport:
                 self._local_ip_cache[key] = cached
         return cached
 
+    def _lookup(self, host: str, transport: str) -> defer.Deferred[str]:
+        if getattr(self.reactor, "nameResolver", None) is not None:
+            families = {_family(p.host) for p in self.listening if p.transport == transport}
+            return _first_address(self.reactor, host, families)
+        return defer.maybeDeferred(self.reactor.resolve, host)
+
     def response_peer(self, request: SIPRequest, source: Peer) -> Peer:
         """Where responses to ``request`` go (s.18.2.2, RFC 3581 s.4): back over the same
         connection for TCP/TLS; for UDP to maddr, else received:rport, else
@@ -660,7 +666,7 @@ class SIPTransport:
         port = uri.port or DEFAULT_PORTS[transport]
         if _is_ip(host.strip("[]")):
             return defer.succeed(Peer(transport, host.strip("[]"), port))
-        d = defer.maybeDeferred(self.reactor.resolve, host)
+        d = self._lookup(host, transport)
 
         def resolved(ip: str) -> Peer:
             peer = Peer(transport, ip, port)
@@ -670,13 +676,36 @@ class SIPTransport:
                 self._tls_names[peer] = host
             return peer
 
-        d.addCallback(resolved)
-
         def failed(f: Failure) -> Failure:
             return Failure(TransportError(f"cannot resolve {host!r}: {f.getErrorMessage()}"))
 
-        d.addErrback(failed)
-        return d
+        return d.addCallback(resolved).addErrback(failed)
+
+
+def _first_address(reactor: Any, host: str, families: set[int]) -> defer.Deferred[str]:
+    """The first address ``host`` resolves to (A or AAAA) in one of ``families`` (those we
+    listen on; any if none fits), through the reactor's pluggable resolver (getaddrinfo in
+    the thread pool: the reactor never blocks)."""
+    d: defer.Deferred[str] = defer.Deferred()
+    found: list[str] = []
+
+    @implementer(IResolutionReceiver)
+    class Receiver:
+        def resolutionBegan(self, resolution: Any) -> None:  # noqa: N802
+            pass
+
+        def addressResolved(self, address: Any) -> None:  # noqa: N802
+            found.append(address.host)
+
+        def resolutionComplete(self) -> None:  # noqa: N802
+            usable = [a for a in found if _family(a) in families] or found
+            if usable:
+                d.callback(usable[0])
+            else:
+                d.errback(TransportError(f"{host!r} has no address"))
+
+    reactor.nameResolver.resolveHostName(Receiver(), host)
+    return d
 
 
 # -- TLS context factories -------------------------------------------------------------

@@ -358,6 +358,7 @@ def test_idle_connections_are_closed_after_idle_timeout_on_the_injected_clock():
 @pytest_twisted.ensureDeferred
 async def test_resolve_follows_s18_1_1(transports):
     t = transports()
+    t.listen("udp:127.0.0.1:0")  # names resolve to an address family we can send from
     assert await t.resolve("sip:bob@127.0.0.1") == Peer("udp", "127.0.0.1", 5060)
     assert await t.resolve("sip:bob@127.0.0.1", 1301) == Peer("tcp", "127.0.0.1", 5060)
     assert await t.resolve("sip:bob@127.0.0.1:5070;transport=TCP") == Peer("tcp", "127.0.0.1", 5070)
