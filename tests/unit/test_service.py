@@ -283,3 +283,27 @@ def test_log_level_option_overrides_config_and_reaches_twistds_observer(tmp_path
               "log_time": 0.0})
     text = (tmp_path / "gw.log").read_text()
     assert "loud" in text and "quiet" not in text
+
+
+def test_clean_reactor_check_sees_a_pending_call_and_an_open_port():
+    """tests/conftest.py's check is not vacuous: it sees a timer and a listening port."""
+    import importlib.util
+    from pathlib import Path
+
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("msrpgw_tests_conftest", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    call = reactor.callLater(60, lambda: None)
+    port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    try:
+        assert call in check._pending_calls(reactor)
+        assert port in check._selectables(reactor)
+    finally:
+        call.cancel()
+        port.stopListening()
+    assert call not in check._pending_calls(reactor)
+    assert port not in check._selectables(reactor)  # closing: let pass
