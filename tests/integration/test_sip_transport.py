@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import pytest_twisted
@@ -19,6 +17,7 @@ from msrp_gateway.sip.message import (
     parse_message,
 )
 from msrp_gateway.sip.transport import Peer, SIPTransport, TransportError, parse_listen_string
+from tests.tlscerts import make_certs
 
 TIMEOUT = 5.0
 
@@ -409,29 +408,7 @@ class TLSFiles:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
-    d = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = d / "cert.pem", d / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return TLSFiles(str(cert_path), str(key_path), str(cert_path))
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest_twisted.ensureDeferred
@@ -452,8 +429,7 @@ async def test_tls_listener_accepts_a_client_and_answers_over_the_same_connectio
 
 @pytest_twisted.ensureDeferred
 async def test_tls_between_two_transports_with_peer_verification(transports, tls_files):
-    verifying = TLSFiles(tls_files.certificate, tls_files.private_key,
-                         tls_files.ca_certificates, verify_peers=True)
+    verifying = replace(tls_files, verify_peers=True)
     a = transports(tls_settings=verifying)
     a.listen("tls:127.0.0.1:0")
     b = transports(tls_settings=verifying)
@@ -520,8 +496,7 @@ async def until(check, seconds: float = TIMEOUT) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_tls_verification_checks_the_name_we_resolved(transports, tls_files):
-    verifying = TLSFiles(tls_files.certificate, tls_files.private_key,
-                         tls_files.ca_certificates, verify_peers=True)
+    verifying = replace(tls_files, verify_peers=True)
     a = transports(tls_settings=verifying)
     a.listen("tls:127.0.0.1:0")
     good = transports(tls_settings=tls_files)
