@@ -252,6 +252,7 @@ class SIPSettings:
     max_headers: int = _opt(_between(8, 4096), 128)
     max_line_length: int = _opt(_between(256, 1024 * 1024), 8192)
     max_transactions: int = _opt(_between(1), 65536)
+    max_dialogs: int = _opt(_between(1), 20000)
     max_connections: int = _opt(_between(1), 4096)
     tcp_idle_timeout: float = _opt(_between(1), 300.0)
 
@@ -302,6 +303,9 @@ class GatewaySettings:
     message_timeout: int = _opt(_between(1), 7200)
     max_sessions: int = _opt(_between(1), 100000)
     max_queued_messages: int = _opt(_between(1), 64)
+    max_queued_bytes: int = _opt(_between(1), 1048576)
+    max_pending_messages: int = _opt(_between(1), 10000)
+    stop_timeout: float = _opt(_between(0.1), 5.0)
     failure_message: bool = _opt(None, True)
 
 

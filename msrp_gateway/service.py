@@ -224,7 +224,7 @@ def build_service(settings: Settings, reactor: Any,
     stack = root.sip = SIPStack(
         reactor, transport, local_uri_host=_sip_local_host(settings),
         outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
-        max_transactions=settings.sip.max_transactions)
+        max_transactions=settings.sip.max_transactions, max_dialogs=settings.sip.max_dialogs)
     ua = root.ua = MSRPUserAgent(reactor, stack, msrp, settings.msrp_ua)
 
     def emit_event(name: str, params: dict[str, Any]) -> None:

@@ -107,10 +107,11 @@ def test_whole_chain_is_wired():
 
 def test_gateway_settings_reach_the_gateway():
     _reactor, root = make({"msrp_gateway": {"hash_size": 3, "cleanup_interval": 7,
-                                            "max_sessions": 9, "failure_message": False}})
+                                            "max_sessions": 9, "failure_message": False,
+                                            "max_queued_bytes": 100, "stop_timeout": 1.5}})
     s = root.gateway.settings
-    assert (s.hash_size, s.cleanup_interval, s.max_sessions, s.failure_message) == (
-        3, 7, 9, False)
+    assert (s.hash_size, s.cleanup_interval, s.max_sessions, s.failure_message,
+            s.max_queued_bytes, s.stop_timeout) == (3, 7, 9, False, 100, 1.5)
 
 
 def test_gateway_sweep_runs_on_the_given_reactor_and_stops():
