@@ -120,3 +120,37 @@ def test_answers_options_over_udp(msrpgw):
     assert f"branch=z9hG4bK{branch}".encode() in rest
     assert b"CSeq: 1 OPTIONS" in rest
     assert gw.stop() in (0, -15)
+
+
+ANSWER_200 = '''
+def route(req, gw):
+    if req.method == "MESSAGE":
+        req.reply(200, "Routed By Script")
+    else:
+        req.reply(405)
+'''
+
+
+def test_configured_routing_script_answers_message(msrpgw):
+    gw = msrpgw.start(routing_script=ANSWER_200)
+    branch = secrets.token_hex(8)
+    message = (
+        f"MESSAGE sip:bob@127.0.0.1:{gw.sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=a1\r\n"
+        f"To: <sip:bob@127.0.0.1:{gw.sip_port}>\r\n"
+        f"Call-ID: {branch}@127.0.0.1\r\n"
+        "CSeq: 7 MESSAGE\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length: 5\r\n\r\nhello"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3.0)
+        s.sendto(message, ("127.0.0.1", gw.sip_port))
+        data, _ = s.recvfrom(65535)
+    assert data.startswith(b"SIP/2.0 200 Routed By Script\r\n")
+    assert b"CSeq: 7 MESSAGE" in data
+    assert "routing script" in gw.log_text()
+    assert gw.stop() in (0, -15)
