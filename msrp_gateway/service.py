@@ -44,15 +44,15 @@ class ListenerService(Service):
     """One listening socket, opened in startService and closed in stopService.
 
     A port that cannot be opened raises :class:`StartupError` from startService, so
-    twistd stops instead of running on without the listener.  ``closes=False`` leaves
-    closing to whoever made the port (a stack whose ``stop()`` closes its own ports).
+    twistd stops instead of running on without the listener.  ``stack_owned=True`` leaves
+    closing (and the "listening" log line) to the stack that made the port.
     """
 
     def __init__(self, description: str, listen: Callable[[], IListeningPort],
-                 closes: bool = True) -> None:
+                 stack_owned: bool = False) -> None:
         self.description = description
         self._listen = listen
-        self._closes = closes
+        self._stack_owned = stack_owned
         self.port: IListeningPort | None = None
         self.setName(description)
 
@@ -63,13 +63,14 @@ class ListenerService(Service):
             raise StartupError(f"cannot listen on {self.description}: "
                                f"{e.socketError}") from e
         super().startService()
-        log.info("listening on {socket} ({address})", socket=self.description,
-                 address=_show_address(self.port))
+        if not self._stack_owned:
+            log.info("listening on {socket} ({address})", socket=self.description,
+                     address=_show_address(self.port))
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
-        if port is None or not self._closes:
+        if port is None or self._stack_owned:
             return None
         return defer.maybeDeferred(port.stopListening)
 
@@ -209,7 +210,7 @@ def build_service(settings: Settings, reactor: Any,
     msrp = root.msrp = _msrp_stack(settings, reactor)
     _Stopper("msrp", msrp.stop).setServiceParent(root)
     for sock in settings.msrp.socket:
-        ListenerService(sock, lambda s=sock: msrp.listen(s), closes=False
+        ListenerService(sock, lambda s=sock: msrp.listen(s), stack_owned=True
                         ).setServiceParent(root)
 
     sip = settings.sip
@@ -239,7 +240,7 @@ def build_service(settings: Settings, reactor: Any,
         raise StartupError(str(e)) from e
     stack.router = root.router
     for sock in settings.sip.socket:
-        ListenerService(sock, lambda s=sock: transport.listen(s), closes=False
+        ListenerService(sock, lambda s=sock: transport.listen(s), stack_owned=True
                         ).setServiceParent(root)
     ua_svc = _Stopper("ua", ua.stop)
     ua_svc.setServiceParent(root)
