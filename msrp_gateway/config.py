@@ -316,6 +316,7 @@ class TLSSettings:
     certificate: str = _opt(_file_or_empty, "")
     private_key: str = _opt(_file_or_empty, "")
     ca_certificates: str = _opt(_file_or_empty, "")
+    verify_peers: bool = _opt(None, False)
 
     @property
     def configured(self) -> bool:
@@ -476,6 +477,9 @@ def _cross_checks(s: Settings, source: str) -> None:
                           _Unknown("none"), source)
     if tls_sockets and not s.tls.private_key:
         raise ConfigError("[tls] private_key", f"a private key file for {tls_sockets[0]!r}",
+                          _Unknown("none"), source)
+    if s.tls.verify_peers and not s.tls.ca_certificates:
+        raise ConfigError("[tls] ca_certificates", "a CA file when verify_peers is true",
                           _Unknown("none"), source)
     if s.events.max_retry_delay < s.events.retry_delay:
         raise ConfigError("[events] max_retry_delay",

@@ -182,7 +182,7 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
     limits = MSRPLimits(max_header_bytes=m.max_header_size,
                         max_body_size=max(m.max_message_size, m.chunk_size))
     return MSRPStack(reactor, m.my_uri, relay_uri=m.relay_uri or None,
-                     tls=settings.tls if settings.tls.configured else None,
+                     tls=settings.tls,
                      limits=limits, settings=session_settings)
 
 
@@ -215,7 +215,7 @@ def build_service(settings: Settings, reactor: Any,
 
     sip = settings.sip
     transport = SIPTransport(
-        reactor, tls_settings=settings.tls if settings.tls.configured else None,
+        reactor, tls_settings=settings.tls,
         limits=SIPLimits(max_message_size=sip.max_message_size,
                          max_headers=sip.max_headers,
                          max_line_length=sip.max_line_length),

@@ -188,6 +188,12 @@ def test_tls_files_must_exist():
         "found '/nonexistent/cert.pem'")
 
 
+def test_verify_peers_needs_a_ca_file():
+    assert error_of({"tls": {"verify_peers": True}}) == (
+        "gw.toml: [tls] ca_certificates: expected a CA file when verify_peers is true, "
+        "found none")
+
+
 def test_my_uri_must_be_msrp_over_tcp():
     assert error_of({"msrp": {"my_uri": "sip:127.0.0.1"}}) == (
         "gw.toml: [msrp] my_uri: expected an MSRP URI such as 'msrp://127.0.0.1:2855;tcp' "

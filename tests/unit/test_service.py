@@ -97,6 +97,21 @@ def test_sip_listens_on_each_configured_socket():
     assert d.called and all(p.closed for p in reactor.ports)
 
 
+def test_tls_and_msrps_sockets_listen_with_the_tls_files(tmp_path):
+    from tests.tlscerts import make_certs
+
+    certs = make_certs(tmp_path)
+    reactor, root = make({
+        "sip": {"socket": ["tls:127.0.0.1:5071"]},
+        "msrp": {"socket": ["msrps:127.0.0.1:2856"], "my_uri": "msrps://127.0.0.1:2856;tcp"},
+        "tls": {"certificate": certs.certificate, "private_key": certs.private_key,
+                "ca_certificates": certs.ca_certificates}})
+    root.startService()
+    ssl_ports = {(iface, port) for port, _f, _ctx, _b, iface in reactor.sslServers}
+    assert ssl_ports == {("127.0.0.1", 5071), ("127.0.0.1", 2856)}
+    root.stopService()
+
+
 def test_whole_chain_is_wired():
     """SIP stack -> router -> gateway -> UA -> SIP and MSRP stacks."""
     _reactor, root = make()
