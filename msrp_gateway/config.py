@@ -291,6 +291,9 @@ class MSRPUASettings:
     advertised_contact: str = _opt(_sip_uri, "")
     setup_timeout: float = _opt(_between(0.1), 30.0)
     actpass_answer: str = _opt(_one_of("passive", "active"), "passive")
+    offer_setup: str = _opt(_one_of("actpass", "active", "passive"), "actpass")
+    max_sessions: int = _opt(_between(1), 100000)
+    max_queued_messages: int = _opt(_between(1), 256)
 
 
 @dataclass(frozen=True, slots=True)
