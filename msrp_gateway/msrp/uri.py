@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from .message import MSRPParseError
+from .grammar import MSRPParseError
 
 __all__ = [
     "DEFAULT_PORT",
