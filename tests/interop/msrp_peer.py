@@ -15,7 +15,8 @@ stdin, one JSON object per line:
      "failure_report": "yes"}
     {"cmd": "bye", "sid": ID}
     {"cmd": "answer", "mode": "answer" | "reject:486" | "ignore"}
-    {"cmd": "quiet", "on": true}     # stop printing `message` events (load runs count them)
+    {"cmd": "quiet", "on": true, "sample": 10}   # print only every 10th `message` event
+                                                 # (load runs count them with `stats`)
     {"cmd": "stats"}                 # -> {"event": "stats", "messages": N, "sessions": N}
     {"cmd": "quit"}
 
@@ -64,7 +65,8 @@ class PeerHandler:
 
     def message_received(self, sid: str, msg: Any) -> None:
         self.peer.messages += 1
-        if self.peer.quiet:
+        if self.peer.quiet and not (self.peer.sample and self.peer.messages % self.peer.sample
+                                    == 0):
             return
         emit(event="message", sid=sid, ctype=msg.content_type, size=len(msg.body),
              body=msg.body.decode("utf-8", "replace") if len(msg.body) <= 2048 else None,
@@ -89,6 +91,7 @@ class Peer:
         self.answer_mode = answer
         self.types = types
         self.quiet = False
+        self.sample = 0  # when quiet: still print every sample-th message (latency probes)
         self.messages = 0
         self.established: set[str] = set()
         self.msrp = MSRPStack(reactor, None, settings=SessionSettings(chunk_size=4096))
@@ -149,6 +152,7 @@ class Peer:
             emit(event="ok", cmd=name)
         elif name == "quiet":
             self.quiet = bool(cmd.get("on", True))
+            self.sample = int(cmd.get("sample", 0))
             emit(event="ok", cmd=name)
         elif name == "stats":
             emit(event="stats", messages=self.messages, sessions=len(self.established))
