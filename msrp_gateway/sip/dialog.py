@@ -245,11 +245,18 @@ class Dialog:
         self._bye_started = True
         self._bye_waiting_ack = False
         req = self.build_request("BYE")
-        self._end()
+        self._end(forget=False)  # kept until the BYE ends: a crossing BYE still gets 200
         self._owner.send_request(req).addBoth(self._bye_done)
+
+    @property
+    def closing(self) -> bool:
+        """Our BYE is sent and not yet answered: the dialog is over but still known, so a
+        BYE from the peer that crossed ours is answered 200, not 481 (s.15.1.2)."""
+        return self._bye_started and self._bye_result is None and self.terminated
 
     def _bye_done(self, result: Any) -> None:
         self._bye_result = (result,)
+        self._owner.forget_dialog(self)
         if isinstance(result, Failure):
             log.info("BYE in {dialog}: {err}", dialog=self, err=result.value)
         waiters, self._bye_waiters = self._bye_waiters, []
@@ -265,14 +272,15 @@ class Dialog:
             self._pending.stop()
             self._pending = None
 
-    def _end(self) -> None:
+    def _end(self, *, forget: bool = True) -> None:
         if self.terminated:
             return
         self.terminated = True
         if self._pending is not None:
             self._pending.stop()
             self._pending = None
-        self._owner.forget_dialog(self)
+        if forget:
+            self._owner.forget_dialog(self)
 
     # -- 2xx retransmission (UAS) --------------------------------------------------------
 

@@ -466,9 +466,13 @@ class SIPStack:
     # -- what dialogs call (DialogOwner) -------------------------------------------------
 
     def send_stateless(self, req: SIPRequest) -> defer.Deferred[None]:
-        """Send a request outside any transaction (the ACK for a 2xx, s.13.2.2.4)."""
+        """Send a request outside any transaction (the ACK for a 2xx, s.13.2.2.4).
+
+        A request sent before keeps its Via: the ACK resent for a retransmitted 2xx is the
+        same ACK, branch included (s.13.2.2.4, s.17.1.1.3), not a new request."""
         def resolved(peer: Any) -> defer.Deferred[None]:
-            self._add_via(req, peer)
+            if "Via" not in req.headers:
+                self._add_via(req, peer)
             return self.transport.send(req, peer)
 
         return self._resolve(req).addCallback(resolved)
@@ -779,7 +783,7 @@ class SIPStack:
             return
         if req.to_tag:
             dialog = self._dialogs.get((req.call_id or "", req.to_tag, req.from_tag or ""))
-            if dialog is None or dialog.terminated:
+            if dialog is None or (dialog.terminated and not (dialog.closing and method == "BYE")):
                 txn.respond(481)
                 return
             txn.dialog = dialog

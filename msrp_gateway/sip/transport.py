@@ -137,6 +137,24 @@ def _stamp_via(msg: SIPRequest, source: Peer) -> Any:
     return via
 
 
+def _error_response(request: SIPRequest, e: SIPParseError) -> SIPResponse | None:
+    """The 4xx/5xx for a broken request, or None when no well-formed one exists.
+
+    A response must copy the request's From, To, Call-ID and CSeq (s.8.2.6.2); when they
+    are missing or unreadable the answer would be as broken as the request, and a sender
+    (ours included) discards an unparsable response. So such a request is dropped, as
+    s.16.3/s.18.1.2 drop what cannot be answered, and the sender's Timer F ends it.
+    """
+    resp = make_response(request, e.code, reason_phrase(e.code))
+    warning = e.reason.replace("\\", "").replace('"', "'")[:200]
+    resp.headers.add("Warning", f'399 msrpgw "{warning}"')
+    try:
+        parse_message(resp.to_bytes())
+    except SIPParseError:
+        return None
+    return resp
+
+
 def _write(conn: Any, data: bytes) -> defer.Deferred[None]:
     try:
         conn.write(data)
@@ -469,10 +487,8 @@ class SIPTransport:
                 _stamp_via(partial, source)  # must be readable to answer
             except SIPParseError:
                 partial = None
-            if partial is not None:
-                resp = make_response(partial, e.code, reason_phrase(e.code))
-                warning = e.reason.replace("\\", "").replace('"', "'")[:200]
-                resp.headers.add("Warning", f'399 msrpgw "{warning}"')
+            resp = _error_response(partial, e) if partial is not None else None
+            if resp is not None and partial is not None:
                 try:
                     peer = self.response_peer(partial, source)
                 except SIPParseError:

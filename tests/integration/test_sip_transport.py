@@ -223,6 +223,26 @@ async def test_udp_malformed_request_with_readable_via_gets_400_and_garbage_is_d
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_request_without_from_or_to_is_dropped_not_answered_with_a_broken_400(
+        transports, udp_client):
+    """s.8.2.6.2: a response copies From, To, Call-ID and CSeq; without them no well-formed
+    400 exists, so the request is dropped; one that has them still gets its 400."""
+    server = transports()
+    server.listen("udp:127.0.0.1:0")
+    client, _ = udp_client
+    dest = ("127.0.0.1", port_of(server, "udp"))
+    good = request(branch="z9hG4bKnofrom").to_bytes()
+    client.transport.write(good.replace(b"From: <sip:alice@example.com>;tag=a1\r\n", b""), dest)
+    client.transport.write(good.replace(b"To: <sip:bob@example.com>\r\n", b""), dest)
+    broken = request(branch="z9hG4bKanswerable").to_bytes().replace(b"CSeq: 1 MESSAGE",
+                                                                     b"CSeq: 1 INVITE")
+    client.transport.write(broken, dest)
+    resp = parse_message(await client.next())
+    assert resp.status == 400 and resp.top_via.branch == "z9hG4bKanswerable"
+    assert len(client.received) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_tcp_framing_several_messages_per_segment_and_split_and_reply_on_same_connection(
         transports):
     server = transports()

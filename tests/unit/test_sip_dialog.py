@@ -731,3 +731,73 @@ def test_uas_route_set_comes_from_record_route_in_order_and_the_2xx_echoes_it():
     assert bye.uri == "sip:alice@192.0.2.7:5062"
     assert bye.headers.get_all("Route") == ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
     assert dialog.terminated
+
+
+def _bye_from_callee(invite: SIPRequest, cseq: int = 9, branch: str = "z9hG4bKcross") -> bytes:
+    return (
+        "BYE sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.9:5099;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:bob@192.0.2.9>;tag=callee1\r\n"
+        f"To: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\n"
+        f"CSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_a_bye_crossing_our_bye_gets_200_and_the_dialog_is_forgotten_when_ours_ends():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    dialogs = []
+    client.deferred.addCallback(dialogs.append)
+    (invite,) = env.transport.take()
+    env.deliver(uac_answer(env, invite, 200, rr=False, body=b"answer"))
+    (dialog,) = dialogs
+    byes_seen = []
+    dialog.on_bye = lambda: byes_seen.append(True)
+    results = []
+    dialog.bye().addCallback(results.append)
+    ours = env.transport.take()[-1]
+    assert ours.method == "BYE" and dialog.terminated
+    env.deliver(_bye_from_callee(invite), FakePeer("udp", "192.0.2.9", 5099))
+    (answer,) = env.transport.take()
+    assert answer.status == 200 and answer.cseq == (9, "BYE")
+    assert byes_seen == []  # we ended it: the application is not told twice
+    env.deliver(make_response(ours, 200).to_bytes())
+    assert [r.status for r in results] == [200]
+    assert env.stack.dialogs() == []
+    # once our BYE is over the dialog is gone: a late BYE is unknown
+    env.deliver(_bye_from_callee(invite, cseq=10, branch="z9hG4bKlate"),
+                FakePeer("udp", "192.0.2.9", 5099))
+    assert statuses(env.transport.take()) == [481]
+
+
+def test_a_dialog_whose_bye_times_out_is_forgotten_after_timer_f():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    dialogs = []
+    client.deferred.addCallback(dialogs.append)
+    (invite,) = env.transport.take()
+    env.deliver(uac_answer(env, invite, 200, rr=False))
+    failures = []
+    dialogs[0].bye().addErrback(failures.append)
+    assert len(env.stack.dialogs()) == 1
+    env.advance_to(32.5)
+    assert failures and failures[0].check(SIPTimeout)
+    assert env.stack.dialogs() == []
+
+
+def test_the_ack_resent_for_a_retransmitted_2xx_keeps_the_first_acks_branch():
+    env = Env()
+    client = env.stack.invite(outgoing(env, "INVITE"))
+    (invite,) = env.transport.take()
+    answer = uac_answer(env, invite, 200, rr=False, body=b"answer")
+    env.deliver(answer)
+    (first,) = env.transport.take()
+    env.deliver(answer)
+    env.deliver(answer)
+    again = env.transport.take()
+    assert statuses(again) == ["ACK", "ACK"]
+    assert {a.top_via.branch for a in again} == {first.top_via.branch}
+    assert first.top_via.branch != invite.top_via.branch
+    assert client.deferred.called
