@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from twisted.internet import defer, endpoints, ssl
-from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +22,7 @@ from zope.interface import implementer
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
 from .session import (
     CONNECTION_LOST,
+    Clock,
     LinkCore,
     MSRPSendError,
     MSRPSession,
@@ -206,7 +207,7 @@ class MSRPStack(SessionHost):
             raise ValueError("[msrp] relay_uri: MSRP relays (RFC 4976 AUTH) are not "
                              "supported yet; remove relay_uri")
         self.reactor = reactor
-        self.clock: IReactorTime = reactor
+        self.clock: Clock = reactor
         self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
         self.tls = tls_settings_from(tls)
         if self.tls is not None:

@@ -1,0 +1,467 @@
+"""One MSRP connection without the socket (`LinkCore`) and the messages it sends.
+
+Sans-IO apart from Deferreds: fed bytes, it writes bytes through a callable, keeps the
+transactions in flight, interleaves chunks of queued messages fairly and runs its idle and
+frame timers on an injected clock. `transport.py` wires it to TCP/TLS; `session.py`
+matches the requests it reads to sessions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from .chunks import Chunker
+from .message import FrameParser, MSRPHeaders, MSRPParseError, MSRPRequest, MSRPResponse
+from .rules import (
+    CONNECTION_LOST,
+    QUEUE_FULL,
+    Clock,
+    MSRPSendError,
+    SessionError,
+    SessionSettings,
+    Timer,
+    build_response,
+    new_id,
+    wants_response,
+)
+
+if TYPE_CHECKING:
+    from .session import MSRPSession, SessionTable
+
+__all__ = ["LinkCore", "OutgoingMessage"]
+
+log = Logger()
+
+
+# ---- outgoing messages ----------------------------------------------------------------
+
+class OutgoingMessage:
+    """One SEND message: its chunks, its transactions in flight and its result."""
+
+    __slots__ = ("session", "message_id", "size", "failure_report", "success_report",
+                 "deferred", "outstanding", "_chunker", "written_all", "done")
+
+    def __init__(self, session: MSRPSession, content_type: str | None, body: bytes,
+                 failure_report: str, success_report: str, chunk_size: int) -> None:
+        self.session = session
+        self.message_id = new_id()
+        self.size = len(body)
+        self.failure_report = failure_report
+        self.success_report = success_report
+        self.deferred: defer.Deferred[int] = defer.Deferred()
+        self.outstanding: dict[str, Timer | None] = {}
+        self.written_all = False
+        self.done = False
+        self._chunker = Chunker(
+            body, message_id=self.message_id, to_path=session.send_path,
+            from_path=session.local_uri, content_type=content_type, chunk_size=chunk_size,
+            failure_report=None if failure_report == "yes" else failure_report,
+            success_report=None if success_report == "no" else success_report,
+            new_transaction_id=new_id)
+
+    def next_frame(self) -> tuple[str, bytes] | None:
+        """(transaction id, wire bytes) of the next chunk; None once all are out."""
+        req = self._chunker.next_chunk()
+        if req is None:
+            self.written_all = True
+            return None
+        return _serialize_fresh(req)
+
+    def abort_frame(self) -> bytes | None:
+        """A bodiless `#` chunk telling the peer to drop what it has, if chunks remain."""
+        if self.written_all or self._chunker.offset == 0:
+            return None
+        req = self._chunker.abort()
+        if req is None:
+            return None
+        self.written_all = True
+        try:
+            return _serialize_fresh(req)[1]
+        except ValueError:
+            return None
+
+    def fail(self, code: int, comment: str | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        for call in self.outstanding.values():
+            if call is not None and call.active():
+                call.cancel()
+        self.outstanding.clear()
+        self.deferred.errback(MSRPSendError(code, comment))
+
+    def maybe_succeed(self) -> None:
+        if not self.done and self.written_all and not self.outstanding:
+            self.done = True
+            self.deferred.callback(200)
+
+
+def _serialize_fresh(req: MSRPRequest) -> tuple[str, bytes]:
+    """Serialize, picking another transaction id in the (rare) case the body holds ours.
+
+    Raises ValueError for anything else RFC 4975 s.9 forbids (e.g. a bad content type).
+    """
+    for _ in range(3):
+        try:
+            return req.transaction_id, req.to_bytes()
+        except ValueError as e:
+            if "end-line" not in str(e):
+                raise
+            req.transaction_id = new_id()
+    return req.transaction_id, req.to_bytes()
+
+
+# ---- one connection -------------------------------------------------------------------
+
+class LinkCore:
+    """An MSRP connection without the socket: framing, transactions, fair chunk sending.
+
+    `write(bytes)` puts bytes on the wire, `lose()` closes it; the adapter calls
+    `data_received`, `connection_lost`, `pause`/`resume` (flow control).
+    """
+
+    def __init__(self, clock: Clock, table: SessionTable, settings: SessionSettings,
+                 parser: FrameParser, write: Callable[[bytes], None],
+                 lose: Callable[[], None], on_idle: Callable[[LinkCore], None],
+                 name: str = "") -> None:
+        self.clock = clock
+        self.table = table
+        self.settings = settings
+        self.parser = parser
+        self._write = write
+        self._lose = lose
+        self._on_idle = on_idle
+        self.name = name
+        self.sessions: set[MSRPSession] = set()
+        self.pending: dict[str, tuple[OutgoingMessage, Timer | None]] = {}
+        self._queue: deque[OutgoingMessage] = deque()
+        self._queued_bytes = 0
+        self._inflight: set[OutgoingMessage] = set()
+        self.paused = False
+        self.lost = False
+        self.closing = False  # asked to close: not to be reused for new sessions
+        self._unsent = 0
+        self._idle_call: Timer | None = None
+        self._frame_call: Timer | None = None
+        self._last_hops: tuple[str | None, str | None] = (None, None)
+        # Requests other than SEND we sent (AUTH): tid -> (result, its timeout).
+        self._requests: dict[str, tuple[defer.Deferred[MSRPResponse], Timer]] = {}
+        self.persistent = False  # a relay connection: never closed for being idle
+        self.on_lost: Callable[[str], None] | None = None
+        self._arm_idle()
+
+    # -- sessions -----------------------------------------------------------------------
+    def attach(self, session: MSRPSession) -> None:
+        self.sessions.add(session)
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    def detach(self, session: MSRPSession, why: str) -> None:
+        self.sessions.discard(session)
+        for msg in [m for m in self._queue if m.session is session]:
+            self._queue.remove(msg)
+            self._queued_bytes -= msg.size
+        for tid, (msg, _) in list(self.pending.items()):
+            if msg.session is session:
+                del self.pending[tid]
+        self._fail_session_messages(session, why)
+        if not self.sessions:
+            self._arm_idle()
+
+    def _fail_session_messages(self, session: MSRPSession, why: str) -> None:
+        # Outstanding messages of a closed session fail once each.
+        for msg in list(self._inflight):
+            if msg.session is session:
+                self._inflight.discard(msg)
+                self._fail(msg, CONNECTION_LOST, why)
+
+    def _arm_idle(self) -> None:
+        if self.lost or self.sessions or self.persistent:
+            return
+        if self._idle_call is None or not self._idle_call.active():
+            self._idle_call = self.clock.callLater(self.settings.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_call = None
+        if not self.sessions and not self.lost:
+            self._on_idle(self)
+            self._close()
+
+    # -- writing --------------------------------------------------------------------------
+    def write_frame(self, frame: MSRPRequest | MSRPResponse) -> None:
+        """Responses and REPORTs go out at once; while the socket is full they pile up only
+        to `max_unsent_bytes` (a peer that sends but never reads is cut off)."""
+        if self.lost or self.closing:
+            return
+        try:
+            data = frame.to_bytes()
+        except ValueError as e:  # e.g. a peer's transaction id we may not echo
+            log.warn("MSRP connection {name}: cannot write frame: {why}", name=self.name,
+                     why=str(e))
+            return
+        if self.paused:
+            self._unsent += len(data)
+            if self._unsent > self.settings.max_unsent_bytes:
+                log.warn("MSRP connection {name}: peer reads nothing back ({n} bytes "
+                         "waiting), closing", name=self.name, n=self._unsent)
+                self._close()
+                return
+        self._write(data)
+
+    def enqueue(self, msg: OutgoingMessage) -> None:
+        if self.lost:
+            raise SessionError(CONNECTION_LOST, "connection lost")
+        if len(self._queue) >= self.settings.max_queued_messages:
+            raise SessionError(QUEUE_FULL, f"send queue full "
+                               f"({self.settings.max_queued_messages} messages)")
+        if self._queued_bytes + msg.size > self.settings.max_queued_bytes:
+            raise SessionError(QUEUE_FULL, f"send queue full "
+                               f"({self.settings.max_queued_bytes} bytes)")
+        self._queue.append(msg)
+        self._queued_bytes += msg.size
+        self._inflight.add(msg)
+        self.pump()
+
+    def pump(self) -> None:
+        """Write one chunk per queued message in turn until paused or empty."""
+        queue = self._queue
+        bound = self.settings.max_inflight
+        while queue and not self.paused and not self.lost and len(self.pending) < bound:
+            msg = queue.popleft()
+            if msg.done:
+                self._queued_bytes -= msg.size
+                continue
+            try:
+                frame = msg.next_frame()
+            except ValueError as e:
+                self._queued_bytes -= msg.size
+                self._fail(msg, 400, f"cannot send this message: {e}")
+                self._inflight.discard(msg)
+                continue
+            if frame is None:
+                self._queued_bytes -= msg.size
+                msg.maybe_succeed()
+                if msg.done:
+                    self._inflight.discard(msg)
+                continue
+            queue.append(msg)
+            tid, data = frame
+            if msg.failure_report != "no":
+                call = self.clock.callLater(self.settings.response_timeout,
+                                            self._timeout, tid)
+                self.pending[tid] = (msg, call)
+                msg.outstanding[tid] = call
+            self._write(data)
+
+    def _fail(self, msg: OutgoingMessage, code: int, comment: str | None) -> None:
+        """Fail a message and forget its other transactions (their timers are cancelled).
+
+        Chunks not yet sent are replaced by a `#` chunk (RFC 4975 s.7.1.1), except after
+        a 413, which already told us the peer dropped the message.
+        """
+        for tid in list(msg.outstanding):
+            self.pending.pop(tid, None)
+        if code != 413 and not self.lost and not msg.done:
+            data = msg.abort_frame()
+            if data is not None:
+                self._write(data)
+        msg.fail(code, comment)
+
+    def _timeout(self, tid: str) -> None:
+        entry = self.pending.pop(tid, None)
+        if entry is None:
+            return
+        msg = entry[0]
+        msg.outstanding.pop(tid, None)
+        if msg.failure_report == "partial":
+            msg.maybe_succeed()  # no news is good news: only negatives are sent
+        else:
+            self._fail(msg, 408, "no response within the transaction timeout")
+        if msg.done:
+            self._inflight.discard(msg)
+        self.pump()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._unsent = 0
+        self.pump()
+
+    # -- reading --------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.parser.feed(data, self.clock.seconds())
+        except MSRPParseError as e:
+            log.warn("MSRP connection {name}: unrecoverable framing error: {why}",
+                     name=self.name, why=e.reason)
+            self._close()
+            return
+        for ev in events:
+            if self.lost:
+                return
+            if isinstance(ev, MSRPResponse):
+                self._on_response(ev)
+            elif isinstance(ev, MSRPRequest):
+                self._on_request(ev)
+            else:
+                self._on_bad_request(ev)
+        if self.parser.pending_since is None:
+            if self._frame_call is not None:
+                self._frame_call.cancel()
+                self._frame_call = None
+        elif self._frame_call is None and not self.lost:
+            self._frame_call = self.clock.callLater(self.settings.frame_timeout,
+                                                    self._frame_check)
+
+    def _frame_check(self) -> None:
+        """Bound the time one frame may take to arrive (a peer that never ends a frame)."""
+        self._frame_call = None
+        since = self.parser.pending_since
+        if since is None or self.lost:
+            return
+        waited = self.clock.seconds() - since
+        if waited >= self.settings.frame_timeout:
+            log.warn("MSRP connection {name}: frame incomplete after {t}s, closing",
+                     name=self.name, t=self.settings.frame_timeout)
+            self._close()
+            return
+        self._frame_call = self.clock.callLater(self.settings.frame_timeout - waited,
+                                                self._frame_check)
+
+    def _close(self) -> None:
+        self.closing = True
+        self._lose()
+
+    def _on_bad_request(self, err: MSRPParseError) -> None:
+        """400 (or 413) for a broken request whose id is known; responses are never answered.
+
+        The paths of a broken frame may be unknown: then the hop URIs last seen on this
+        connection address the answer (both are single hops, RFC 4975 s.7.2).
+        """
+        tid = err.transaction_id
+        if tid is None or err.response:
+            return
+        to_path = err.from_path[0] if err.from_path else self._last_hops[0]
+        from_path = err.to_path[0] if err.to_path else self._last_hops[1]
+        if not to_path or not from_path:
+            log.info("MSRP connection {name}: cannot answer broken request {tid}: {why}",
+                     name=self.name, tid=tid, why=err.reason)
+            return
+        self.write_frame(MSRPResponse(tid, err.code, err.reason[:200], MSRPHeaders(
+            [("To-Path", to_path), ("From-Path", from_path)])))
+
+    def request(self, req: MSRPRequest, timeout: float) -> defer.Deferred[MSRPResponse]:
+        """Send a request that is not a message (AUTH) and fire with its response.
+
+        Errbacks `MSRPSendError`: 408 after `timeout`, 503 when the connection is lost or
+        `max_inflight` requests already wait."""
+        if self.lost or self.closing:
+            return defer.fail(MSRPSendError(CONNECTION_LOST, "connection lost"))
+        if len(self._requests) >= self.settings.max_inflight:
+            return defer.fail(MSRPSendError(QUEUE_FULL, "too many requests in flight"))
+        tid = req.transaction_id
+        data = req.to_bytes()  # ValueError for a request s.9 forbids: the caller's bug
+        d: defer.Deferred[MSRPResponse] = defer.Deferred()
+
+        def expire() -> None:
+            if self._requests.pop(tid, None) is not None:
+                d.errback(MSRPSendError(408, f"no response to {req.method} in time"))
+
+        self._requests[tid] = (d, self.clock.callLater(timeout, expire))
+        self._write(data)
+        return d
+
+    def _on_response(self, resp: MSRPResponse) -> None:
+        waiting = self._requests.pop(resp.transaction_id, None)
+        if waiting is not None:
+            if waiting[1].active():
+                waiting[1].cancel()
+            waiting[0].callback(resp)
+            return
+        entry = self.pending.pop(resp.transaction_id, None)
+        if entry is None:
+            return  # late (after a timeout) or not ours: nothing to do
+        msg, call = entry
+        if call is not None and call.active():
+            call.cancel()
+        msg.outstanding.pop(resp.transaction_id, None)
+        if resp.status >= 300:
+            self._fail(msg, resp.status, resp.comment)  # 413 included: stop the rest
+        else:
+            msg.maybe_succeed()
+        if msg.done:
+            self._inflight.discard(msg)
+        if self._queue:
+            self.pump()
+
+    def _on_request(self, req: MSRPRequest) -> None:
+        method = req.method
+        to_path, from_path = req.to_path, req.from_path
+        if to_path and from_path:
+            self._last_hops = (from_path[0], to_path[0])
+        if method == "REPORT":
+            try:
+                session = self.table.match(req, self)
+            except SessionError:
+                return  # REPORTs are never answered
+            if session.link is None:
+                session.bind(self)
+            session.receive_report(req)
+            return
+        if method != "SEND":
+            self._answer(req, 501)
+            return
+        try:
+            session = self.table.match(req, self)
+            if session.link is None:
+                session.bind(self)
+            status = session.receive_send(req)
+        except SessionError as e:
+            self._answer(req, e.code, e.comment)
+            return
+        self._answer(req, status)
+
+    def _answer(self, req: MSRPRequest, status: int, comment: str | None = None) -> None:
+        try:
+            fr = req.failure_report
+        except MSRPParseError:
+            fr = "yes"
+        if wants_response(fr, status):
+            self.write_frame(build_response(req, status, comment))
+
+    def connection_lost(self, reason: str) -> None:
+        """Fail everything in flight, tell every session once, leave nothing behind."""
+        if self.lost:
+            return
+        self.lost = True
+        for c in (self._idle_call, self._frame_call):
+            if c is not None and c.active():
+                c.cancel()
+        self._idle_call = self._frame_call = None
+        for _, call in self.pending.values():
+            if call is not None and call.active():
+                call.cancel()
+        self.pending.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+        inflight = list(self._inflight)
+        self._inflight.clear()
+        for msg in inflight:
+            msg.fail(CONNECTION_LOST, f"connection lost: {reason}")
+        requests, self._requests = list(self._requests.values()), {}
+        for d, call in requests:
+            if call.active():
+                call.cancel()
+            d.errback(MSRPSendError(CONNECTION_LOST, f"connection lost: {reason}"))
+        sessions, self.sessions = list(self.sessions), set()
+        for session in sessions:
+            session.link_lost(reason)
+        if self.on_lost is not None:
+            self.on_lost(reason)
