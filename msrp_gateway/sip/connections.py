@@ -1,0 +1,199 @@
+"""The Twisted protocols of the SIP transport: bytes in, bytes out, nothing decided here.
+
+UDP datagrams and framed stream messages go straight to the one controller
+(``transport.SIPTransport``), which owns the rules and the connection table; these classes
+are its parts and call its hooks (``_datagram_received``, ``_deliver``, ``_bad_message``,
+``_connection_made``, ``_connection_lost``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .message import SIPParseError, StreamParser
+from .peers import Peer, TransportError
+
+if TYPE_CHECKING:
+    from .transport import SIPTransport
+
+__all__ = ["PONG", "ClientFactory", "DatagramProtocol", "ServerFactory", "StreamProtocol",
+           "write"]
+
+log = Logger(namespace="msrp_gateway.sip.transport")  # one namespace for the whole transport
+
+PONG = b"\r\n"  # RFC 5626 s.3.5.1: one CRLF answers a double-CRLF ping
+
+
+def write(conn: StreamProtocol, data: bytes) -> defer.Deferred[None]:
+    """``conn.write`` as a Deferred: errbacks TransportError past the write backlog."""
+    try:
+        conn.write(data)
+    except TransportError as e:
+        return defer.fail(e)
+    return defer.succeed(None)
+
+
+class DatagramProtocol(protocol.DatagramProtocol):
+    def __init__(self, controller: SIPTransport, local: Peer) -> None:
+        self.controller = controller
+        self.local = local
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
+        self.controller._datagram_received(self, data, Peer("udp", addr[0], addr[1]))
+
+
+@implementer(IPushProducer)
+class StreamProtocol(protocol.Protocol):
+    """One TCP or TLS connection: frames messages, answers pings, closes when idle.
+
+    It registers itself as the producer of its own writes, so Twisted tells it when the peer
+    stops reading; what is written meanwhile is bounded by ``max_write_backlog``.
+    """
+
+    transport: Any  # ITransport & ITCPTransport once connected (zope stubs cannot say so)
+
+    def __init__(self, controller: SIPTransport, kind: str, outbound_key: Peer | None) -> None:
+        self.controller = controller
+        self.kind = kind
+        self.parser = StreamParser(controller.limits)
+        self.peer: Peer | None = None
+        self.outbound_key = outbound_key
+        self.keys: set[Peer] = set()
+        self._idle: Any = None
+        self._pings = 0
+        self._paused = False
+        self._backlog = 0
+
+    def connectionMade(self) -> None:  # noqa: N802
+        addr = self.transport.getPeer()
+        self.peer = Peer(self.kind, addr.host, addr.port)
+        self.transport.registerProducer(self, True)
+        self.controller._connection_made(self)
+        self._touch()
+
+    # IPushProducer: Twisted pauses us when its write buffer is full (the peer is slow).
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._paused = True
+        self._backlog = 0
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+    def _touch(self) -> None:
+        timeout = self.controller.idle_timeout
+        if timeout is None:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(timeout)
+        else:
+            self._idle = self.controller.reactor.callLater(timeout, self._idle_close)
+
+    def stop_idle_timer(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _idle_close(self) -> None:
+        self._idle = None
+        log.debug("closing idle {kind} connection to {peer}", kind=self.kind, peer=self.peer)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self._touch()
+        try:
+            events = self.parser.feed(data)
+        except SIPParseError as e:
+            log.info("closing {kind} connection from {peer}: {reason}", kind=self.kind,
+                     peer=self.peer, reason=e.reason)
+            self.transport.loseConnection()
+            return
+        if self.parser.pings != self._pings:
+            for _ in range(self.parser.pings - self._pings):
+                self.transport.write(PONG)
+            self._pings = self.parser.pings
+        assert self.peer is not None
+        for event in events:
+            if isinstance(event, SIPParseError):
+                self.controller._bad_message(event, self.peer)
+            else:
+                self.controller._deliver(event, self.peer, self)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; raises TransportError (and drops the connection) when a peer
+        that stopped reading would make us hold more than ``max_write_backlog`` bytes."""
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > self.controller.max_write_backlog:
+                log.warn("{kind} peer {peer} stopped reading: closing the connection",
+                         kind=self.kind, peer=str(self.peer))
+                self.transport.abortConnection()
+                raise TransportError(f"{self.peer} is not reading: connection closed")
+        self._touch()
+        self.transport.write(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self.stop_idle_timer()
+        self.controller._connection_lost(self)
+
+
+class ServerFactory(protocol.ServerFactory):
+    def __init__(self, controller: SIPTransport, kind: str) -> None:
+        self.controller = controller
+        self.kind = kind
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:  # noqa: N802
+        if self.controller.connection_count >= self.controller.max_connections:
+            log.warn("{kind} connection from {addr} refused: {n} connections open",
+                     kind=self.kind, addr=addr.host, n=self.controller.connection_count)
+            return None
+        p = StreamProtocol(self.controller, self.kind, None)
+        p.factory = self
+        return p
+
+
+class ClientFactory(protocol.ClientFactory):
+    """One outbound connection attempt; every send waiting for it is a waiter."""
+
+    def __init__(self, controller: SIPTransport, target: Peer) -> None:
+        self.controller = controller
+        self.target = target
+        self.waiters: list[defer.Deferred[StreamProtocol]] = []
+        self.done = False
+        self.connector: Any = None
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:  # noqa: N802
+        p = StreamProtocol(self.controller, self.target.transport, self.target)
+        p.factory = self
+        return p
+
+    def succeeded(self, conn: StreamProtocol) -> None:
+        self._finish(conn)
+
+    def failed(self, why: str) -> None:
+        self._finish(Failure(TransportError(  # type: ignore[no-untyped-call]  # Twisted
+            f"cannot connect to {self.target}: {why}")))
+
+    def _finish(self, result: StreamProtocol | Failure) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.controller._connecting.pop(self.target, None)
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+        self.failed(reason.getErrorMessage())

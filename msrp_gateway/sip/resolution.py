@@ -1,0 +1,62 @@
+"""Next hop for a request (RFC 3261 s.18.1.1, RFC 3263 without NAPTR/SRV): the pure choice
+of transport, host and port from a URI, and the non-blocking lookup of a host name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
+from zope.interface import implementer
+
+from .message import SIPParseError
+from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, TransportError, family
+from .uri import parse_uri
+
+__all__ = ["first_address", "next_hop"]
+
+
+def next_hop(uri_text: str, size: int = 0) -> tuple[str, str, int]:
+    """(transport, host, port) for a request of ``size`` bytes to ``uri_text``: the
+    ``transport`` param (sips: TLS; UDP over 1300 bytes: TCP), host from ``maddr`` or the
+    URI (brackets kept; may be a name), the transport's default port. Raises
+    TransportError for a URI we cannot route to."""
+    try:
+        uri = parse_uri(uri_text.strip().strip("<>"))
+    except SIPParseError as e:
+        raise TransportError(f"cannot route to {uri_text!r}: {e.reason}") from None
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    if uri.scheme == "sips" and transport == "tcp":
+        transport = "tls"
+    if transport not in DEFAULT_PORTS:
+        raise TransportError(f"unsupported transport {transport!r} in {uri_text!r}")
+    if transport == "udp" and size > MTU_SIZE_LIMIT:
+        transport = "tcp"
+    host = uri.param("maddr") or uri.host
+    return transport, host, uri.port or DEFAULT_PORTS[transport]
+
+
+def first_address(reactor: Any, host: str, families: set[int]) -> defer.Deferred[str]:
+    """The first address ``host`` resolves to (A or AAAA) in one of ``families`` (those we
+    listen on; any if none fits), through the reactor's pluggable resolver (getaddrinfo in
+    the thread pool: the reactor never blocks)."""
+    d: defer.Deferred[str] = defer.Deferred()
+    found: list[str] = []
+
+    @implementer(IResolutionReceiver)
+    class Receiver:
+        def resolutionBegan(self, resolution: IHostResolution) -> None:  # noqa: N802
+            pass
+
+        def addressResolved(self, address: Any) -> None:  # noqa: N802
+            found.append(address.host)
+
+        def resolutionComplete(self) -> None:  # noqa: N802
+            usable = [a for a in found if family(a) in families] or found
+            if usable:
+                d.callback(usable[0])
+            else:
+                d.errback(TransportError(f"{host!r} has no address"))
+
+    reactor.nameResolver.resolveHostName(Receiver(), host)
+    return d
