@@ -17,9 +17,10 @@ from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # no py.typed
 
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
+from .relay import RelayAuthError, RelayClient
 from .session import (
     CONNECTION_LOST,
     Clock,
@@ -75,14 +76,16 @@ class TLSSettings:
                 cert = f.read()
             with open(self.private_key, "rb") as f:
                 key = f.read()
-            self._own_cert = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+            # Twisted's ssl module has no annotations: its calls are untyped, not wrong.
+            self._own_cert = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+                cert + b"\n" + key)
         return self._own_cert
 
     def _trust(self) -> Any:
         if self._trust_root is not None:
             return self._trust_root
         if not self.ca_certificates:
-            self._trust_root = ssl.platformTrust()
+            self._trust_root = ssl.platformTrust()  # type: ignore[no-untyped-call]
             return self._trust_root
         with open(self.ca_certificates, "rb") as f:
             pem = f.read()
@@ -90,7 +93,7 @@ class TLSSettings:
                             pem, re.S)
         if not blocks:
             raise ValueError(f"[tls] ca_certificates: no certificate in {self.ca_certificates}")
-        self._trust_root = ssl.trustRootFromCertificates(
+        self._trust_root = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
             [ssl.Certificate.loadPEM(b) for b in blocks])
         return self._trust_root
 
@@ -118,6 +121,12 @@ def tls_settings_from(obj: Any) -> TLSSettings | None:
     return TLSSettings(cert, key, getattr(obj, "ca_certificates", None))
 
 
+def _logged_already(failure: Failure) -> None:
+    """The relay client logs and retries its failures; a caller that does not wait on
+    `start()` drops them here (anything else is a bug and propagates)."""
+    failure.trap(RelayAuthError)  # type: ignore[no-untyped-call]  # Failure is untyped
+
+
 @implementer(IPushProducer)
 class MSRPProtocol(Protocol):
     """Bytes in and out of one `LinkCore`; the core pauses when the socket is full."""
@@ -129,23 +138,27 @@ class MSRPProtocol(Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        # Without the mypy-zope plugin, ITransport's methods read as functions that take no
+        # self; the transport is a real one here, so it is handled as Any.
+        transport: Any = self.transport
+        peer = transport.getPeer()
         name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
-                             FrameParser(self.stack.limits), self.transport.write,
+                             FrameParser(self.stack.limits), transport.write,
                              self.close, self.stack._link_idle, name)
-        self.transport.registerProducer(self, True)
+        transport.registerProducer(self, True)
         self.stack._protocols.add(self)
 
     def close(self) -> None:
         """Close after what is written; a registered producer would hold TLS open."""
-        if self.transport is None:
+        transport: Any = self.transport  # (ITransport: see connectionMade)
+        if transport is None:
             return
         try:
-            self.transport.unregisterProducer()
+            transport.unregisterProducer()
         except RuntimeError:
             pass
-        self.transport.loseConnection()
+        transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.core is not None:
@@ -198,14 +211,17 @@ class MSRPStack(SessionHost):
 
     `my_uri` (e.g. `msrp://127.0.0.1:2855;tcp`) is the authority put in our session URIs;
     when None, the first `listen()` provides it (handy with port 0).
+
+    With `relay_uri` (RFC 4976), every session goes through that relay: `start()` (or the
+    first `listen()`) connects and AUTHs with `relay_username`/`relay_password`; until
+    the relay's 200, `create_session` refuses with `SessionError(503)`; sessions then
+    carry the relay's Use-Path before our URI and send over the relay connection.
     """
 
     def __init__(self, reactor: Any, my_uri: str | None = None, *,
                  relay_uri: str | None = None, tls: Any = None, limits: Any = None,
-                 settings: SessionSettings | None = None) -> None:
-        if relay_uri:
-            raise ValueError("[msrp] relay_uri: MSRP relays (RFC 4976 AUTH) are not "
-                             "supported yet; remove relay_uri")
+                 settings: SessionSettings | None = None, relay_username: str | None = None,
+                 relay_password: str | None = None) -> None:
         self.reactor = reactor
         self.clock: Clock = reactor
         self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
@@ -220,11 +236,35 @@ class MSRPStack(SessionHost):
         self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}
         self._connecting: dict[tuple[bool, str, int], list[defer.Deferred[LinkCore]]] = {}
         self._attempts: dict[tuple[bool, str, int], defer.Deferred[Any]] = {}
+        self.relay: RelayClient | None = None
+        if relay_uri:
+            try:
+                relay = parse_msrp_uri(relay_uri)
+            except MSRPParseError as e:
+                raise ValueError(f"[msrp] relay_uri {relay_uri!r}: {e.reason}") from None
+            if relay.secure and self.tls is None:
+                raise ValueError("[msrp] relay_uri is msrps: it needs [tls] certificate and "
+                                 "private_key")
+            self.relay = RelayClient(self.clock, relay_uri, self._own_uri, self._link_direct,
+                                     username=relay_username, password=relay_password,
+                                     timeout=self.settings.response_timeout)
+
+    def start(self) -> defer.Deferred[None]:
+        """Connect and authenticate to the relay, if one is configured; fires on the first
+        200 (errback `RelayAuthError`; the stack keeps retrying in the background)."""
+        if self.relay is None:
+            return defer.succeed(None)
+        return self.relay.start()
+
+    def _own_uri(self) -> str | None:
+        return None if self.my_uri is None else str(self.my_uri)
 
     # -- listening ----------------------------------------------------------------------
     def listen(self, socket_string: str) -> IListeningPort:
+        """Listen on `msrp:HOST[:PORT]` / `msrps:HOST[:PORT]` (ValueError for a bad string)."""
         secure, host, port = parse_socket(socket_string)
         factory = _InboundFactory(self)
+        lp: Any  # the reactor's port (IListeningPort, whose zope methods mypy misreads)
         if secure:
             if self.tls is None:
                 raise ValueError(f"MSRP socket {socket_string!r} needs [tls] certificate "
@@ -234,12 +274,15 @@ class MSRPStack(SessionHost):
         else:
             lp = self.reactor.listenTCP(port, factory, interface=host)
         self._ports.append(lp)
+        actual = lp.getHost().port
         if self.my_uri is None:
-            actual = lp.getHost().port
             self.my_uri = MSRPURI("msrps" if secure else "msrp", host, actual)
-        log.info("MSRP listening on {sock} (port {port})", sock=socket_string,
-                 port=lp.getHost().port)
-        return lp
+        log.info("MSRP listening on {sock} (port {port})", sock=socket_string, port=actual)
+        listening: IListeningPort = lp
+        if self.relay is not None:
+            # Failures are logged and retried by the relay client; nothing to raise here.
+            self.relay.start().addErrback(_logged_already)
+        return listening
 
     # -- sessions -------------------------------------------------------------------------
     def create_session(self, accept_types: Sequence[str]) -> MSRPSession:
@@ -250,7 +293,13 @@ class MSRPStack(SessionHost):
             if self.table.get(sid) is None:
                 break
         local = str(dataclasses.replace(self.my_uri, session_id=sid))
-        session = MSRPSession(self, sid, local, accept_types, self.settings)
+        relay_path: list[str] = []
+        if self.relay is not None:
+            if not self.relay.ready:
+                self.relay.start().addErrback(_logged_already)
+                raise SessionError(503, "MSRP relay not authenticated (yet)")
+            relay_path = list(self.relay.use_path)
+        session = MSRPSession(self, sid, local, accept_types, self.settings, relay_path)
         self.table.add(session)  # raises SessionError(503) when the table is full
         return session
 
@@ -262,7 +311,13 @@ class MSRPStack(SessionHost):
 
     # -- connections ----------------------------------------------------------------------
     def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        """The connection to the next hop `uri`, opened or reused (RFC 4975 s.6)."""
+        """The connection to the next hop `uri`, opened or reused (RFC 4975 s.6); with a
+        relay, always the relay connection (RFC 4976: everything goes through it)."""
+        if self.relay is not None:
+            return self.relay.link_deferred()
+        return self._link_direct(uri)
+
+    def _link_direct(self, uri: str) -> defer.Deferred[LinkCore]:
         try:
             target = parse_msrp_uri(uri)
         except MSRPParseError as e:
@@ -296,12 +351,16 @@ class MSRPStack(SessionHost):
     def _connected(self, proto: MSRPProtocol, key: tuple[bool, str, int]) -> None:
         self._attempts.pop(key, None)
         self._outbound[key] = proto
+        core = proto.core
         for d in self._connecting.pop(key, []):
-            d.callback(proto.core)
+            if core is None or core.lost:  # made and lost in the same turn
+                d.errback(MSRPSendError(CONNECTION_LOST, "connection lost at once"))
+            else:
+                d.callback(core)
 
     def _connect_failed(self, failure: Failure, key: tuple[bool, str, int]) -> None:
         self._attempts.pop(key, None)
-        why = failure.getErrorMessage() or failure.type.__name__
+        why = failure.getErrorMessage() or repr(failure.value)
         log.warn("MSRP connection to {host}:{port} failed: {why}", host=key[1],
                  port=key[2], why=why)
         for d in self._connecting.pop(key, []):
@@ -322,8 +381,11 @@ class MSRPStack(SessionHost):
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection; fires when all are gone."""
         waits: list[defer.Deferred[Any]] = []
+        if self.relay is not None:
+            self.relay.stop()
         for lp in self._ports:
-            waits.append(defer.maybeDeferred(lp.stopListening))
+            port: Any = lp  # (IListeningPort: see MSRPProtocol.connectionMade)
+            waits.append(defer.maybeDeferred(port.stopListening))
         self._ports.clear()
         for attempt in list(self._attempts.values()):
             attempt.cancel()  # waiters errback MSRPSendError(503)
