@@ -9,7 +9,7 @@ to their dialog (481 when unknown) and everything else out of dialog to ``router
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -19,22 +19,17 @@ from twisted.python.failure import Failure
 
 from .dialog import ALLOW, Dialog, new_tag
 from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
+from .table import ClientEntry, Entry, TransactionTable
 from .transaction import (
     DEFAULT_TIMERS,
     MAGIC_COOKIE,
-    Action,
-    CancelTimer,
-    Deliver,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
-    Send,
     SIPFinalResponse,
     SIPTimeout,
     SIPTransportError,
-    StartTimer,
-    Terminated,
     TimerSettings,
     response_key,
     server_key,
@@ -72,28 +67,12 @@ def new_branch() -> str:
     return MAGIC_COOKIE + secrets.token_hex(10)
 
 
-class _Entry:
-    """What every transaction in the table has: its machine, its peer and its timers."""
-
-    __slots__ = ("core", "peer", "timers", "key")
-
-    core: Any
-    peer: Any
-    timers: dict[str, DelayedCall]
-    key: Any
-
-    def deliver(self, msg: Any) -> None:
-        raise NotImplementedError
-
-    def terminated(self, reason: str) -> None:
-        raise NotImplementedError
-
-
-class ServerTransaction(_Entry):
+class ServerTransaction(Entry):
     """A request we received, as the application sees it: answer it with ``respond``."""
 
-    __slots__ = ("request", "source", "on_cancel", "dialog", "_local_tag", "merge_key",
-                 "_stack", "_guard")
+    __slots__ = ("request", "source", "on_cancel", "dialog", "_local_tag", "_stack", "_guard")
+
+    is_server = True
 
     def __init__(self, stack: SIPStack, core: Any, request: SIPRequest, source: Any,
                  peer: Any, key: Any = None) -> None:
@@ -107,7 +86,7 @@ class ServerTransaction(_Entry):
         self.on_cancel: Callable[[], None] | None = None
         self.dialog: Dialog | None = None  # set for in-dialog requests
         self._local_tag: str | None = None
-        self.merge_key: Any = None
+        self.merge_key = None
         self._guard: DelayedCall | None = None
 
     @property
@@ -140,7 +119,7 @@ class ServerTransaction(_Entry):
                 return dialog._pending.response if dialog._pending is not None else None
             resp = self._stack._build_response(self, status, reason, headers, body,
                                                content_type, to_tag, contact=True)
-            self._stack._perform(self, self.core.on_response(resp))
+            self._stack.table.perform(self, self.core.on_response(resp))
             self.dialog.send_2xx(resp, self.peer, already_sent=True)
             return resp
         early = self.request.method == "INVITE" and 100 < status < 200  # s.12.1.1
@@ -148,7 +127,7 @@ class ServerTransaction(_Entry):
                                            to_tag, contact=early)
         if status >= 200:
             self._stop_guard()
-        self._stack._perform(self, self.core.on_response(resp))
+        self._stack.table.perform(self, self.core.on_response(resp))
         return resp
 
     def _stop_guard(self) -> None:
@@ -169,27 +148,6 @@ class ServerTransaction(_Entry):
                      method=self.request.method, reason=reason)
 
 
-class _ClientEntry(_Entry):
-    """A request we sent: results go to ``on_response`` / ``on_end`` of its owner."""
-
-    __slots__ = ("on_response", "on_end")
-
-    def __init__(self, core: Any, peer: Any, on_response: Callable[[SIPResponse], None],
-                 on_end: Callable[[str], None]) -> None:
-        self.core = core
-        self.peer = peer
-        self.timers = {}
-        self.key = core.key
-        self.on_response = on_response
-        self.on_end = on_end
-
-    def deliver(self, msg: Any) -> None:
-        self.on_response(msg)
-
-    def terminated(self, reason: str) -> None:
-        self.on_end(reason)
-
-
 class InviteClient:
     """An INVITE we sent: ``deferred`` fires a confirmed ``Dialog`` or errbacks.
 
@@ -204,7 +162,7 @@ class InviteClient:
         self.on_provisional: Callable[[SIPResponse], None] | None = None
         self.dialog: Dialog | None = None
         self._answered: dict[tuple[str, str, str], Dialog] = {}  # per 2xx To tag (forks)
-        self._entry: _ClientEntry | None = None
+        self._entry: ClientEntry | None = None
         self._provisional = False
         self._cancel_requested = False
         self._cancel_sent = False
@@ -244,14 +202,14 @@ class InviteClient:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if not self._stack._stopped:
+        if not self._stack.table.stopped:
             self._timer = self._stack.reactor.callLater(delay, fn)
 
     def _cancel_timeout(self) -> None:
         """s.9.1: no final response 64*T1 after CANCEL: the INVITE is given up."""
         self._timer = None
         if self._entry is not None:
-            self._stack._abandon(self._entry)
+            self._stack.table.drop(self._entry)
         self._fail(SIPTimeout("no final response after CANCEL"))
 
     def _on_response(self, resp: SIPResponse) -> None:
@@ -330,26 +288,17 @@ class SIPStack:
         self.local_uri_host = local_uri_host
         self.outbound_proxy = outbound_proxy
         self.router = router
-        self.max_transactions = max_transactions
         self.max_dialogs = max_dialogs
         self.timers = timers
         self.user_agent = user_agent
-        self._servers: dict[Any, ServerTransaction] = {}
-        self.max_completed = max_completed
-        self._completed: dict[Any, tuple[SIPResponse, Any, Any]] = {}
-        # s.8.2.2.2: out-of-dialog requests in progress or answered, by From tag, Call-ID and
-        # CSeq: the same request on another branch (forked back to us) is a merged request
-        self._merged: dict[Any, Any] = {}
-        self._completed_fifo: deque[tuple[float, Any]] = deque()
-        self._completed_sweep: DelayedCall | None = None
-        self._clients: dict[Any, _ClientEntry] = {}
+        self.table = TransactionTable(reactor, transport, max_transactions=max_transactions,
+                                      max_completed=max_completed)
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         # INVITEs answered 2xx in the last 64*T1, for 2xx from other forks (s.13.2.2.4);
         # insertion order is expiry order, so pruning pops from the front
         self._uac_invites: OrderedDict[tuple[str | None, str], tuple[float, InviteClient]] = \
             OrderedDict()
         self._cseq = secrets.randbelow(2 ** 16) + 1
-        self._stopped = False
         self._invite_clients: set[InviteClient] = set()
         transport.on_message = self._on_message
 
@@ -416,7 +365,7 @@ class SIPStack:
     def invite(self, req: SIPRequest) -> InviteClient:
         """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
         client = InviteClient(self, req)
-        if self._stopped:
+        if self.table.stopped:
             client._fail(SIPTransportError("SIP stack stopped"))
             return client
         self._invite_clients.add(client)
@@ -429,12 +378,12 @@ class SIPStack:
                 return
             self._add_via(req, peer)
             core = InviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
-            entry = _ClientEntry(core, peer, client._on_response, client._on_end)
-            if not self._register_client(entry):
+            entry = ClientEntry(core, peer, client._on_response, client._on_end)
+            if not self.table.add_client(entry):
                 client._fail(SIPTransportError("transaction table full"))
                 return
             client._entry = entry
-            self._perform(entry, core.start())
+            self.table.perform(entry, core.start())
 
         def failed(f: Failure) -> None:
             client._fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
@@ -452,7 +401,7 @@ class SIPStack:
         self._dialogs[dialog.key] = dialog
         resp = self._build_response(txn, 200, None, headers, body, content_type, None,
                                     contact=True)
-        self._perform(txn, txn.core.on_response(resp))
+        self.table.perform(txn, txn.core.on_response(resp))
         dialog.send_2xx(resp, txn.peer, already_sent=True)
         return dialog
 
@@ -461,7 +410,15 @@ class SIPStack:
 
     @property
     def transaction_count(self) -> int:
-        return len(self._servers) + len(self._clients)
+        return len(self.table)
+
+    @property
+    def max_transactions(self) -> int:
+        return self.table.max_transactions
+
+    @property
+    def max_completed(self) -> int:
+        return self.table.max_completed
 
     # -- what dialogs call (DialogOwner) -------------------------------------------------
 
@@ -483,23 +440,14 @@ class SIPStack:
     def stop(self) -> None:
         """Cancel every timer of every transaction and dialog (service shutdown, tests);
         no timer starts after it."""
-        self._stopped = True
-        for entry in [*self._servers.values(), *self._clients.values()]:
-            self._drop(entry)
+        for entry in self.table.stop():
             # requests of ours still in flight fail now (SIPTransportError), none hangs
-            entry.terminated("normal" if isinstance(entry, ServerTransaction)
-                             else "transport_error")
+            entry.terminated("normal" if entry.is_server else "transport_error")
         for dialog in list(self._dialogs.values()):
             dialog.stop_timers()
         self._uac_invites.clear()
         for client in list(self._invite_clients):
             client._fail(SIPTransportError("SIP stack stopped"))
-        if self._completed_sweep is not None and self._completed_sweep.active():
-            self._completed_sweep.cancel()
-        self._completed_sweep = None
-        self._completed.clear()
-        self._completed_fifo.clear()
-        self._merged.clear()
 
     def forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.key) is dialog:
@@ -551,7 +499,7 @@ class SIPStack:
 
     def _start_client(self, req: SIPRequest, peer: Any) -> defer.Deferred[SIPResponse]:
         """Run a non-INVITE client transaction for ``req`` (Via already on it) to ``peer``."""
-        if self._stopped:
+        if self.table.stopped:
             return defer.fail(SIPTransportError("SIP stack stopped"))
         d: defer.Deferred[SIPResponse] = defer.Deferred()
 
@@ -568,18 +516,11 @@ class SIPStack:
                 d.errback(SIPTransportError(f"{req.method} could not be sent"))
 
         core = NonInviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
-        entry = _ClientEntry(core, peer, on_response, on_end)
-        if not self._register_client(entry):
+        entry = ClientEntry(core, peer, on_response, on_end)
+        if not self.table.add_client(entry):
             return defer.fail(SIPTransportError("transaction table full"))
-        self._perform(entry, core.start())
+        self.table.perform(entry, core.start())
         return d
-
-    def _register_client(self, entry: _ClientEntry) -> bool:
-        if self.transaction_count >= self.max_transactions:
-            log.warn("transaction table full ({n}): request not sent", n=self.max_transactions)
-            return False
-        self._clients[entry.key] = entry
-        return True
 
     def _build_response(self, txn: ServerTransaction, status: int, reason: str | None,
                         headers: Iterable[tuple[str, str]], body: bytes,
@@ -593,104 +534,6 @@ class SIPStack:
         return make_response(txn.request, status, reason,
                              to_tag=to_tag or (txn.local_tag if status > 100 else None),
                              headers=extra, body=body, content_type=content_type)
-
-    # -- internals: performing actions ---------------------------------------------------
-
-    def _perform(self, entry: _Entry, actions: list[Action]) -> None:
-        for action in actions:
-            kind = type(action)
-            if kind is Send:
-                self._send(entry, action.message)  # type: ignore[union-attr]
-            elif kind is StartTimer:
-                if self._stopped:
-                    continue
-                if action.name == "J" and type(entry) is ServerTransaction:  # type: ignore
-                    self._keep_completed(entry, action.delay)  # type: ignore[union-attr]
-                    continue
-                old = entry.timers.get(action.name)  # type: ignore[union-attr]
-                if old is not None and old.active():
-                    old.cancel()
-                entry.timers[action.name] = self.reactor.callLater(  # type: ignore[union-attr]
-                    action.delay, self._fire, entry, action.name)  # type: ignore[union-attr]
-            elif kind is CancelTimer:
-                call = entry.timers.pop(action.name, None)  # type: ignore[union-attr]
-                if call is not None and call.active():
-                    call.cancel()
-            elif kind is Deliver:
-                entry.deliver(action.message)  # type: ignore[union-attr]
-            elif kind is Terminated:
-                self._drop(entry)
-                entry.terminated(action.reason)  # type: ignore[union-attr]
-
-    def _fire(self, entry: _Entry, name: str) -> None:
-        entry.timers.pop(name, None)
-        self._perform(entry, entry.core.on_timer(name))
-
-    def _send(self, entry: _Entry, msg: SIPRequest | SIPResponse) -> None:
-        try:
-            d = self.transport.send(msg, entry.peer)
-        except Exception as e:  # a transport bug must not leave the transaction hanging
-            d = defer.fail(e)
-        d.addErrback(self._send_failed, entry)
-
-    def _send_failed(self, failure: Failure, entry: _Entry) -> None:
-        log.info("send to {peer} failed: {err}", peer=entry.peer, err=failure.getErrorMessage())
-        self._perform(entry, entry.core.on_transport_error())
-
-    def _drop(self, entry: _Entry, *, keep_merge: bool = False) -> None:
-        for call in entry.timers.values():
-            if call.active():
-                call.cancel()
-        entry.timers.clear()
-        if isinstance(entry, ServerTransaction):
-            table: dict[Any, Any] = self._servers
-            if not keep_merge:
-                self._unmerge(entry.merge_key, entry.key)
-        else:
-            table = self._clients
-        if table.get(entry.key) is entry:
-            del table[entry.key]
-
-    def _keep_completed(self, txn: ServerTransaction, delay: float) -> None:
-        """Timer J, compactly: the machine is dropped; its key maps to the final response,
-        resent for retransmissions until one shared sweep expires it (s.17.2.2)."""
-        self._drop(txn, keep_merge=True)
-        txn.terminated("normal")
-        resp = txn.core.last_response
-        if resp is None:
-            self._unmerge(txn.merge_key, txn.key)
-            return
-        completed = self._completed
-        fifo = self._completed_fifo
-        while len(completed) >= self.max_completed and fifo:
-            self._forget_completed(fifo.popleft()[1])  # past the bound: the oldest go early
-        completed[txn.key] = (resp, txn.peer, txn.merge_key)
-        fifo.append((self.reactor.seconds() + delay, txn.key))
-        if self._completed_sweep is None and not self._stopped:
-            self._completed_sweep = self.reactor.callLater(delay, self._sweep_completed)
-
-    def _sweep_completed(self) -> None:
-        self._completed_sweep = None
-        now = self.reactor.seconds()
-        fifo = self._completed_fifo
-        while fifo and fifo[0][0] <= now:
-            self._forget_completed(fifo.popleft()[1])
-        if fifo:
-            self._completed_sweep = self.reactor.callLater(max(fifo[0][0] - now, 0.0),
-                                                           self._sweep_completed)
-
-    def _forget_completed(self, key: Any) -> None:
-        done = self._completed.pop(key, None)
-        if done is not None:
-            self._unmerge(done[2], key)
-
-    def _unmerge(self, merge_key: Any, key: Any) -> None:
-        if merge_key is not None and self._merged.get(merge_key) == key:
-            del self._merged[merge_key]
-
-    def _abandon(self, entry: _Entry) -> None:
-        """Drop a transaction without telling its owner (it already gave up)."""
-        self._drop(entry)
 
     # -- internals: receiving ------------------------------------------------------------
 
@@ -706,9 +549,9 @@ class SIPStack:
 
     def _on_response(self, resp: SIPResponse) -> None:
         key = response_key(resp)
-        entry = self._clients.get(key) if key is not None else None
+        entry = self.table.clients.get(key) if key is not None else None
         if entry is not None:
-            self._perform(entry, entry.core.on_response(resp))
+            self.table.perform(entry, entry.core.on_response(resp))
             return
         if 200 <= resp.status < 300 and resp.cseq[1] == "INVITE":
             # a 2xx retransmission (the client transaction ended on the first one)
@@ -726,22 +569,22 @@ class SIPStack:
     def _on_request(self, req: SIPRequest, source: Any) -> None:
         method = req.method
         key = server_key(req)
-        txn = self._servers.get(key)
+        txn = self.table.servers.get(key)
         if method == "ACK":
             if txn is not None:
-                self._perform(txn, txn.core.on_request(req))
+                self.table.perform(txn, txn.core.on_request(req))
             else:
                 self._ack_to_dialog(req)
             return
         if txn is not None:
-            self._perform(txn, txn.core.on_request(req))  # a retransmission
+            self.table.perform(txn, txn.core.on_request(req))  # a retransmission
             return
-        done = self._completed.get(key)
+        done = self.table.completed(key)
         if done is not None:  # a retransmission of a request answered in the last 64*T1
             self.send_response(done[0], done[1]).addErrback(lambda f: None)
             return
         peer = self.transport.response_peer(req, source)
-        if self.transaction_count >= self.max_transactions:
+        if self.table.full:
             self._stateless_reply(req, peer, 503, [("Retry-After", "5")])
             log.warn("transaction table full ({n}): 503 to {method}", n=self.max_transactions,
                      method=method)
@@ -749,17 +592,15 @@ class SIPStack:
         merge_key = None
         if method != "CANCEL" and not req.to_tag:
             merge_key = (req.from_tag, req.call_id, req.cseq[0], method)
-            if merge_key in self._merged:
+            if self.table.is_merged(merge_key):
                 self._stateless_reply(req, peer, 482, [])  # s.8.2.2.2: merged request
                 return
         core_cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
         core = core_cls(req, reliable=_reliable(peer), timers=self.timers)
         txn = ServerTransaction(self, core, req, source, peer, key)
         txn.merge_key = merge_key
-        if merge_key is not None:
-            self._merged[merge_key] = key
-        self._servers[txn.key] = txn
-        self._perform(txn, core.start())  # 100 Trying for INVITE, then _dispatch via Deliver
+        self.table.add_server(txn)
+        self.table.perform(txn, core.start())  # 100 Trying for INVITE, then _dispatch via Deliver
 
     def _stateless_reply(self, req: SIPRequest, peer: Any, status: int,
                          headers: list[tuple[str, str]]) -> None:
@@ -795,7 +636,7 @@ class SIPStack:
             txn.respond(503, headers=[("Retry-After", "5")])
         else:
             self._guarded(self.router, txn)
-        if not txn.responded and not self._stopped:
+        if not txn.responded and not self.table.stopped:
             guard = TU_GUARD_INVITE if method == "INVITE" else TU_GUARD_NON_INVITE
             txn._guard = self.reactor.callLater(guard, self._tu_silent, txn)
 
@@ -815,8 +656,8 @@ class SIPStack:
 
     def _on_cancel(self, txn: ServerTransaction) -> None:
         """s.9.2: 200 to the CANCEL, 487 to its INVITE if still unanswered; 481 if unknown."""
-        invite = self._servers.get(server_key(txn.request, "INVITE"))
-        if invite is None or invite.request.method != "INVITE":
+        invite = self.table.servers.get(server_key(txn.request, "INVITE"))
+        if not isinstance(invite, ServerTransaction) or invite.request.method != "INVITE":
             txn.respond(481)
             return
         txn.respond(200)
