@@ -180,6 +180,13 @@ class LinkCore:
                 self._inflight.discard(msg)
                 self._fail(msg, CONNECTION_LOST, why)
 
+    def keep_open(self) -> None:
+        """Never close this connection for being idle (our relay connection)."""
+        self.persistent = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
     def _arm_idle(self) -> None:
         if self.lost or self.sessions or self.persistent:
             return

@@ -220,7 +220,7 @@ class RelayClient:
     def _linked(self, link: LinkCore) -> LinkCore:
         if link is not self.link:
             self.link = link
-            link.persistent = True
+            link.keep_open()
             link.on_lost = self._lost
             own = self._own_uri()
             if own is None:

@@ -1,0 +1,251 @@
+"""RFC 4976 relay client, sans sockets: Digest values, challenge parsing, and the AUTH
+exchange driven on a `LinkCore` fed by hand with time on `task.Clock`."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import pytest
+from twisted.internet import defer, task
+
+from msrp_gateway.msrp.link import LinkCore
+from msrp_gateway.msrp.message import FrameParser, MSRPParseError, MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.relay import (
+    RelayAuthError,
+    RelayClient,
+    authorization,
+    digest_response,
+    parse_challenge,
+)
+from msrp_gateway.msrp.session import SessionSettings, SessionTable
+
+RELAY = "msrp://relay.example.net:2855;tcp"
+ME = "msrp://10.0.0.1:2855;tcp"
+USE_PATH = "msrp://relay.example.net:2855/kjfjan;tcp"
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+# ---- pure functions -------------------------------------------------------------------
+
+def test_digest_matches_the_rfc_2617_example() -> None:
+    """RFC 2617 s.3.5: Mufasa / "Circle Of Life" gives 6629fae4...."""
+    assert digest_response(
+        "Mufasa", "Circle Of Life", "testrealm@host.com",
+        "dcd98b7102dd2f0e8b11d0f600bfb0c093", "GET", "/dir/index.html",
+        qop="auth", nc="00000001", cnonce="0a4f113b",
+    ) == "6629fae49393a05397450978507c4ef1"
+
+
+def test_digest_without_qop_is_the_rfc_2069_form() -> None:
+    ha1, ha2 = md5("u:r:p"), md5("AUTH:" + RELAY)
+    assert digest_response("u", "p", "r", "n1", "AUTH", RELAY) == md5(f"{ha1}:n1:{ha2}")
+
+
+def test_digest_md5_sess_hashes_nonce_and_cnonce_into_ha1() -> None:
+    ha1 = md5(f"{md5('u:r:p')}:n1:c1")
+    expected = md5(f"{ha1}:n1:00000002:c1:auth:{md5('AUTH:' + RELAY)}")
+    assert digest_response("u", "p", "r", "n1", "AUTH", RELAY, qop="auth",
+                           nc="00000002", cnonce="c1", algorithm="MD5-sess") == expected
+
+
+def test_digest_refuses_an_unknown_algorithm() -> None:
+    with pytest.raises(ValueError, match="SHA-512"):
+        digest_response("u", "p", "r", "n", "AUTH", RELAY, algorithm="SHA-512")
+
+
+def test_challenge_parsing_unquotes_and_lowercases_names() -> None:
+    got = parse_challenge('Digest Realm="relay.example.net", nonce="a\\"b", qop="auth", '
+                          'algorithm=MD5,opaque="xyz"')
+    assert got == {"realm": "relay.example.net", "nonce": 'a"b', "qop": "auth",
+                   "algorithm": "MD5", "opaque": "xyz"}
+
+
+@pytest.mark.parametrize("value", [
+    'Basic realm="x"', 'Digest nonce="n"', 'Digest realm="r" nonce="n"',
+    'Digest realm="r", nonce="n", =x', "Digest " + "a=b, " * 2000,
+])
+def test_bad_challenges_raise_the_parsers_own_error(value: str) -> None:
+    with pytest.raises(MSRPParseError):
+        parse_challenge(value)
+
+
+def _params(value: str) -> dict[str, str]:
+    assert value.startswith("Digest ")
+    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', value)}
+
+
+def test_authorization_answers_the_challenge_for_method_auth_and_the_relay_uri() -> None:
+    """RFC 4976 s.5: A2 uses method AUTH and the relay's URI (the AUTH's To-Path)."""
+    value = authorization({"realm": "r", "nonce": "n1", "qop": "auth,auth-int",
+                           "opaque": "op"}, "alice", "secret", RELAY, cnonce="c1", nc=3)
+    p = _params(value)
+    ha1, ha2 = md5("alice:r:secret"), md5("AUTH:" + RELAY)
+    assert p["response"] == md5(f"{ha1}:n1:00000003:c1:auth:{ha2}")
+    assert (p["username"], p["uri"], p["qop"], p["nc"], p["opaque"]) == (
+        "alice", RELAY, "auth", "00000003", "op")
+
+
+# ---- the AUTH exchange on a hand-fed connection ----------------------------------------
+
+class Relay:
+    """Hands out LinkCores whose writes are parsed back; the test plays the relay's side."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+        self.settings = SessionSettings()
+        self.sent: list[Any] = []
+        self.out = FrameParser()
+        self.closed = 0
+        self.opened = 0
+        self.core: LinkCore | None = None
+
+    def _write(self, data: bytes) -> None:
+        self.sent += self.out.feed(data)
+
+    def _lose(self) -> None:
+        self.closed += 1
+
+    def open(self, uri: str) -> defer.Deferred[LinkCore]:
+        assert uri == RELAY
+        self.opened += 1
+        self.core = LinkCore(self.clock, SessionTable(self.settings), self.settings,
+                             FrameParser(), self._write, self._lose, lambda link: None,
+                             "relay")
+        return defer.succeed(self.core)
+
+    def last(self) -> MSRPRequest:
+        frame = self.sent[-1]
+        assert isinstance(frame, MSRPRequest)
+        return frame
+
+    def answer(self, status: int, headers: list[tuple[str, str]] = (), comment: str = "") -> None:
+        req = self.last()
+        resp = MSRPResponse(req.transaction_id, status, comment or None,
+                            [("To-Path", req.from_path[0]), ("From-Path", RELAY), *headers])
+        assert self.core is not None
+        self.core.data_received(resp.to_bytes())
+
+
+def failure_code(d: defer.Deferred[Any]) -> int:
+    got: list[Any] = []
+    d.addErrback(got.append)
+    return int(got[0].value.code)
+
+
+CHALLENGE = ("WWW-Authenticate", 'Digest realm="relay.example.net", nonce="n0nce", qop="auth"')
+
+
+def client(clock: task.Clock, relay: Relay, **kw: Any) -> RelayClient:
+    kw.setdefault("username", "alice")
+    kw.setdefault("password", "secret")
+    return RelayClient(clock, RELAY, lambda: ME, relay.open, **kw)
+
+
+def test_auth_challenge_credentials_then_use_path_and_expiry() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start().addBoth(results.append)
+    first = relay.last()
+    assert first.method == "AUTH" and "Authorization" not in first.headers
+    assert first.to_path == [RELAY] and first.from_path[0].startswith("msrp://10.0.0.1:2855/")
+    relay.answer(401, [CHALLENGE])
+    second = relay.last()
+    p = _params(second.headers.get("Authorization") or "")
+    expected = md5(f"{md5('alice:relay.example.net:secret')}:n0nce:{p['nc']}:{p['cnonce']}"
+                   f":auth:{md5('AUTH:' + RELAY)}")
+    assert p["response"] == expected and second.transaction_id != first.transaction_id
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    assert results == [None] and rc.ready and rc.use_path == [USE_PATH]
+    assert rc.link_deferred().result is relay.core and relay.core.persistent
+
+
+def test_re_auth_before_the_granted_lifetime_ends() -> None:
+    clock = task.Clock()
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start()
+    relay.answer(401, [CHALLENGE])
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    n = len(relay.sent)
+    clock.advance(479)
+    assert len(relay.sent) == n  # not yet
+    clock.advance(1)  # 80 % of 600 s
+    assert relay.last().method == "AUTH" and len(relay.sent) == n + 1
+    relay.answer(401, [CHALLENGE])
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    assert rc.auth_count == 2 and rc.ready and relay.opened == 1
+
+
+def test_wrong_credentials_fail_start_and_retry_later() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, password="wrong")
+    rc.start().addBoth(results.append)
+    relay.answer(401, [CHALLENGE])
+    relay.answer(401, [CHALLENGE])
+    assert isinstance(results[0].value, RelayAuthError) and results[0].value.code == 401
+    assert "relay_password" in str(results[0].value) and not rc.ready
+    n = len(relay.sent)
+    clock.advance(1.0)
+    assert len(relay.sent) == n + 1 and relay.last().method == "AUTH"
+    assert failure_code(rc.link_deferred()) == 503 and not rc.ready
+
+
+def test_no_credentials_configured_names_the_keys() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = RelayClient(clock, RELAY, lambda: ME, relay.open)
+    rc.start().addBoth(results.append)
+    relay.answer(401, [CHALLENGE])
+    assert "relay_username" in str(results[0].value)
+    rc.stop()
+    assert not clock.getDelayedCalls()
+
+
+def test_a_200_without_use_path_is_refused() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start().addBoth(results.append)
+    relay.answer(200, [("Expires", "600")])
+    assert "Use-Path" in str(results[0].value) and not rc.ready
+
+
+def test_no_answer_is_a_408_and_a_lost_connection_is_reopened() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, timeout=5.0)
+    rc.start().addBoth(results.append)
+    clock.advance(5.0)
+    assert results[0].value.code == 408
+    clock.advance(1.0)  # retry on the same connection
+    relay.answer(401, [CHALLENGE])
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    assert rc.ready and relay.opened == 1
+    first = relay.core
+    assert first is not None
+    first.connection_lost("gone")
+    assert not rc.ready and rc.use_path == []
+    assert failure_code(rc.link_deferred()) == 503
+    clock.advance(1.0)
+    assert relay.opened == 2 and relay.core is not first and relay.last().method == "AUTH"
+    relay.answer(401, [CHALLENGE])
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    assert rc.ready and rc.link is relay.core
+
+
+def test_stop_leaves_no_timer() -> None:
+    clock = task.Clock()
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start().addErrback(lambda f: None)
+    relay.answer(401, [CHALLENGE])
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
+    rc.stop()
+    assert not rc.ready and clock.getDelayedCalls() == []
