@@ -1,13 +1,11 @@
 """Two MSRP endpoints over real TCP and TLS sockets on 127.0.0.1 (ports from the OS).
 
-Each test names the behaviour it proves; TLS certificates are generated here with
-`cryptography`. Raw-socket peers are used where the proof is what is (not) on the wire.
+Each test names the behaviour it proves; TLS certificates come from `tests.tlscerts`
+(a CA and a leaf it signed). Raw-socket peers are used where the proof is what is (not) on the wire.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from typing import Any
 
 import pytest
@@ -18,38 +16,15 @@ from twisted.internet.protocol import Factory, Protocol
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import MSRPSendError, SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
+from tests.tlscerts import make_certs
 
 TIMEOUT = 10.0
 
 
 def make_tls(tmp_path) -> TLSSettings:
-    """A self-signed certificate for 127.0.0.1 that also serves as the trust root."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file = tmp_path / "cert.pem"
-    key_file = tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return TLSSettings(str(cert_file), str(key_file), str(cert_file))
+    """The shared test CA and a leaf for 127.0.0.1 / ::1 / localhost; the CA verifies peers."""
+    certs = make_certs(tmp_path)
+    return TLSSettings(certs.certificate, certs.private_key, certs.ca_certificates)
 
 
 class Inbox:
