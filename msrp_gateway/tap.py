@@ -6,6 +6,7 @@ when no reactor is passed in, so tests build the whole service on a MemoryReacto
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -71,8 +72,9 @@ class _Root(MultiService):
             raise SystemExit(1) from None
 
 
-def _twistd_observer(options: usage.Options, control: LogLevelControl) -> Any:
-    """The observer twistd would make from its own options, behind our level filter."""
+def _twistd_observer(options: usage.Options, control: LogLevelControl, reactor: Any) -> Any:
+    """The observer twistd would make from its own options, behind our level filter
+    (a log file is rotated on SIGUSR1, as twistd does)."""
     parent = getattr(options, "parent", None)
     if parent is None or parent.get("syslog") or parent.get("logger"):
         return None
@@ -81,6 +83,8 @@ def _twistd_observer(options: usage.Options, control: LogLevelControl) -> Any:
         out: Any = sys.stdout
     else:
         out = LogFile.fromFullPath(name or "twistd.log")
+        signal.signal(signal.SIGUSR1,
+                      lambda *_: reactor.callFromThread(out.rotate))  # type: ignore[union-attr]
     return control.observer(textFileLogObserver(out))
 
 
@@ -99,7 +103,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
         raise SystemExit(1) from None
     level = options["log-level"] or settings.log.level
     control = LogLevelControl(LogLevel.levelWithName(level))
-    root = _Root(_twistd_observer(options, control))
+    root = _Root(_twistd_observer(options, control, reactor))
     try:
         build_service(settings, reactor, log_control=control).setServiceParent(root)
     except StartupError as e:
