@@ -52,9 +52,10 @@ class _Root(MultiService):
     """Top service handed to twistd; installs the level-filtered log observer on the
     Application so twistd's logger (one line per event) obeys ``--log-level``."""
 
-    def __init__(self, observer: Any) -> None:
+    def __init__(self, observer: Any, control: LogLevelControl | None = None) -> None:
         super().__init__()
         self._observer = observer
+        self._late_filter = control  # for --logger/--syslog: filter once logging has begun
 
     def setServiceParent(self, parent: Any) -> Any:
         if (self._observer is not None and isinstance(parent, Componentized)
@@ -63,6 +64,8 @@ class _Root(MultiService):
         return super().setServiceParent(parent)
 
     def startService(self) -> None:
+        if self._late_filter is not None:
+            self._late_filter.install()
         try:
             super().startService()
         except StartupError as e:
@@ -103,7 +106,9 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
         raise SystemExit(1) from None
     level = options["log-level"] or settings.log.level
     control = LogLevelControl(LogLevel.levelWithName(level))
-    root = _Root(_twistd_observer(options, control, reactor))
+    observer = _twistd_observer(options, control, reactor)
+    parent = getattr(options, "parent", None)
+    root = _Root(observer, control if observer is None and parent is not None else None)
     try:
         build_service(settings, reactor, log_control=control).setServiceParent(root)
     except StartupError as e:
