@@ -36,7 +36,6 @@ __all__ = [
     "load",
     "load_default",
     "from_dict",
-    "default_config_text",
     "LOG_LEVELS",
 ]
 
@@ -321,10 +320,6 @@ class TLSSettings:
     ca_certificates: str = _opt(_file_or_empty, "")
     verify_peers: bool = _opt(None, False)
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.certificate and self.private_key)
-
 
 @dataclass(frozen=True, slots=True)
 class MISettings:
@@ -514,11 +509,6 @@ def load(path: str | os.PathLike[str]) -> Settings:
         raise ConfigError("file", "UTF-8 text", _Unknown("undecodable bytes"),
                           source) from None
     return from_dict(data, source)
-
-
-def default_config_text() -> str:
-    """The bundled default file (package data ``msrp_gateway/etc/msrpgw.toml``)."""
-    return resources.files("msrp_gateway").joinpath("etc/msrpgw.toml").read_text("utf-8")
 
 
 def load_default() -> Settings:
