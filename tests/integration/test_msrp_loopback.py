@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
@@ -392,3 +392,206 @@ def test_unreadable_tls_files_fail_at_construction(tmp_path):
     with pytest.raises(OSError):
         MSRPStack(reactor, "msrps://127.0.0.1:2855;tcp",
                   tls=TLSSettings(str(tmp_path / "no-cert.pem"), str(tmp_path / "no-key.pem")))
+
+
+# ---- through an RFC 4976 relay --------------------------------------------------------
+
+class RelayConn(Protocol):
+    """One connection of the test relay; frames it reads go to the relay."""
+
+    def __init__(self, relay: "MiniRelay") -> None:
+        self.relay = relay
+        self.parser = FrameParser()
+
+    def connectionMade(self) -> None:
+        self.relay.conns.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        for frame in self.parser.feed(data):
+            self.relay.handle(self, frame)
+
+    def connectionLost(self, reason=None) -> None:
+        self.relay.conns.discard(self)
+
+    def send(self, frame) -> None:
+        self.transport.write(frame.to_bytes())
+
+
+class MiniRelay:
+    """A small RFC 4976 relay: Digest AUTH (401 challenge, checked response), 200 with
+    Use-Path and Expires, and forwarding of SEND/REPORT by To-Path: it removes itself
+    from To-Path, puts itself in front of From-Path, answers SENDs hop by hop."""
+
+    realm = "relay.test"
+
+    def __init__(self, users: dict[str, str], expires: int = 600) -> None:
+        self.users = users
+        self.expires = expires
+        self.conns: set[RelayConn] = set()
+        self.clients: dict[str, RelayConn] = {}  # Use-Path session-id -> its client
+        self.nonces: set[str] = set()
+        self.auths = 0
+        self.forwarded: list[tuple[str, str]] = []  # (method, To-Path it went out with)
+        self._out: dict[tuple[str, int], defer.Deferred] = {}
+        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: RelayConn(self)),
+                                      interface="127.0.0.1")
+        self.uri = f"msrp://127.0.0.1:{self.port.getHost().port};tcp"
+
+    def handle(self, conn: RelayConn, frame) -> None:
+        if isinstance(frame, MSRPRequest) and frame.method == "AUTH":
+            self.auth(conn, frame)
+        elif isinstance(frame, MSRPRequest):
+            self.forward(conn, frame)
+        # responses to what we forwarded: hop by hop, already answered upstream
+
+    def answer(self, conn: RelayConn, req, status: int, headers=()) -> None:
+        conn.send(MSRPResponse(req.transaction_id, status, None,
+                               [("To-Path", req.from_path[0]), ("From-Path", self.uri),
+                                *headers]))
+
+    def auth(self, conn: RelayConn, req) -> None:
+        import hashlib
+        import re
+        import secrets
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        value = req.headers.get("Authorization")
+        if value is not None:
+            p = dict(re.findall(r'(\w+)="?([^",]*)"?', value))
+            password = self.users.get(p.get("username", ""))
+            if (password is not None and p.get("nonce") in self.nonces
+                    and p.get("uri") == req.to_path[0] == self.uri):
+                ha1 = md5(f"{p['username']}:{self.realm}:{password}")
+                expected = md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:"
+                               f"{md5('AUTH:' + p['uri'])}")
+                if p.get("response") == expected:
+                    token = secrets.token_hex(6)
+                    self.clients[token] = conn
+                    self.auths += 1
+                    use_path = f"msrp://127.0.0.1:{self.port.getHost().port}/{token};tcp"
+                    self.answer(conn, req, 200, [("Use-Path", use_path),
+                                                 ("Expires", str(self.expires))])
+                    return
+        nonce = secrets.token_hex(8)
+        self.nonces.add(nonce)
+        self.answer(conn, req, 401, [("WWW-Authenticate",
+                                      f'Digest realm="{self.realm}", nonce="{nonce}", '
+                                      f'qop="auth", algorithm=MD5')])
+
+    def forward(self, conn: RelayConn, req) -> None:
+        mine, rest = req.to_path[0], req.to_path[1:]
+        owner = self.clients.get(mine.rsplit("/", 1)[-1].split(";")[0])
+        if owner is None or not rest:
+            if req.method == "SEND":
+                self.answer(conn, req, 481)
+            return
+        headers = [(n, v) for n, v in req.headers.items() if n not in ("To-Path", "From-Path")]
+        headers = [("To-Path", " ".join(rest)),
+                   ("From-Path", " ".join([mine, *req.from_path])), *headers]
+        out = MSRPRequest(req.transaction_id, req.method, headers, req.body, req.flag)
+        self.forwarded.append((req.method, " ".join(rest)))
+        if req.method == "SEND" and req.failure_report != "no":
+            self.answer(conn, req, 200)
+        if conn is not owner:
+            # A peer that connected to us is reached back over its own connection.
+            self._out.setdefault(_authority(req.from_path[0]), defer.succeed(conn))
+            owner.send(out)  # towards our client
+            return
+        key = _authority(rest[0])  # away from it: reuse a connection to that hop
+        host, port = key
+        if key not in self._out:
+            ep = endpoints.TCP4ClientEndpoint(reactor, host, int(port), timeout=5)
+            self._out[key] = endpoints.connectProtocol(ep, RelayConn(self))
+        self._out[key].addCallback(lambda c: (c.send(out), c)[1])
+
+    async def stop(self) -> None:
+        for c in list(self.conns):
+            c.transport.loseConnection()
+        await self.port.stopListening()
+
+
+def _authority(uri: str) -> tuple[str, int]:
+    host, port = uri.split("://", 1)[1].split("/", 1)[0].split(";")[0].rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest_twisted.async_yield_fixture
+async def relayed():
+    """(relay, stack A behind it with alice's credentials, stack B reached directly)."""
+    made: list[Any] = []
+
+    def make(password: str = "s3cret", expires: int = 600):
+        relay = MiniRelay({"alice": "s3cret"}, expires)
+        a = MSRPStack(reactor, relay_uri=relay.uri, relay_username="alice",
+                      relay_password=password)
+        b = MSRPStack(reactor)
+        a.listen("msrp:127.0.0.1:0")  # our own URI (the last of our a=path)
+        b.listen("msrp:127.0.0.1:0")
+        made.extend([a, b, relay])
+        return relay, a, b
+
+    yield make
+    for thing in made:
+        await thing.stop()
+    await task.deferLater(reactor, 0.05, lambda: None)  # let the closes finish
+
+
+async def relayed_pair(a: MSRPStack, b: MSRPStack, *, a_active: bool = True):
+    sa = a.create_session(["text/plain"])
+    sb = b.create_session(["text/plain"])
+    sa.set_remote_path(sb.local_path)
+    sb.set_remote_path(sa.local_path)
+    active, passive = (sa, sb) if a_active else (sb, sa)
+    bound = passive.wait_bound(TIMEOUT)
+    await active.connect()
+    await bound
+    return sa, sb
+
+
+@pytest.mark.parametrize("a_active", [True, False], ids=["we-connect", "peer-connects"])
+@pytest_twisted.ensureDeferred
+async def test_relay_auth_use_path_and_messages_both_ways_through_it(relayed, a_active):
+    relay, a, b = relayed()
+    await a.start()
+    assert relay.auths == 1 and a.relay.use_path[0].startswith(relay.uri.split(";")[0] + "/")
+    sa, sb = await relayed_pair(a, b, a_active=a_active)
+    assert sa.local_path == [*a.relay.use_path, sa.local_uri]  # Use-Path before our URI
+    inbox_a, inbox_b = Inbox(sa), Inbox(sb)
+    assert await sa.send("text/plain", b"via the relay") == 200
+    big = bytes(range(256)) * 40  # several chunks, each forwarded
+    assert await sb.send("text/plain", big) == 200
+    [to_b] = await inbox_b.wait(1)
+    [to_a] = await inbox_a.wait(1)
+    assert (to_b.body, to_a.body) == (b"via the relay", big)
+    assert a.connection_count() == 1  # everything of A went over its relay connection
+    sent_by_a = [path for _, path in relay.forwarded if path == sb.local_uri]
+    assert len(sent_by_a) == (2 if a_active else 1)  # (binding SEND when A connected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_refusing_our_credentials_fails_start_and_sessions_get_503(relayed):
+    from msrp_gateway.msrp.relay import RelayAuthError
+    from msrp_gateway.msrp.session import SessionError
+
+    relay, a, _ = relayed(password="wrong")
+    with pytest.raises(RelayAuthError) as err:
+        await a.start()
+    assert err.value.code == 401 and relay.auths == 0
+    with pytest.raises(SessionError) as refused:
+        a.create_session(["text/plain"])
+    assert refused.value.code == 503
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_is_re_authenticated_before_expiry(relayed):
+    relay, a, b = relayed(expires=1)  # refresh after max(1 s, 80 %)
+    await a.start()
+    sa, sb = await relayed_pair(a, b)
+    await task.deferLater(reactor, 1.3, lambda: None)
+    assert relay.auths == 2 and a.relay.ready
+    inbox = Inbox(sb)
+    assert await sa.send("text/plain", b"still through") == 200  # same connection
+    await inbox.wait(1)
+    assert a.connection_count() == 1
