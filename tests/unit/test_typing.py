@@ -16,14 +16,24 @@ mypy_api = pytest.importorskip("mypy.api", reason="mypy is in the test extra (se
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SANS_IO_CORES = [
-    # SIP
+    # SIP: message.py re-exports headers, records and parser; peers holds the s.18 rules
     "msrp_gateway/sip/message.py",
+    "msrp_gateway/sip/headers.py",
+    "msrp_gateway/sip/records.py",
+    "msrp_gateway/sip/parser.py",
     "msrp_gateway/sip/uri.py",
     "msrp_gateway/sip/transaction.py",
-    # MSRP and SDP
+    "msrp_gateway/sip/peers.py",
+    # MSRP: message.py re-exports grammar, records, serializer and parser
     "msrp_gateway/msrp/message.py",
+    "msrp_gateway/msrp/grammar.py",
+    "msrp_gateway/msrp/records.py",
+    "msrp_gateway/msrp/serializer.py",
+    "msrp_gateway/msrp/parser.py",
     "msrp_gateway/msrp/uri.py",
     "msrp_gateway/msrp/chunks.py",
+    "msrp_gateway/msrp/rules.py",
+    # SDP
     "msrp_gateway/sdp.py",
 ]
 

@@ -1,0 +1,209 @@
+"""SIP requests and responses as records (RFC 3261 s.7), sans-IO: typed accessors parsed
+on demand, serialization with Content-Length from the body, and ``make_response``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+from .headers import Headers, Via, parse_via, split_list
+from .uri import SIPParseError, tag_of
+
+__all__ = ["MAX_CSEQ", "REASON_PHRASES", "SIPMessage", "SIPRequest", "SIPResponse",
+           "SIP_VERSION", "make_response", "reason_phrase"]
+
+SIP_VERSION = "SIP/2.0"
+MAX_CSEQ = 2**31 - 1  # RFC 3261 s.8.1.1.5: CSeq number < 2**31
+CSEQ_RE = re.compile(r"(\d{1,10})[ \t\r\n]+([A-Za-z0-9\-.!%*_+`'~]+)")
+
+
+class _MessageBase:
+    """Typed header accessors shared by requests and responses (parsed on each call)."""
+
+    __slots__ = ()
+    headers: Headers
+
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("Call-ID")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise SIPParseError("missing CSeq")
+        m = CSEQ_RE.fullmatch(value.strip(" \t\r\n"))
+        if m is None or int(m.group(1)) > MAX_CSEQ:
+            raise SIPParseError(f"malformed CSeq {value[:40]!r}")
+        return int(m.group(1)), m.group(2)
+
+    @property
+    def from_tag(self) -> str | None:
+        value = self.headers.get("From")
+        return tag_of(value) if value is not None else None
+
+    @property
+    def to_tag(self) -> str | None:
+        value = self.headers.get("To")
+        return tag_of(value) if value is not None else None
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        value = self.headers.get("Via")
+        if value is None:
+            raise SIPParseError("missing Via")
+        return parse_via(split_list(value)[0])
+
+    def set_top_via(self, via: Via) -> None:
+        """Replace the top Via (e.g. after adding received/rport), keeping the others."""
+        self.headers.replace_first_value("Via", str(via))
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("Content-Type")
+        return value.strip(" \t\r\n") if value is not None else None
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("Max-Forwards")
+        if value is None:
+            return None
+        value = value.strip(" \t\r\n")
+        if not value.isdigit() or len(value) > 10 or int(value) > 255:
+            raise SIPParseError(f"malformed Max-Forwards {value[:20]!r}")
+        return int(value)
+
+
+def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
+    """Wire bytes; the (first) Content-Length header is set from the body, in the headers
+    too, so a message equals its own parse; later duplicates are dropped."""
+    out = [start]
+    n = str(len(body))
+    items = headers._items
+    cl_at = -1
+    for i, (lname, name, value) in enumerate(items):
+        if lname == "content-length":
+            if cl_at >= 0:
+                continue
+            cl_at = i
+            if value != n:
+                items[i] = (lname, name, n)
+            out.append(f"{name}: {n}")
+        else:
+            out.append(f"{name}: {value}")
+    if cl_at < 0:
+        items.append(("content-length", "Content-Length", n))
+        out.append(f"Content-Length: {n}")
+    elif len(out) != len(items) + 1:
+        headers._items = [it for i, it in enumerate(items)
+                          if it[0] != "content-length" or i == cl_at]
+    out.append("")
+    out.append("")
+    return "\r\n".join(out).encode("utf-8", "surrogateescape") + body
+
+
+@dataclass(slots=True, eq=True)
+class SIPRequest(_MessageBase):
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        """Wire form; Content-Length is written from the body (one header, in place)."""
+        return _serialize(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
+
+
+@dataclass(slots=True, eq=True)
+class SIPResponse(_MessageBase):
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        return _serialize(f"{self.version} {self.status} {self.reason}", self.headers, self.body)
+
+
+SIPMessage = Union[SIPRequest, SIPResponse]
+
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 430: "Flow Failed",
+    433: "Anonymity Disallowed", 436: "Bad Identity-Info", 437: "Unsupported Certificate",
+    438: "Invalid Identity Header", 439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded", 469: "Bad Info Package", 470: "Consent Needed",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
+    485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    493: "Undecipherable", 494: "Security Agreement Required",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable", 607: "Unwanted", 608: "Rejected",
+}
+_CLASS_PHRASES = {1: "Trying", 2: "OK", 3: "Redirect", 4: "Client Error",
+                  5: "Server Error", 6: "Global Failure"}
+
+
+def reason_phrase(status: int) -> str:
+    """The RFC's phrase for ``status`` (a generic one per class for unknown codes)."""
+    return REASON_PHRASES.get(status) or _CLASS_PHRASES.get(status // 100, "Unknown")
+
+
+_TAG_SPLIT_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def make_response(
+    req: SIPRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SIPResponse:
+    """A response to ``req`` (RFC 3261 s.8.2.6): Via, From, To, Call-ID, CSeq copied; the
+    To tag added when To has none; Record-Route copied for 1xx/2xx to INVITE (s.12.1.1)."""
+    out = Headers()
+    items = out._items
+    rr = status < 300 and req.method == "INVITE"
+    for item in req.headers._items:
+        key = item[0]
+        if key in ("via", "from", "call-id", "cseq") or (rr and key == "record-route"):
+            items.append(item)
+        elif key == "to":
+            value = item[2]
+            if to_tag is not None and _TAG_SPLIT_RE.search(value) is None and status != 100:
+                value = f"{value};tag={to_tag}"
+            items.append((key, item[1], value))
+    for name, value in headers:
+        out.add(name, value)
+    if content_type is not None:
+        out.set("Content-Type", content_type)
+    return SIPResponse(status, reason if reason is not None else reason_phrase(status),
+                       out, body)
