@@ -255,3 +255,34 @@ async def test_ending_a_ringing_session_cancels_the_invite(parties):
     await task.deferLater(reactor, 0.1, lambda: None)  # the 487 reaches alice
     assert a.h.events == [("terminated", sid_a, "ended locally")]
     assert a.ua.sessions() == [] and b.h.events == []
+
+
+@pytest.mark.parametrize("offerer", ["behind-relay", "direct"])
+@pytest_twisted.ensureDeferred
+async def test_ua_behind_an_msrp_relay_advertises_its_use_path_and_talks_through_it(
+        parties, offerer):
+    """RFC 4976: a=path is the relay's Use-Path then our URI; MSRP goes via the relay."""
+    from tests.integration.test_msrp_loopback import MiniRelay
+
+    relay = MiniRelay({"alice": "s3cret"})
+    a, b = parties()
+    try:
+        await a.msrp.stop()
+        a.msrp = MSRPStack(reactor, relay_uri=relay.uri, relay_username="alice",
+                           relay_password="s3cret")
+        a.msrp.listen("msrp:127.0.0.1:0")
+        a.ua = MSRPUserAgent(reactor, a.sip, a.msrp, UASettings(setup_timeout=5))
+        await a.msrp.start()
+        (use_path,) = a.msrp.relay.use_path
+        first, second = (a, b) if offerer == "behind-relay" else (b, a)
+        sid_1, sid_2 = await establish(first, second)
+        (info_a,) = a.ua.sessions()
+        assert info_a.local_path[0] == use_path and len(info_a.local_path) == 2
+        (info_b,) = b.ua.sessions()
+        assert info_b.remote_path == info_a.local_path  # what b read from a's SDP
+        await exchange(first, second, sid_1, sid_2)
+        assert a.msrp.connection_count() == 1 and relay.forwarded
+        assert a.ua.end(info_a.session_id)
+        await b.h.wait("terminated")
+    finally:
+        await relay.stop()
