@@ -75,6 +75,20 @@ class Endpoints:
         await defer.gatherResults([self.a.stop(), self.b.stop()])
 
 
+@pytest_twisted.async_yield_fixture
+async def stacks(tmp_path):
+    """`stacks(kind, **settings)` -> an `Endpoints` pair, stopped after the test."""
+    made: list[Endpoints] = []
+
+    def make(kind: str, **kw: Any) -> Endpoints:
+        made.append(Endpoints(kind, tmp_path, **kw))
+        return made[-1]
+
+    yield make
+    for ep in made:
+        await ep.stop()
+
+
 class Raw(Protocol):
     """A bare MSRP peer: writes what the test says, parses whatever comes back."""
 
@@ -132,246 +146,204 @@ KINDS = ["tcp", "tls"]
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest_twisted.ensureDeferred
-async def test_send_gets_200_and_body_arrives(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
+async def test_send_gets_200_and_body_arrives(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    inbox = Inbox(sb)
+    status = await sa.send("text/plain", "grüße".encode())
+    [msg] = await inbox.wait(1)
+    assert status == 200
+    assert (msg.body, msg.content_type) == ("grüße".encode(), "text/plain")
+    reply = await sb.send("text/plain", b"back")  # the passive side answers too
+    assert reply == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_failure_report_no_completes_without_a_response(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    inbox = Inbox(sb)
+    d = sa.send("text/plain", b"fire and forget", failure_report="no")
+    assert d.called  # nothing to wait for: it was written
+    [msg] = await inbox.wait(1)
+    assert msg.failure_report == "no" and msg.body == b"fire and forget"
+    assert await sa.send("text/plain", b"next") == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_success_report_comes_back_as_report(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    got: defer.Deferred = defer.Deferred()
+    sa.on_report = got.callback
+    Inbox(sb)
+    assert await sa.send("text/plain", b"x" * 5000, success_report="yes") == 200
+    report = await got.addTimeout(TIMEOUT, reactor)
+    assert report.method == "REPORT"
+    assert report.status.code == 200
+    br = report.byte_range
+    assert (br.start, br.end, br.total) == (1, 5000, 5000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_one_mib_message_is_chunked_and_reassembled(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    inbox = Inbox(sb)
+    body = bytes(i % 251 for i in range(1024 * 1024))
+    assert await sa.send("text/plain", body) == 200
+    [msg] = await inbox.wait(1)
+    assert msg.body == body
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_small_message_overtakes_large_one_on_shared_connection(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    inbox = Inbox(sb)
+    big = sa.send("text/plain", b"B" * (512 * 1024))
+    small = sa.send("text/plain", b"small")
+    await defer.gatherResults([big, small])
+    items = await inbox.wait(2)
+    assert [m.body[:5] for m in items] == [b"small", b"BBBBB"]
+    assert len(items[1].body) == 512 * 1024
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_message_beyond_size_bound_fails_with_413(kind, stacks):
+    ep = stacks(kind, settings_b=SessionSettings(max_message_size=4096))
+    sa, sb = await ep.session_pair()
+    inbox = Inbox(sb)
+    with pytest.raises(MSRPSendError) as info:
+        await sa.send("text/plain", b"y" * 10000)
+    assert info.value.code == 413
+    assert await sa.send("text/plain", b"fits") == 200  # the session carries on
+    assert [m.body for m in await inbox.wait(1)] == [b"fits"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_sessions_to_same_next_hop_share_one_connection(kind, stacks):
+    ep = stacks(kind)
+    pairs = [await ep.session_pair() for _ in range(3)]
+    assert ep.a.connection_count() == 1
+    for i, (sa, sb) in enumerate(pairs):
         inbox = Inbox(sb)
-        status = await sa.send("text/plain", "grüße".encode())
-        [msg] = await inbox.wait(1)
-        assert status == 200
-        assert (msg.body, msg.content_type) == ("grüße".encode(), "text/plain")
-        reply = await sb.send("text/plain", b"back")  # the passive side answers too
-        assert reply == 200
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_failure_report_no_completes_without_a_response(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
-        inbox = Inbox(sb)
-        d = sa.send("text/plain", b"fire and forget", failure_report="no")
-        assert d.called  # nothing to wait for: it was written
-        [msg] = await inbox.wait(1)
-        assert msg.failure_report == "no" and msg.body == b"fire and forget"
-        assert await sa.send("text/plain", b"next") == 200
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_success_report_comes_back_as_report(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
-        got: defer.Deferred = defer.Deferred()
-        sa.on_report = got.callback
-        Inbox(sb)
-        assert await sa.send("text/plain", b"x" * 5000, success_report="yes") == 200
-        report = await got.addTimeout(TIMEOUT, reactor)
-        assert report.method == "REPORT"
-        assert report.status.code == 200
-        br = report.byte_range
-        assert (br.start, br.end, br.total) == (1, 5000, 5000)
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_one_mib_message_is_chunked_and_reassembled(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
-        inbox = Inbox(sb)
-        body = bytes(i % 251 for i in range(1024 * 1024))
-        assert await sa.send("text/plain", body) == 200
-        [msg] = await inbox.wait(1)
-        assert msg.body == body
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_small_message_overtakes_large_one_on_shared_connection(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
-        inbox = Inbox(sb)
-        big = sa.send("text/plain", b"B" * (512 * 1024))
-        small = sa.send("text/plain", b"small")
-        await defer.gatherResults([big, small])
-        items = await inbox.wait(2)
-        assert [m.body[:5] for m in items] == [b"small", b"BBBBB"]
-        assert len(items[1].body) == 512 * 1024
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_message_beyond_size_bound_fails_with_413(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path, settings_b=SessionSettings(max_message_size=4096))
-    try:
-        sa, sb = await ep.session_pair()
-        inbox = Inbox(sb)
-        with pytest.raises(MSRPSendError) as info:
-            await sa.send("text/plain", b"y" * 10000)
-        assert info.value.code == 413
-        assert await sa.send("text/plain", b"fits") == 200  # the session carries on
-        assert [m.body for m in await inbox.wait(1)] == [b"fits"]
-    finally:
-        await ep.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_sessions_to_same_next_hop_share_one_connection(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        pairs = [await ep.session_pair() for _ in range(3)]
-        assert ep.a.connection_count() == 1
-        for i, (sa, sb) in enumerate(pairs):
-            inbox = Inbox(sb)
-            assert await sa.send("text/plain", f"to {i}".encode()) == 200
-            assert [m.body for m in await inbox.wait(1)] == [f"to {i}".encode()]
-    finally:
-        await ep.stop()
+        assert await sa.send("text/plain", f"to {i}".encode()) == 200
+        assert [m.body for m in await inbox.wait(1)] == [f"to {i}".encode()]
 
 
 # ---- losing connections ------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest_twisted.ensureDeferred
-async def test_sender_sees_lost_connection_mid_message(kind, tmp_path):
-    ep = Endpoints(kind, tmp_path)
-    try:
-        sa, sb = await ep.session_pair()
-        closed: defer.Deferred = defer.Deferred()
-        sa.on_closed = closed.callback
-        d = sa.send("text/plain", b"z" * (1024 * 1024))
-        for proto in list(ep.b._protocols):
-            proto.transport.abortConnection()
-        with pytest.raises(MSRPSendError) as info:
-            await d
-        assert info.value.code == 503
-        assert isinstance(await closed.addTimeout(TIMEOUT, reactor), str)
-        assert ep.a.get_session(sa.session_id) is None
-    finally:
-        await ep.stop()
+async def test_sender_sees_lost_connection_mid_message(kind, stacks):
+    ep = stacks(kind)
+    sa, sb = await ep.session_pair()
+    closed: defer.Deferred = defer.Deferred()
+    sa.on_closed = closed.callback
+    d = sa.send("text/plain", b"z" * (1024 * 1024))
+    for proto in list(ep.b._protocols):
+        proto.transport.abortConnection()
+    with pytest.raises(MSRPSendError) as info:
+        await d
+    assert info.value.code == 503
+    assert isinstance(await closed.addTimeout(TIMEOUT, reactor), str)
+    assert ep.a.get_session(sa.session_id) is None
 
 
 @pytest_twisted.ensureDeferred
-async def test_connection_dropped_mid_chunk_is_reported_and_nothing_left(tmp_path):
-    ep = Endpoints("tcp", tmp_path)
-    try:
-        sb = ep.b.create_session(["text/plain"])
-        sb.set_remote_path([RAW_URI])
-        inbox = Inbox(sb)
-        closed: defer.Deferred = defer.Deferred()
-        sb.on_closed = closed.callback
-        raw = await raw_peer(ep.port_b)
-        raw.transport.write(raw_send(sb.local_uri, "chunk001", b"a" * 1000, mid="big1",
-                                     byte_range="1-1000/3000", flag="+"))
-        [resp] = await raw.wait(1)
-        assert resp.status == 200
-        frame = raw_send(sb.local_uri, "chunk002", b"b" * 1000, mid="big1",
-                         byte_range="1001-2000/3000", flag="+")
-        raw.transport.write(frame[: len(frame) // 2])
-        raw.transport.abortConnection()
-        await raw.lost
-        why = await closed.addTimeout(TIMEOUT, reactor)
-        assert isinstance(why, str) and why
-        assert inbox.items == []
-        assert ep.b.get_session(sb.session_id) is None
-        assert ep.b.connection_count() == 0
-    finally:
-        await ep.stop()
+async def test_connection_dropped_mid_chunk_is_reported_and_nothing_left(stacks):
+    ep = stacks("tcp")
+    sb = ep.b.create_session(["text/plain"])
+    sb.set_remote_path([RAW_URI])
+    inbox = Inbox(sb)
+    closed: defer.Deferred = defer.Deferred()
+    sb.on_closed = closed.callback
+    raw = await raw_peer(ep.port_b)
+    raw.transport.write(raw_send(sb.local_uri, "chunk001", b"a" * 1000, mid="big1",
+                                 byte_range="1-1000/3000", flag="+"))
+    [resp] = await raw.wait(1)
+    assert resp.status == 200
+    frame = raw_send(sb.local_uri, "chunk002", b"b" * 1000, mid="big1",
+                     byte_range="1001-2000/3000", flag="+")
+    raw.transport.write(frame[: len(frame) // 2])
+    raw.transport.abortConnection()
+    await raw.lost
+    why = await closed.addTimeout(TIMEOUT, reactor)
+    assert isinstance(why, str) and why
+    assert inbox.items == []
+    assert ep.b.get_session(sb.session_id) is None
+    assert ep.b.connection_count() == 0
 
 
 @pytest_twisted.ensureDeferred
-async def test_connection_without_sessions_closes_when_idle(tmp_path):
-    ep = Endpoints("tcp", tmp_path, settings_b=SessionSettings(idle_timeout=0.2))
-    try:
-        raw = await raw_peer(ep.port_b)
-        await raw.lost.addTimeout(TIMEOUT, reactor)
-        assert ep.b.connection_count() == 0
-    finally:
-        await ep.stop()
+async def test_connection_without_sessions_closes_when_idle(stacks):
+    ep = stacks("tcp", settings_b=SessionSettings(idle_timeout=0.2))
+    raw = await raw_peer(ep.port_b)
+    await raw.lost.addTimeout(TIMEOUT, reactor)
+    assert ep.b.connection_count() == 0
 
 
 # ---- what is (not) on the wire -------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_session_gets_481(tmp_path):
-    ep = Endpoints("tcp", tmp_path)
-    try:
-        raw = await raw_peer(ep.port_b)
-        raw.transport.write(raw_send("msrp://127.0.0.1:%d/nosuchsession;tcp" % ep.port_b,
-                                     "tx481abc"))
-        [resp] = await raw.wait(1)
-        assert isinstance(resp, MSRPResponse)
-        assert (resp.transaction_id, resp.status) == ("tx481abc", 481)
-        await raw.close()
-    finally:
-        await ep.stop()
+async def test_unknown_session_gets_481(stacks):
+    ep = stacks("tcp")
+    raw = await raw_peer(ep.port_b)
+    raw.transport.write(raw_send("msrp://127.0.0.1:%d/nosuchsession;tcp" % ep.port_b,
+                                 "tx481abc"))
+    [resp] = await raw.wait(1)
+    assert isinstance(resp, MSRPResponse)
+    assert (resp.transaction_id, resp.status) == ("tx481abc", 481)
+    await raw.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_raw_413_and_failure_report_no_on_the_wire(tmp_path):
-    ep = Endpoints("tcp", tmp_path, settings_b=SessionSettings(max_message_size=1000))
-    try:
-        sb = ep.b.create_session(["text/plain"])
-        sb.set_remote_path([RAW_URI])
-        inbox = Inbox(sb)
-        raw = await raw_peer(ep.port_b)
-        raw.transport.write(
-            raw_send(sb.local_uri, "quiet001", b"no answer wanted",
-                     extra=("Failure-Report: no",))
-            + raw_send(sb.local_uri, "huge0001", b"h" * 500, mid="msg2",
-                       byte_range="1-500/5000", flag="+"))
-        [resp] = await raw.wait(1)
-        assert (resp.transaction_id, resp.status) == ("huge0001", 413)
-        assert [m.body for m in inbox.items] == [b"no answer wanted"]
-        await raw.close()
-    finally:
-        await ep.stop()
+async def test_raw_413_and_failure_report_no_on_the_wire(stacks):
+    ep = stacks("tcp", settings_b=SessionSettings(max_message_size=1000))
+    sb = ep.b.create_session(["text/plain"])
+    sb.set_remote_path([RAW_URI])
+    inbox = Inbox(sb)
+    raw = await raw_peer(ep.port_b)
+    raw.transport.write(
+        raw_send(sb.local_uri, "quiet001", b"no answer wanted",
+                 extra=("Failure-Report: no",))
+        + raw_send(sb.local_uri, "huge0001", b"h" * 500, mid="msg2",
+                   byte_range="1-500/5000", flag="+"))
+    [resp] = await raw.wait(1)
+    assert (resp.transaction_id, resp.status) == ("huge0001", 413)
+    assert [m.body for m in inbox.items] == [b"no answer wanted"]
+    await raw.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_connect_to_a_closed_port_fails_with_503(tmp_path):
-    ep = Endpoints("tcp", tmp_path)
-    try:
-        probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
-        port = probe.getHost().port
-        await probe.stopListening()
-        sa = ep.a.create_session(["text/plain"])
-        sa.set_remote_path([f"msrp://127.0.0.1:{port}/gone1234;tcp"])
-        with pytest.raises(MSRPSendError) as info:
-            await sa.connect()
-        assert info.value.code == 503 and "cannot connect" in info.value.comment
-        assert ep.a.connection_count() == 0
-    finally:
-        await ep.stop()
+async def test_connect_to_a_closed_port_fails_with_503(stacks):
+    ep = stacks("tcp")
+    probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    port = probe.getHost().port
+    await probe.stopListening()
+    sa = ep.a.create_session(["text/plain"])
+    sa.set_remote_path([f"msrp://127.0.0.1:{port}/gone1234;tcp"])
+    with pytest.raises(MSRPSendError) as info:
+        await sa.connect()
+    assert info.value.code == 503 and "cannot connect" in info.value.comment
+    assert ep.a.connection_count() == 0
 
 
 @pytest_twisted.ensureDeferred
-async def test_inbound_connections_beyond_the_bound_are_refused(tmp_path):
-    ep = Endpoints("tcp", tmp_path, settings_b=SessionSettings(max_connections=1))
-    try:
-        first = await raw_peer(ep.port_b)
-        second = await raw_peer(ep.port_b)
-        await second.lost.addTimeout(TIMEOUT, reactor)  # closed by the server
-        assert not first.lost.called and ep.b.connection_count() == 1
-        await first.close()
-    finally:
-        await ep.stop()
+async def test_inbound_connections_beyond_the_bound_are_refused(stacks):
+    ep = stacks("tcp", settings_b=SessionSettings(max_connections=1))
+    first = await raw_peer(ep.port_b)
+    second = await raw_peer(ep.port_b)
+    await second.lost.addTimeout(TIMEOUT, reactor)  # closed by the server
+    assert not first.lost.called and ep.b.connection_count() == 1
+    await first.close()
 
 
 @pytest_twisted.ensureDeferred
