@@ -14,7 +14,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # no stubs
 
 from .message import SIPParseError, StreamParser
 from .peers import Peer, TransportError
@@ -180,17 +180,16 @@ class ClientFactory(protocol.ClientFactory):
         self._finish(conn)
 
     def failed(self, why: str) -> None:
-        self._finish(Failure(TransportError(  # type: ignore[no-untyped-call]  # Twisted
-            f"cannot connect to {self.target}: {why}")))
+        self._finish(TransportError(f"cannot connect to {self.target}: {why}"))
 
-    def _finish(self, result: StreamProtocol | Failure) -> None:
+    def _finish(self, result: StreamProtocol | TransportError) -> None:
         if self.done:
             return
         self.done = True
         self.controller._connecting.pop(self.target, None)
         waiters, self.waiters = self.waiters, []
         for d in waiters:
-            if isinstance(result, Failure):
+            if isinstance(result, TransportError):
                 d.errback(result)
             else:
                 d.callback(result)

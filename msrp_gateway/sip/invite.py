@@ -153,4 +153,4 @@ class InviteClient:
         if self._done:
             return
         self._finish()
-        self.deferred.errback(Failure(err))
+        self.deferred.errback(err)

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # no stubs
 
 from .message import SIPParseError
 from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, TransportError, family

@@ -98,7 +98,7 @@ class ServerTransaction(Entry):
     @property
     def responded(self) -> bool:
         """True once a final response was sent."""
-        return self.core.final_sent
+        return bool(self.core.final_sent)
 
     def respond(self, status: int, reason: str | None = None, *,
                 headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
@@ -303,7 +303,8 @@ class SIPStack:
         def resolved(peer: Any) -> defer.Deferred[None]:
             if "Via" not in req.headers:
                 self._add_via(req, peer)
-            return self.transport.send(req, peer)
+            sent: defer.Deferred[None] = self.transport.send(req, peer)
+            return sent
 
         return self._resolve(req).addCallback(resolved)
 
@@ -552,14 +553,14 @@ class SIPStack:
 
 def _as_transport_error(failure: Failure, req: SIPRequest) -> Failure:
     """Resolution and send failures reach the caller as SIPTransportError (s.8.1.3.1)."""
-    if failure.check(SIPTimeout, SIPTransportError):
+    if isinstance(failure.value, (SIPTimeout, SIPTransportError)):
         return failure
-    return Failure(SIPTransportError(f"cannot send {req.method} to {req.uri}: "
-                                     f"{failure.getErrorMessage()}"))
+    raise SIPTransportError(f"cannot send {req.method} to {req.uri}: "
+                            f"{failure.getErrorMessage()}")
 
 
 def _reliable(peer: Any) -> bool:
-    return peer.transport != "udp"
+    return bool(peer.transport != "udp")
 
 
 def _name_addr(uri: str) -> str:

@@ -33,7 +33,9 @@ def _verifies(settings: Any) -> bool:
 def _own_certificate(settings: Any) -> ssl.PrivateCertificate:
     pem = _read(settings.certificate, "certificate") + b"\n" + \
         _read(settings.private_key, "private key")
-    return ssl.PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]  # Twisted
+    cert: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+        pem)  # Twisted leaves loadPEM unannotated
+    return cert
 
 
 def server_options(settings: Any) -> Any:
@@ -43,7 +45,7 @@ def server_options(settings: Any) -> Any:
         raise TransportError("tls: sockets need [tls] certificate and private_key")
     cert = _own_certificate(settings)
     if not _verifies(settings):
-        return cert.options()
+        return cert.options()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
     return ssl.CertificateOptions(privateKey=cert.privateKey.original, certificate=cert.original,
                                   verify=True, caCerts=_load_cas(settings.ca_certificates),
                                   requireCertificate=True)

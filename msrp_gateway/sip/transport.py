@@ -132,6 +132,7 @@ class SIPTransport:
         string and CannotListenError on a taken port or unusable TLS files, so start-up
         fails with one line."""
         local = parse_listen_string(socket_string)
+        port: IListeningPort
         if local.transport == "udp":
             proto = DatagramProtocol(self, local)
             port = self.reactor.listenUDP(local.port, proto, interface=local.host,
@@ -149,10 +150,11 @@ class SIPTransport:
             except Exception as e:  # unreadable or mismatched PEM files
                 reason = e if isinstance(e, TransportError) else TransportError(
                     f"bad TLS certificate or key: {e}")
-                raise error.CannotListenError(local.host, local.port, reason) from e
+                raise error.CannotListenError(  # type: ignore[no-untyped-call]  # Twisted
+                    local.host, local.port, reason) from e
             port = self.reactor.listenSSL(local.port, ServerFactory(self, "tls"), context,
                                           interface=local.host)
-        bound = port.getHost()
+        bound = port.getHost()  # type: ignore[misc]  # zope: interface method read without self
         actual = Peer(local.transport, local.host, getattr(bound, "port", local.port) or local.port)
         if local.transport == "udp":
             proto.local = actual
@@ -184,7 +186,9 @@ class SIPTransport:
 
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection (for service shutdown and tests)."""
-        ds = [defer.maybeDeferred(port.stopListening) for _, port, _ in self._ports]
+        # zope declares interface methods without self, which mypy reads as unbound
+        ds = [defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload, misc]
+              for _, port, _ in self._ports]
         self._ports.clear()
         self._udp.clear()
         self._udp_listener_of.clear()
@@ -335,7 +339,8 @@ class SIPTransport:
         if proto is None or proto.transport is None:
             return defer.fail(TransportError(f"no UDP listener to send to {peer} from"))
         try:
-            proto.transport.write(data, (peer.host, peer.port))
+            # zope stub noise again: IUDPTransport.write(packet, addr) is read without self
+            proto.transport.write(data, (peer.host, peer.port))  # type: ignore[call-arg, arg-type, misc]
         except (OSError, error.MessageLengthError) as e:
             return defer.fail(TransportError(f"UDP send to {peer} failed: {e}"))
         return defer.succeed(None)
@@ -431,8 +436,7 @@ class SIPTransport:
                 self._tls_names[peer] = host
             return peer
 
-        def failed(f: Failure) -> Failure:
-            return Failure(TransportError(  # type: ignore[no-untyped-call]  # Twisted
-                f"cannot resolve {host!r}: {f.getErrorMessage()}"))
+        def failed(f: Failure) -> Peer:
+            raise TransportError(f"cannot resolve {host!r}: {f.getErrorMessage()}")
 
         return d.addCallback(resolved).addErrback(failed)
