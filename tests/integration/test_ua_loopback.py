@@ -35,7 +35,8 @@ def make_tls(tmp_path) -> TLSSettings:
 class Handler:
     """Records UA notifications; `wait(kind)` fires when one of that kind has come."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout
         self.events: list[tuple] = []
         self._waiters: list[tuple[str, int, defer.Deferred]] = []
 
@@ -54,7 +55,7 @@ class Handler:
             return defer.succeed(self.of(kind))
         d: defer.Deferred = defer.Deferred()
         self._waiters.append((kind, n, d))
-        return d.addTimeout(TIMEOUT, reactor)
+        return d.addTimeout(self.timeout, reactor)
 
     def endings(self) -> list[tuple]:
         return self.of("failed", "terminated")

@@ -25,6 +25,7 @@ from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transport import SIPTransport
 from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
+from tests.integration.test_ua_loopback import Handler
 
 SCENARIOS = Path(__file__).parent / "sipp_ua"
 SIPP = shutil.which("sipp")
@@ -90,45 +91,6 @@ async def end_leftover_processes() -> None:
             await p.ended
 
 
-class Handler:
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-        self._waiters: list[tuple[str, defer.Deferred]] = []
-
-    def _add(self, *event: Any) -> None:
-        self.events.append(event)
-        for kind, d in list(self._waiters):
-            if event[0] == kind:
-                self._waiters.remove((kind, d))
-                d.callback(event)
-
-    def wait(self, kind: str) -> defer.Deferred:
-        for e in self.events:
-            if e[0] == kind:
-                return defer.succeed(e)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((kind, d))
-        return d.addTimeout(TIMEOUT, reactor)
-
-    def endings(self) -> list[tuple]:
-        return [e for e in self.events if e[0] in ("failed", "terminated")]
-
-    def established(self, sid):
-        self._add("established", sid)
-
-    def failed(self, sid, code, reason):
-        self._add("failed", sid, code, reason)
-
-    def terminated(self, sid, why):
-        self._add("terminated", sid, why)
-
-    def message_received(self, sid, msg):
-        self._add("message", sid, msg.body)
-
-    def report_received(self, sid, report):
-        self._add("report", sid, report)
-
-
 class Gateway:
     """Our UA on UDP SIP + TCP MSRP, and an MSRP peer standing in for the client's side."""
 
@@ -140,7 +102,7 @@ class Gateway:
         self.msrp = MSRPStack(reactor)
         self.msrp_port = self.msrp.listen("msrp:127.0.0.1:0").getHost().port
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(setup_timeout=10))
-        self.h = Handler()
+        self.h = Handler(TIMEOUT)
         self.peer = MSRPStack(reactor)
         self.peer_port = self.peer.listen("msrp:127.0.0.1:0").getHost().port
         self.peer_session = self.peer.create_session(["text/plain"])
@@ -238,8 +200,8 @@ async def test_sipp_callee_answers_our_offer_and_hangs_up(gateway, tmp_path):
     assert await gw.ua.send(sid, "text/plain", b"hello from the gateway") == 200
     assert await gw.peer_got == b"hello from the gateway"
     assert await gw.peer_session.send("text/plain", b"hello from the client") == 200
-    assert (await gw.h.wait("message")) == ("message", sid, b"hello from the client")
-    ended = await gw.h.wait("terminated")
+    assert (await gw.h.wait("message")) == [("message", sid, "text/plain", b"hello from the client")]
+    [ended] = await gw.h.wait("terminated")
     assert ended == ("terminated", sid, "BYE from peer")
     code = await sipp.ended
     assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
@@ -269,12 +231,12 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
         await gw.peer_session.connect()
     else:
         await peer_bound
-    (_, sid) = await gw.h.wait("established")
+    [(_, sid)] = await gw.h.wait("established")
     info = gw.ua.sessions()[0]
     assert info.role == "uas" and info.remote_path == [gw.peer_session.local_uri]
     gw.peer_session.set_remote_path(info.local_path)
     assert await gw.peer_session.send("text/plain", b"hi gateway") == 200
-    assert (await gw.h.wait("message")) == ("message", sid, b"hi gateway")
+    assert (await gw.h.wait("message")) == [("message", sid, "text/plain", b"hi gateway")]
     assert await gw.ua.send(sid, "text/plain", b"hi client") == 200
     assert await gw.peer_got == b"hi client"
     assert gw.ua.end(sid)
