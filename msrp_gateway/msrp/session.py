@@ -10,7 +10,7 @@ Timers run on an injected `Clock`, so tests drive everything with `task.Clock`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -223,10 +223,7 @@ class MSRPSession:
             n = len(whole.body)
             self.send_report(whole.message_id, f"1-{n}/{n}", 200, None, path)
         if self.on_message is not None:
-            try:
-                self.on_message(msg)
-            except Exception:
-                log.failure("on_message of MSRP session {sid} failed", sid=self.session_id)
+            self._notify("on_message", self.on_message, msg)
         else:
             log.warn("MSRP session {sid}: message {mid} dropped, no handler",
                      sid=self.session_id, mid=whole.message_id)
@@ -252,11 +249,16 @@ class MSRPSession:
                 max(self.settings.reassembly_timeout / 4, 0.001), self._expire)
 
     def receive_report(self, req: MSRPRequest) -> None:
-        if self.on_report is not None:
-            try:
-                self.on_report(req)
-            except Exception:
-                log.failure("on_report of MSRP session {sid} failed", sid=self.session_id)
+        self._notify("on_report", self.on_report, req)
+
+    def _notify(self, name: str, callback: Callable[[Any], None] | None, arg: object) -> None:
+        """Call the owner's callback; its failure is logged, never the connection's problem."""
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:
+            log.failure("{name} of MSRP session {sid} failed", name=name, sid=self.session_id)
 
     # -- ending -----------------------------------------------------------------------
     def close(self) -> None:
@@ -278,11 +280,7 @@ class MSRPSession:
         self.link = None
         self._clear_partials()
         self.stack.forget(self)
-        if self.on_closed is not None:
-            try:
-                self.on_closed(reason)
-            except Exception:
-                log.failure("on_closed of MSRP session {sid} failed", sid=self.session_id)
+        self._notify("on_closed", self.on_closed, reason)
 
     def _clear_partials(self) -> None:
         self._reassembler.discard_all()
