@@ -19,6 +19,7 @@ from bench.gateway_harness import (
     PeerProcess,
     SippProcess,
     body_of,
+    cpu_seconds_of,
     percentile,
     tempdir,
     wait_for,
@@ -125,6 +126,9 @@ class Setup:
                 out[body] = e["received"]
         return out
 
+    def peer_cpu(self) -> float:
+        return cpu_seconds_of(self.peer.proc.pid)
+
     def peer_stats(self) -> dict[str, Any]:
         self.peer.send(cmd="stats")
         return self.peer.expect("stats", timeout=10)
@@ -171,11 +175,12 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             tag = f"r{rate}"
             s.peer.drain("message")
             m0 = s.peer_stats()["messages"]
-            cpu0 = s.gw.cpu_seconds()
+            cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             uac = s.sipp_uac(users, count, rate, tag)
             rc = uac.wait(STEP_SECONDS + 60)
             delivered = s.wait_delivered(m0, count)
             cpu = s.gw.cpu_seconds() - cpu0  # after the last SEND went out, not the last 202
+            pcpu = s.peer_cpu() - pcpu0
             received = s.samples(tag)
             sent = {}
             for t, direction, raw in uac.log_entries():
@@ -186,7 +191,7 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and retrans == 0 and delivered == count
             return {"rate": rate, "messages": count, "delivered": delivered,
                     "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
-                    "latency_samples": len(lat),
+                    "latency_samples": len(lat), "peer_cpu_seconds": round(pcpu, 2),
                     "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
                     "gateway_cpu_seconds": round(cpu, 2)}
 
@@ -216,7 +221,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
                 sids.append(s.peer.expect("started")["sid"])
             for sid in sids:
                 s.peer.expect("established", timeout=30, sid=sid)
-            cpu0 = s.gw.cpu_seconds()
+            cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             s.peer.send(cmd="send", sid="*", ctype="text/plain", body="m{i} t={t}",
                         count=count, rate=rate)
             done = s.peer.expect("burst_done", timeout=STEP_SECONDS + 60)
@@ -225,6 +230,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - a step that loses messages never ends by itself
                 rc = -1
             cpu = s.gw.cpu_seconds() - cpu0
+            pcpu = s.peer_cpu() - pcpu0
             got = [(t, raw) for t, d, raw in uas.log_entries()
                    if d == "received" and raw.startswith("MESSAGE ")]
             call_ids = {_hdr(raw, "Call-ID") for _, raw in got}
@@ -240,6 +246,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and done["ok"] == count and len(call_ids) == count and retrans == 0
             return {"rate": rate, "messages": count, "delivered": len(call_ids),
                     "sends_ok": done["ok"], "sipp_exit": rc, "retransmissions": retrans,
+                    "peer_cpu_seconds": round(pcpu, 2),
                     "ok": ok, "p50_ms": _ms(percentile(lat, 50)),
                     "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}
 

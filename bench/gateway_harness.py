@@ -55,6 +55,13 @@ def free_port(kind: int = socket.SOCK_DGRAM, both: bool = True) -> int:
     raise RuntimeError("no free port pair found")
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
     end = time.monotonic() + timeout
     while True:
@@ -142,10 +149,7 @@ class GatewayProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return cpu_seconds_of(self.pid)
 
     def rss_kib(self, peak: bool = False) -> int:
         key = "VmHWM:" if peak else "VmRSS:"

@@ -29,7 +29,7 @@ QUICK = [50, 200, 800]
 
 def benchmarks(quick: bool) -> dict[str, Any]:
     rates = QUICK if quick else FULL
-    setup_rates = [20, 50, 100, 200] if quick else [20, 50, 100, 200, 400, 800]
+    setup_rates = [20, 50, 100, 200] if quick else [20, 50, 100, 200, 400, 800, 1200, 1600]
     return {
         "page_to_session_1": lambda: gb.page_to_session(1, rates),
         "page_to_session_100": lambda: gb.page_to_session(100, rates),
@@ -90,6 +90,9 @@ def table(results: dict[str, Any]) -> str:
             f = failed[0]
             note = (f"failed at {f['rate']}/s: delivered {f.get('delivered')}/"
                     f"{f.get('messages', f.get('sessions'))}, retrans {f['retransmissions']}")
+            if f.get("peer_cpu_seconds") is not None:
+                note += (f", cpu gw/peer {f['gateway_cpu_seconds']}/"
+                         f"{f['peer_cpu_seconds']} s in {gb.STEP_SECONDS:.0f} s")
         elif r.get("steps"):
             note = "ladder top reached"
         if best is None:
