@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet import defer
 from twisted.internet.base import DelayedCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from .dialog import Dialog
-from .message import Headers, SIPRequest, SIPResponse
+from .message import SIPRequest, SIPResponse
 from .table import ClientEntry
-from .transaction import SIPFinalResponse, SIPTimeout, SIPTransportError
+from .transaction import SIPFinalResponse, SIPTimeout, SIPTransportError, invite_companion
 
 if TYPE_CHECKING:
     from .stack import SIPStack
@@ -65,17 +64,7 @@ class InviteClient:
         if self._cancel_sent or self._entry is None:
             return
         self._cancel_sent = True
-        req = self.request
-        h = Headers()
-        h.add("Via", req.headers.get_all("Via")[0])
-        for route in req.headers.get_all("Route"):
-            h.add("Route", route)
-        h.add("Max-Forwards", "70")
-        h.add("From", req.headers.get("From") or "")
-        h.add("To", req.headers.get("To") or "")
-        h.add("Call-ID", req.call_id or "")
-        h.add("CSeq", f"{req.cseq[0]} CANCEL")
-        cancel = SIPRequest("CANCEL", req.uri, h)
+        cancel = invite_companion(self.request, "CANCEL")
         d = self._stack._start_client(cancel, self._entry.peer)
         d.addErrback(lambda f: log.info("CANCEL not answered: {err}", err=f.value))
         self._set_timer(64 * self._stack.timers.t1, self._cancel_timeout)

@@ -154,13 +154,47 @@ def server_key(req: SIPRequest, method: str | None = None) -> tuple[object, ...]
             branch, method)
 
 
+def invite_companion(invite: SIPRequest, method: str, to: str | None = None) -> SIPRequest:
+    """The CANCEL (s.9.1) or non-2xx ACK (s.17.1.1.3) of ``invite``: its top Via (same
+    branch), Route, From, Call-ID and CSeq number, with ``method``; To as given (the ACK
+    takes the response's, with its tag) else the INVITE's."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", to or invite.headers.get("To") or "")
+    headers.add("Call-ID", invite.call_id or "")
+    headers.add("CSeq", f"{invite.cseq[0]} {method}")
+    return SIPRequest(method, invite.uri, headers)
+
+
+class _Machine:
+    """What every transaction machine shares: its state and how it ends."""
+
+    __slots__ = ("state",)
+
+    state: State
+
+    def on_transport_error(self) -> list[Action]:
+        """s.17.1.1.2 / s.17.1.2.2 / s.17.2.4: a transport failure ends it at once."""
+        if self.state is State.TERMINATED:
+            return []
+        return self._terminate("transport_error")
+
+    def _terminate(self, reason: str) -> list[Action]:
+        self.state = State.TERMINATED
+        return [Terminated(reason)]
+
+
 # -- client transactions ---------------------------------------------------------------------
 
 
-class ClientTransaction:
+class ClientTransaction(_Machine):
     """Common part of the two client machines (s.17.1)."""
 
-    __slots__ = ("request", "reliable", "timers", "state", "_interval")
+    __slots__ = ("request", "reliable", "timers", "_interval")
 
     def __init__(self, request: SIPRequest, *, reliable: bool,
                  timers: TimerSettings = DEFAULT_TIMERS) -> None:
@@ -173,17 +207,6 @@ class ClientTransaction:
     @property
     def key(self) -> tuple[str, str]:
         return client_key(self.request.top_via.branch or "", self.request.method)
-
-    def on_transport_error(self) -> list[Action]:
-        """s.17.1.1.2 / s.17.1.2.2: a transport failure ends the transaction at once."""
-        if self.state is State.TERMINATED:
-            return []
-        self.state = State.TERMINATED
-        return [Terminated("transport_error")]
-
-    def _terminate(self, reason: str) -> list[Action]:
-        self.state = State.TERMINATED
-        return [Terminated(reason)]
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -241,17 +264,7 @@ class InviteClientTransaction(ClientTransaction):
 
     def build_ack(self, resp: SIPResponse) -> SIPRequest:
         """s.17.1.1.3: the ACK for a non-2xx final response, part of this transaction."""
-        req = self.request
-        headers = Headers()
-        headers.add("Via", req.headers.get_all("Via")[0])
-        for route in req.headers.get_all("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        headers.add("From", req.headers.get("From") or "")
-        headers.add("To", resp.headers.get("To") or req.headers.get("To") or "")
-        headers.add("Call-ID", req.call_id or "")
-        headers.add("CSeq", f"{req.cseq[0]} ACK")
-        return SIPRequest("ACK", req.uri, headers)
+        return invite_companion(self.request, "ACK", resp.headers.get("To"))
 
 
 class NonInviteClientTransaction(ClientTransaction):
@@ -298,10 +311,10 @@ class NonInviteClientTransaction(ClientTransaction):
 # -- server transactions ---------------------------------------------------------------------
 
 
-class ServerTransactionCore:
+class ServerTransactionCore(_Machine):
     """Common part of the two server machines (s.17.2)."""
 
-    __slots__ = ("request", "reliable", "timers", "state", "last_response", "_interval")
+    __slots__ = ("request", "reliable", "timers", "last_response", "_interval")
 
     def __init__(self, request: SIPRequest, *, reliable: bool,
                  timers: TimerSettings = DEFAULT_TIMERS) -> None:
@@ -319,16 +332,6 @@ class ServerTransactionCore:
     @property
     def final_sent(self) -> bool:
         return self.last_response is not None and self.last_response.status >= 200
-
-    def on_transport_error(self) -> list[Action]:
-        if self.state is State.TERMINATED:
-            return []
-        self.state = State.TERMINATED
-        return [Terminated("transport_error")]
-
-    def _terminate(self, reason: str) -> list[Action]:
-        self.state = State.TERMINATED
-        return [Terminated(reason)]
 
 
 class InviteServerTransaction(ServerTransactionCore):

@@ -393,6 +393,18 @@ def uac_answer(env: Env, invite: SIPRequest, status: int, *, rr: bool = True,
     return resp.to_bytes()
 
 
+def bye_from_callee(invite: SIPRequest, cseq: int = 9, branch: str = "z9hG4bKcross") -> bytes:
+    return (
+        "BYE sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.9:5099;branch={branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:bob@192.0.2.9>;tag=callee1\r\n"
+        f"To: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\n"
+        f"CSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def test_uac_invite_2xx_is_acked_and_gives_a_dialog_with_route_set_and_target():
     env = Env()
     client = env.stack.invite(outgoing(env, "INVITE", body=SDP, content_type="application/sdp"))
@@ -439,16 +451,7 @@ def test_uac_bye_from_peer_gets_200_and_on_bye():
     ended = []
     dialog.on_bye = lambda: ended.append(True)
     env.transport.take()
-    bye = (
-        "BYE sip:127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.9:5099;branch=z9hG4bKbyefromcallee\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:bob@192.0.2.9>;tag=callee1\r\n"
-        f"To: {invite.headers.get('From')}\r\n"
-        f"Call-ID: {invite.call_id}\r\n"
-        "CSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    env.deliver(bye, FakePeer("udp", "192.0.2.9", 5099))
+    env.deliver(bye_from_callee(invite), FakePeer("udp", "192.0.2.9", 5099))
     assert statuses(env.transport.take()) == [200]
     assert ended == [True] and dialog.terminated
 
@@ -733,18 +736,6 @@ def test_uas_route_set_comes_from_record_route_in_order_and_the_2xx_echoes_it():
     assert dialog.terminated
 
 
-def _bye_from_callee(invite: SIPRequest, cseq: int = 9, branch: str = "z9hG4bKcross") -> bytes:
-    return (
-        "BYE sip:127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 192.0.2.9:5099;branch={branch}\r\n"
-        "Max-Forwards: 70\r\n"
-        "From: <sip:bob@192.0.2.9>;tag=callee1\r\n"
-        f"To: {invite.headers.get('From')}\r\n"
-        f"Call-ID: {invite.call_id}\r\n"
-        f"CSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_a_bye_crossing_our_bye_gets_200_and_the_dialog_is_forgotten_when_ours_ends():
     env = Env()
     client = env.stack.invite(outgoing(env, "INVITE"))
@@ -759,7 +750,7 @@ def test_a_bye_crossing_our_bye_gets_200_and_the_dialog_is_forgotten_when_ours_e
     dialog.bye().addCallback(results.append)
     ours = env.transport.take()[-1]
     assert ours.method == "BYE" and dialog.terminated
-    env.deliver(_bye_from_callee(invite), FakePeer("udp", "192.0.2.9", 5099))
+    env.deliver(bye_from_callee(invite), FakePeer("udp", "192.0.2.9", 5099))
     (answer,) = env.transport.take()
     assert answer.status == 200 and answer.cseq == (9, "BYE")
     assert byes_seen == []  # we ended it: the application is not told twice
@@ -767,7 +758,7 @@ def test_a_bye_crossing_our_bye_gets_200_and_the_dialog_is_forgotten_when_ours_e
     assert [r.status for r in results] == [200]
     assert env.stack.dialogs() == []
     # once our BYE is over the dialog is gone: a late BYE is unknown
-    env.deliver(_bye_from_callee(invite, cseq=10, branch="z9hG4bKlate"),
+    env.deliver(bye_from_callee(invite, cseq=10, branch="z9hG4bKlate"),
                 FakePeer("udp", "192.0.2.9", 5099))
     assert statuses(env.transport.take()) == [481]
 
