@@ -218,16 +218,16 @@ class RelayClient:
         d.addCallbacks(self._succeeded, self._failed)
 
     def _linked(self, link: LinkCore) -> LinkCore:
+        if not self._from_uri:
+            own = self._own_uri()
+            if own is None:
+                raise RelayAuthError(503, "[msrp] my_uri is not set and nothing listens")
+            # RFC 4976 s.5: the AUTH comes From our URI, with a session-id of its own.
+            self._from_uri = str(dataclasses.replace(parse_msrp_uri(own), session_id=new_id()))
         if link is not self.link:
             self.link = link
             link.keep_open()
             link.on_lost = self._lost
-            own = self._own_uri()
-            if own is None:
-                raise RelayAuthError(503, "[msrp] my_uri is not set and nothing listens")
-            base = parse_msrp_uri(own)
-            # RFC 4976 s.5: the AUTH comes From our URI, with a session-id of its own.
-            self._from_uri = str(dataclasses.replace(base, session_id=new_id()))
         return link
 
     def _auth_request(self, credentials: str | None) -> MSRPRequest:

@@ -249,3 +249,18 @@ def test_stop_leaves_no_timer() -> None:
     relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "600")])
     rc.stop()
     assert not rc.ready and clock.getDelayedCalls() == []
+
+
+def test_without_our_own_uri_auth_waits_and_says_why() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    own: list[str | None] = [None]
+    rc = RelayClient(clock, RELAY, lambda: own[0], relay.open, username="alice",
+                     password="secret")
+    rc.start().addBoth(results.append)
+    assert results[0].value.code == 503 and "my_uri" in str(results[0].value)
+    assert relay.sent == []  # nothing malformed went out
+    own[0] = ME
+    clock.advance(1.0)
+    assert relay.last().method == "AUTH" and relay.last().from_path[0].startswith(
+        "msrp://10.0.0.1:2855/")
