@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from . import sdp
 from .msrp.message import MSRPParseError
-from .msrp.session import IncomingMessage, MSRPSendError, SessionError
+from .msrp.session import Clock, IncomingMessage, MSRPSendError, SessionError, Timer
 from .sip.transaction import SIPFinalResponse, SIPTransportError
 from .sip.uri import parse_name_addr
 
@@ -84,6 +84,23 @@ class UAHandler(Protocol):
     def report_received(self, session_id: str, report: Any) -> None: ...
 
 
+class MSRPSessionAPI(Protocol):
+    """What the UA uses of an MSRP session (`msrp.session.MSRPSession`; tests pass fakes)."""
+
+    session_id: str
+    local_path: list[str]
+    on_message: Callable[[IncomingMessage], None] | None
+    on_report: Callable[[Any], None] | None
+    on_closed: Callable[[str], None] | None
+
+    def set_remote_path(self, path: Sequence[str]) -> None: ...
+    def connect(self) -> defer.Deferred[None]: ...
+    def wait_bound(self, timeout: float) -> defer.Deferred[None]: ...
+    def send(self, content_type: str | None, body: bytes, *, failure_report: str = "yes",
+             success_report: str = "no") -> defer.Deferred[int]: ...
+    def close(self) -> None: ...
+
+
 class SessionState(enum.Enum):
     INVITING = "inviting"  # UAC: INVITE sent, no 2xx yet
     SETUP = "setup"  # dialog up; waiting for ACK (UAS) and the MSRP binding
@@ -114,7 +131,7 @@ class _Session:
     sid: str
     role: str
     handler: Any
-    msrp: Any
+    msrp: MSRPSessionAPI
     content_types: list[str]
     from_uri: str
     to_uri: str
@@ -127,8 +144,8 @@ class _Session:
     bound: bool = False
     remote_path: list[str] = field(default_factory=list)
     established_at: float | None = None
-    setup_call: Any = None  # IDelayedCall
-    duration_call: Any = None  # IDelayedCall
+    setup_call: Timer | None = None
+    duration_call: Timer | None = None
     queue: deque[tuple[str | None, bytes, str, str, defer.Deferred[int]]] = field(default_factory=deque)
     starting: bool = True  # inside start()/answer(): notifications are deferred
     offer: bytes = b""  # UAC: the SDP we offered
@@ -149,7 +166,7 @@ class MSRPUserAgent:
     """Starts, answers, runs and ends MSRP sessions set up over SIP INVITE."""
 
     def __init__(self, reactor: IReactorTime, sip_stack: Any, msrp_stack: Any, settings: Any = None) -> None:
-        self._clock: Any = reactor  # IReactorTime (Any: mypy reads zope interfaces poorly)
+        self._clock: Clock = reactor
         self._sip = sip_stack
         self._msrp = msrp_stack
         s = settings if settings is not None else UASettings()
@@ -318,9 +335,10 @@ class MSRPUserAgent:
                 [("Warning", f'399 msrpgw "session limit ({self._max_sessions}) reached"')],
             )
 
-    def _create_msrp(self, types: list[str]) -> Any:
+    def _create_msrp(self, types: list[str]) -> MSRPSessionAPI:
         try:
-            return self._msrp.create_session(types)
+            session: MSRPSessionAPI = self._msrp.create_session(types)
+            return session
         except SessionError as e:  # the MSRP session table is full
             raise UAError(
                 503, "Service Unavailable", [("Warning", f'399 msrpgw "MSRP: {e.comment or e.code}"')]
