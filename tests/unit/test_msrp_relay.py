@@ -264,3 +264,23 @@ def test_without_our_own_uri_auth_waits_and_says_why() -> None:
     clock.advance(1.0)
     assert relay.last().method == "AUTH" and relay.last().from_path[0].startswith(
         "msrp://10.0.0.1:2855/")
+
+
+def test_the_rfc_4976_example_challenge_is_answered_for_its_relay_uri() -> None:
+    """RFC 4976 s.7's 401 (parsed off the wire) gives a checkable Authorization."""
+    from msrp_gateway.msrp.message import parse_frames
+
+    raw = ("MSRP 49fh 401 Unauthorized\r\n"
+           "To-Path: msrps://alice.example.com:9892/98cjs;tcp\r\n"
+           "From-Path: msrps://alice@intra.example.com;tcp\r\n"
+           'WWW-Authenticate: Digest realm="intra.example.com", qop="auth", '
+           'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"\r\n'
+           "-------49fh$\r\n").encode()
+    [resp] = parse_frames(raw)
+    relay_uri = "msrps://alice@intra.example.com;tcp"
+    p = _params(authorization(parse_challenge(resp.headers.get("WWW-Authenticate")),
+                              "Alice", "secret", relay_uri, cnonce="0a4f113b"))
+    ha1, ha2 = md5("Alice:intra.example.com:secret"), md5("AUTH:" + relay_uri)
+    assert p["response"] == md5(f"{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:00000001:"
+                                f"0a4f113b:auth:{ha2}")
+    assert (p["realm"], p["uri"], p["qop"]) == ("intra.example.com", relay_uri, "auth")
