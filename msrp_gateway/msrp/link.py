@@ -1,4 +1,4 @@
-"""One MSRP connection without the socket (`LinkCore`) and the messages it sends.
+"""One MSRP connection without the socket (`LinkCore`), sending `OutgoingMessage`s.
 
 Sans-IO apart from Deferreds: fed bytes, it writes bytes through a callable, keeps the
 transactions in flight, interleaves chunks of queued messages fairly and runs its idle and
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from .chunks import Chunker
 from .message import FrameParser, MSRPHeaders, MSRPParseError, MSRPRequest, MSRPResponse
+from .outgoing import OutgoingMessage
 from .rules import (
     CONNECTION_LOST,
     QUEUE_FULL,
@@ -25,7 +25,6 @@ from .rules import (
     SessionSettings,
     Timer,
     build_response,
-    new_id,
     wants_response,
 )
 
@@ -35,84 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["LinkCore", "OutgoingMessage"]
 
 log = Logger()
-
-
-# ---- outgoing messages ----------------------------------------------------------------
-
-class OutgoingMessage:
-    """One SEND message: its chunks, its transactions in flight and its result."""
-
-    __slots__ = ("session", "message_id", "size", "failure_report", "success_report",
-                 "deferred", "outstanding", "_chunker", "written_all", "done")
-
-    def __init__(self, session: MSRPSession, content_type: str | None, body: bytes,
-                 failure_report: str, success_report: str, chunk_size: int) -> None:
-        self.session = session
-        self.message_id = new_id()
-        self.size = len(body)
-        self.failure_report = failure_report
-        self.success_report = success_report
-        self.deferred: defer.Deferred[int] = defer.Deferred()
-        self.outstanding: dict[str, Timer | None] = {}
-        self.written_all = False
-        self.done = False
-        self._chunker = Chunker(
-            body, message_id=self.message_id, to_path=session.send_path,
-            from_path=session.local_uri, content_type=content_type, chunk_size=chunk_size,
-            failure_report=None if failure_report == "yes" else failure_report,
-            success_report=None if success_report == "no" else success_report,
-            new_transaction_id=new_id)
-
-    def next_frame(self) -> tuple[str, bytes] | None:
-        """(transaction id, wire bytes) of the next chunk; None once all are out."""
-        req = self._chunker.next_chunk()
-        if req is None:
-            self.written_all = True
-            return None
-        return _serialize_fresh(req)
-
-    def abort_frame(self) -> bytes | None:
-        """A bodiless `#` chunk telling the peer to drop what it has, if chunks remain."""
-        if self.written_all or self._chunker.offset == 0:
-            return None
-        req = self._chunker.abort()
-        if req is None:
-            return None
-        self.written_all = True
-        try:
-            return _serialize_fresh(req)[1]
-        except ValueError:
-            return None
-
-    def fail(self, code: int, comment: str | None) -> None:
-        if self.done:
-            return
-        self.done = True
-        for call in self.outstanding.values():
-            if call is not None and call.active():
-                call.cancel()
-        self.outstanding.clear()
-        self.deferred.errback(MSRPSendError(code, comment))
-
-    def maybe_succeed(self) -> None:
-        if not self.done and self.written_all and not self.outstanding:
-            self.done = True
-            self.deferred.callback(200)
-
-
-def _serialize_fresh(req: MSRPRequest) -> tuple[str, bytes]:
-    """Serialize, picking another transaction id in the (rare) case the body holds ours.
-
-    Raises ValueError for anything else RFC 4975 s.9 forbids (e.g. a bad content type).
-    """
-    for _ in range(3):
-        try:
-            return req.transaction_id, req.to_bytes()
-        except ValueError as e:
-            if "end-line" not in str(e):
-                raise
-            req.transaction_id = new_id()
-    return req.transaction_id, req.to_bytes()
 
 
 # ---- one connection -------------------------------------------------------------------

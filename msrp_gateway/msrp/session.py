@@ -16,7 +16,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .chunks import AssembledMessage, Reassembler, ReassemblyError
-from .link import LinkCore, OutgoingMessage
+from .link import LinkCore
+from .outgoing import OutgoingMessage
 from .message import MSRPParseError, MSRPRequest
 from .rules import (
     CHUNK_SIZE,
