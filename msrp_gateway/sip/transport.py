@@ -51,6 +51,7 @@ MAX_UDP_SIZE = 65507
 MALFORMED_LOG_PER_MINUTE = 100
 UDP_ROUTE_ENTRIES = 65536  # peers remembered per UDP listener choice (oldest dropped)
 UDP_BUFFER_BYTES = 4 * 1024 * 1024  # rides out a few ms of stall at 10k msg/s without drops
+_COPIED = ("From", "To", "Call-ID", "CSeq")  # s.8.2.6.2: what a response copies, once each
 
 
 def _grow_buffers(port: Any) -> None:
@@ -68,18 +69,22 @@ def _grow_buffers(port: Any) -> None:
 def _error_response(request: SIPRequest, e: SIPParseError) -> SIPResponse | None:
     """The 4xx/5xx for a broken request, or None when no well-formed one exists.
 
-    A response must copy the request's From, To, Call-ID and CSeq (s.8.2.6.2); when they
-    are missing or unreadable the answer would be as broken as the request, and a sender
-    (ours included) discards an unparsable response. So such a request is dropped, as
-    s.16.3/s.18.1.2 drop what cannot be answered, and the sender's Timer F ends it.
+    A response carries exactly one From, To, Call-ID and CSeq, copied from the request
+    (s.8.1.1, s.8.2.6.2): values are echoed as sent, even malformed ones (RFC 4475 wants
+    those answered 400), and of a repeated header the first is kept. A request missing
+    one of them cannot be answered by a SIP response at all; it is dropped with a log
+    line, as s.16.3/s.18.1.2 drop what cannot be answered, and the sender's Timer F ends it.
     """
+    headers = request.headers
+    firsts = {name: headers.get(name) for name in _COPIED}
+    if any(value is None for value in firsts.values()):
+        return None
     resp = make_response(request, e.code, reason_phrase(e.code))
+    for name, value in firsts.items():
+        if headers.count(name) > 1:
+            resp.headers.set(name, value or "")
     warning = e.reason.replace("\\", "").replace('"', "'")[:200]
     resp.headers.add("Warning", f'399 msrpgw "{warning}"')
-    try:
-        parse_message(resp.to_bytes())
-    except SIPParseError:
-        return None
     return resp
 
 

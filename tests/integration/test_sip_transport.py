@@ -243,6 +243,44 @@ async def test_a_request_without_from_or_to_is_dropped_not_answered_with_a_broke
 
 
 @pytest_twisted.ensureDeferred
+async def test_every_rfc4475_invalid_message_gets_a_well_formed_answer_or_none(
+        transports, udp_client):
+    """Whatever the broken request, an answer carries one From, To, Call-ID and CSeq
+    (echoed as sent, RFC 4475 wants most of these answered 400). Answers go to each
+    message's Via, so they are read at ``send``; the last, answerable request (rport: it
+    comes back to us) marks the end."""
+    from tests.unit.test_sip_torture import INVALID
+
+    server = transports()
+    server.listen("udp:127.0.0.1:0")
+    sent: list = []
+    original_send = server.send
+
+    def recording_send(msg, peer):
+        sent.append(msg)
+        return original_send(msg, peer)
+
+    server.send = recording_send
+    client, _ = udp_client
+    dest = ("127.0.0.1", port_of(server, "udp"))
+    for raw, _code in INVALID.values():
+        client.transport.write(raw, dest)
+    marker = request(branch="z9hG4bKlast").to_bytes().replace(b"CSeq: 1 MESSAGE",
+                                                               b"CSeq: 1 INVITE")
+    client.transport.write(marker, dest)
+    assert parse_message(await client.next()).top_via.branch == "z9hG4bKlast"
+    answers = sent[:-1]
+    assert len(INVALID) // 2 < len(answers) < len(INVALID)  # unreadable ones get none
+    for answer in answers:
+        assert isinstance(answer, SIPResponse) and answer.status in (400, 416, 505)
+        assert [answer.headers.count(h) for h in ("From", "To", "Call-ID", "CSeq")] == \
+            [1, 1, 1, 1]
+        assert answer.top_via.host  # the request's own Via, readable
+    repeated = [a for a in answers if a.call_id == "multi01.98asdh@192.0.2.1"]
+    assert len(repeated) == 1 and repeated[0].cseq == (5, "INVITE")  # the first ones
+
+
+@pytest_twisted.ensureDeferred
 async def test_tcp_framing_several_messages_per_segment_and_split_and_reply_on_same_connection(
         transports):
     server = transports()
