@@ -498,6 +498,23 @@ async def test_tls_between_two_transports_with_peer_verification(transports, tls
     assert source.transport == "tls" and msg.body == b"hello"
 
 
+@pytest_twisted.ensureDeferred
+async def test_tls_over_ipv6_verifies_a_certificate_naming_the_address(transports, tls_files):
+    verifying = replace(tls_files, verify_peers=True)
+    a = transports(tls_settings=verifying)
+    try:
+        a.listen("tls:[::1]:0")
+    except Exception as e:  # pragma: no cover - host without IPv6 loopback
+        pytest.skip(f"no IPv6 loopback: {e}")
+    b = transports(tls_settings=verifying)
+    b.listen("tls:[::1]:0")
+    inbox = Inbox(b)
+    peer = await a.resolve(f"sips:bob@[::1]:{port_of(b, 'tls')}")
+    await a.send(request(branch="z9hG4bKv6", via_host="[::1]"), peer)
+    msg, source = await inbox.next()
+    assert source == Peer("tls", "::1", source.port) and msg.top_via.branch == "z9hG4bKv6"
+
+
 def test_tls_listener_without_usable_certificate_fails_with_a_clear_error(transports, tmp_path,
                                                                           tls_files):
     from twisted.internet.error import CannotListenError
