@@ -7,7 +7,7 @@ table and registers its dialogs there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.base import DelayedCall
@@ -15,8 +15,15 @@ from twisted.logger import Logger
 
 from .dialog import Dialog
 from .message import SIPRequest, SIPResponse
+from .peers import is_reliable
 from .table import ClientEntry
-from .transaction import SIPFinalResponse, SIPTimeout, SIPTransportError, invite_companion
+from .transaction import (
+    InviteClientTransaction,
+    SIPFinalResponse,
+    SIPTimeout,
+    SIPTransportError,
+    invite_companion,
+)
 
 if TYPE_CHECKING:
     from .stack import SIPStack
@@ -50,13 +57,28 @@ class InviteClient:
         self._done = False
         self._timer: DelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
 
+    def start(self, peer: Any) -> None:
+        """Send the INVITE to ``peer`` (resolved by the stack) in its client transaction."""
+        if self._done:
+            return
+        stack = self._stack
+        stack._add_via(self.request, peer)
+        core = InviteClientTransaction(self.request, reliable=is_reliable(peer),
+                                       timers=stack.timers)
+        entry = ClientEntry(core, peer, self._on_response, self._on_end)
+        if not stack.table.add_client(entry):
+            self.fail(SIPTransportError("transaction table full"))
+            return
+        self._entry = entry
+        stack.table.perform(entry, core.start())
+
     def cancel(self) -> None:
         """CANCEL the INVITE (s.9.1); sent once a provisional response has come."""
         if self._done or self._cancel_requested:
             return
         self._cancel_requested = True
         if self._entry is None:
-            self._fail(SIPFinalResponse(487, "Request Terminated"))  # never sent
+            self.fail(SIPFinalResponse(487, "Request Terminated"))  # never sent
         elif self._provisional:
             self._send_cancel()
 
@@ -81,7 +103,7 @@ class InviteClient:
         self._timer = None
         if self._entry is not None:
             self._stack.table.drop(self._entry)
-        self._fail(SIPTimeout("no final response after CANCEL"))
+        self.fail(SIPTimeout("no final response after CANCEL"))
 
     def _on_response(self, resp: SIPResponse) -> None:
         status = resp.status
@@ -96,11 +118,11 @@ class InviteClient:
                 self.on_provisional(resp)
             return
         if status < 300:
-            self._on_2xx(resp)
+            self.on_2xx(resp)
             return
-        self._fail(SIPFinalResponse(status, resp.reason, resp))
+        self.fail(SIPFinalResponse(status, resp.reason, resp))
 
-    def _on_2xx(self, resp: SIPResponse) -> None:
+    def on_2xx(self, resp: SIPResponse) -> None:
         stack = self._stack
         dialog = Dialog.from_uac(stack, self.request, resp)
         seen = self._answered.get(dialog.key)
@@ -118,7 +140,7 @@ class InviteClient:
             # ACKed and ended at once
             dialog.confirmed.callback(dialog)
             dialog.bye().addErrback(lambda f: None)
-            self._fail(SIPFinalResponse(487, "Request Terminated", resp))
+            self.fail(SIPFinalResponse(487, "Request Terminated", resp))
             return
         self.dialog = dialog
         self._finish()
@@ -127,9 +149,9 @@ class InviteClient:
 
     def _on_end(self, reason: str) -> None:
         if reason == "timeout":
-            self._fail(SIPTimeout("no final response to INVITE (Timer B)"))
+            self.fail(SIPTimeout("no final response to INVITE (Timer B)"))
         elif reason == "transport_error":
-            self._fail(SIPTransportError("INVITE could not be sent"))
+            self.fail(SIPTransportError("INVITE could not be sent"))
 
     def _finish(self) -> None:
         self._done = True
@@ -138,7 +160,7 @@ class InviteClient:
             self._timer.cancel()
         self._timer = None
 
-    def _fail(self, err: Exception) -> None:
+    def fail(self, err: Exception) -> None:
         if self._done:
             return
         self._finish()

@@ -7,11 +7,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from .message import SIPRequest, Via
 
 __all__ = ["DEFAULT_PORTS", "MTU_SIZE_LIMIT", "Peer", "TransportError", "family", "is_ip",
-           "parse_listen_string", "response_peer", "stamp_via"]
+           "is_reliable", "parse_listen_string", "response_peer", "stamp_via"]
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MTU_SIZE_LIMIT = 1300  # s.18.1.1: larger requests go over a congestion-controlled transport
@@ -63,6 +64,11 @@ def parse_listen_string(text: str) -> Peer:
     if not host:
         raise ValueError(f"socket {text!r}: no host")
     return Peer(proto, host, port)
+
+
+def is_reliable(peer: Any) -> bool:
+    """True for TCP/TLS: no retransmissions (s.17.1.1.2); any object with ``transport``."""
+    return bool(peer.transport != "udp")
 
 
 def is_ip(host: str) -> bool:

@@ -20,11 +20,11 @@ from twisted.python.failure import Failure
 from .dialog import ALLOW, Dialog, new_tag
 from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
 from .invite import MAX_FORKS, TIMER_C, InviteClient  # noqa: F401 - constants re-exported
+from .peers import is_reliable
 from .table import ClientEntry, Entry, TransactionTable
 from .transaction import (
     DEFAULT_TIMERS,
     MAGIC_COOKIE,
-    InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
@@ -239,29 +239,17 @@ class SIPStack:
         """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
         client = InviteClient(self, req)
         if self.table.stopped:
-            client._fail(SIPTransportError("SIP stack stopped"))
+            client.fail(SIPTransportError("SIP stack stopped"))
             return client
         self._invite_clients.add(client)
         if len(self._dialogs) >= self.max_dialogs:
-            client._fail(SIPTransportError("dialog table full"))
+            client.fail(SIPTransportError("dialog table full"))
             return client
 
-        def resolved(peer: Any) -> None:
-            if client._done:
-                return
-            self._add_via(req, peer)
-            core = InviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
-            entry = ClientEntry(core, peer, client._on_response, client._on_end)
-            if not self.table.add_client(entry):
-                client._fail(SIPTransportError("transaction table full"))
-                return
-            client._entry = entry
-            self.table.perform(entry, core.start())
-
         def failed(f: Failure) -> None:
-            client._fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
+            client.fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
 
-        self._resolve(req).addCallback(resolved).addErrback(failed)
+        self._resolve(req).addCallback(client.start).addErrback(failed)
         return client
 
     def accept(self, txn: ServerTransaction, *, body: bytes, content_type: str | None,
@@ -321,7 +309,7 @@ class SIPStack:
             dialog.stop_timers()
         self._uac_invites.clear()
         for client in list(self._invite_clients):
-            client._fail(SIPTransportError("SIP stack stopped"))
+            client.fail(SIPTransportError("SIP stack stopped"))
 
     def forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.key) is dialog:
@@ -389,7 +377,7 @@ class SIPStack:
             else:
                 d.errback(SIPTransportError(f"{req.method} could not be sent"))
 
-        core = NonInviteClientTransaction(req, reliable=_reliable(peer), timers=self.timers)
+        core = NonInviteClientTransaction(req, reliable=is_reliable(peer), timers=self.timers)
         entry = ClientEntry(core, peer, on_response, on_end)
         if not self.table.add_client(entry):
             return defer.fail(SIPTransportError("transaction table full"))
@@ -436,7 +424,7 @@ class SIPStack:
                 return
             client = self._answered_invite(resp.call_id, resp.from_tag or "")
             if client is not None:
-                client._on_2xx(resp)  # another fork answered: ACK and BYE it
+                client.on_2xx(resp)  # another fork answered: ACK and BYE it
                 return
         log.debug("stray {status} response dropped", status=resp.status)
 
@@ -470,7 +458,7 @@ class SIPStack:
                 self._stateless_reply(req, peer, 482, [])  # s.8.2.2.2: merged request
                 return
         core_cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
-        core = core_cls(req, reliable=_reliable(peer), timers=self.timers)
+        core = core_cls(req, reliable=is_reliable(peer), timers=self.timers)
         txn = ServerTransaction(self, core, req, source, peer, key)
         txn.merge_key = merge_key
         self.table.add_server(txn)
@@ -557,10 +545,6 @@ def _as_transport_error(failure: Failure, req: SIPRequest) -> Failure:
         return failure
     raise SIPTransportError(f"cannot send {req.method} to {req.uri}: "
                             f"{failure.getErrorMessage()}")
-
-
-def _reliable(peer: Any) -> bool:
-    return bool(peer.transport != "udp")
 
 
 def _name_addr(uri: str) -> str:
