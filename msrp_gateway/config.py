@@ -267,6 +267,8 @@ class MSRPSettings:
     socket: tuple[str, ...] = _opt(_msrp_sockets, ("msrp:127.0.0.1:2855",))
     my_uri: str = _opt(_msrp_uri, "msrp://127.0.0.1:2855;tcp")
     relay_uri: str = _opt(_msrp_uri, "")
+    relay_username: str = _opt(None, "")
+    relay_password: str = _opt(None, "")
     chunk_size: int = _opt(_between(64, 16 * 1024 * 1024), 2048)
     max_message_size: int = _opt(_between(1024), 4 * 1024 * 1024)
     max_header_size: int = _opt(_between(512, 1024 * 1024), 16384)
@@ -468,8 +470,9 @@ def _cross_checks(s: Settings, source: str) -> None:
                           gw.session_timeout, source)
     tls_sockets = [x for x in s.sip.socket if x.lower().startswith("tls:")]
     tls_sockets += [x for x in s.msrp.socket if x.lower().startswith("msrps:")]
-    if s.msrp.my_uri.lower().startswith("msrps:"):
-        tls_sockets.append(s.msrp.my_uri)
+    for uri in (s.msrp.my_uri, s.msrp.relay_uri):
+        if uri.lower().startswith("msrps:"):
+            tls_sockets.append(uri)
     if tls_sockets and not s.tls.certificate:
         raise ConfigError("[tls] certificate", f"a certificate file for {tls_sockets[0]!r}",
                           _Unknown("none"), source)
@@ -483,6 +486,17 @@ def _cross_checks(s: Settings, source: str) -> None:
         raise ConfigError("[events] max_retry_delay",
                           f"a value >= retry_delay ({s.events.retry_delay})",
                           s.events.max_retry_delay, source)
+    m = s.msrp
+    if (m.relay_username or m.relay_password) and not m.relay_uri:
+        key = "relay_username" if m.relay_username else "relay_password"
+        raise ConfigError(f"[msrp] {key}", "'' when relay_uri is not set (the credentials "
+                          "are for an RFC 4976 relay)", _Unknown("a value"), source)
+    if m.relay_username and not m.relay_password:
+        raise ConfigError("[msrp] relay_password", "a password when relay_username is set",
+                          _Unknown("none"), source)
+    if m.relay_password and not m.relay_username:
+        raise ConfigError("[msrp] relay_username", "a user name when relay_password is set",
+                          _Unknown("none"), source)
     if s.mi.basic_user and not s.mi.basic_password:
         raise ConfigError("[mi] basic_password", "a password when basic_user is set",
                           _Unknown("none"), source)

@@ -181,9 +181,13 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         session_id_matching=(m.session_matching == "session-id"))
     limits = MSRPLimits(max_header_bytes=m.max_header_size,
                         max_body_size=max(m.max_message_size, m.chunk_size))
-    return MSRPStack(reactor, m.my_uri, relay_uri=m.relay_uri or None,
-                     tls=settings.tls,
-                     limits=limits, settings=session_settings)
+    try:
+        return MSRPStack(reactor, m.my_uri, relay_uri=m.relay_uri or None,
+                         relay_username=m.relay_username or None,
+                         relay_password=m.relay_password or None,
+                         tls=settings.tls, limits=limits, settings=session_settings)
+    except ValueError as e:  # the stack's own check of relay_uri and [tls]
+        raise StartupError(str(e)) from e
 
 
 def _refuse_until_routed(txn: Any) -> None:

@@ -207,6 +207,31 @@ def test_msrps_my_uri_needs_tls_files():
         "gw.toml: [tls] certificate: expected a certificate file for 'msrps://")
 
 
+def test_relay_credentials_come_both_or_neither_and_only_with_a_relay():
+    relay = "msrp://relay.example.net:2855;tcp"
+    s = from_dict({"msrp": {"relay_uri": relay, "relay_username": "gw",
+                            "relay_password": "s3cret"}})
+    assert (s.msrp.relay_uri, s.msrp.relay_username, s.msrp.relay_password) == (
+        relay, "gw", "s3cret")
+    assert from_dict({"msrp": {"relay_uri": relay}}).msrp.relay_username == ""
+    assert error_of({"msrp": {"relay_uri": relay, "relay_username": "gw"}}) == (
+        "gw.toml: [msrp] relay_password: expected a password when relay_username is set, "
+        "found none")
+    assert error_of({"msrp": {"relay_uri": relay, "relay_password": "s3cret"}}) == (
+        "gw.toml: [msrp] relay_username: expected a user name when relay_password is set, "
+        "found none")
+    text = error_of({"msrp": {"relay_username": "gw", "relay_password": "s3cret"}})
+    assert text == ("gw.toml: [msrp] relay_username: expected '' when relay_uri is not set "
+                    "(the credentials are for an RFC 4976 relay), found a value")
+    assert "s3cret" not in error_of({"msrp": {"relay_password": "s3cret"}})
+
+
+def test_msrps_relay_needs_tls_files():
+    assert error_of({"msrp": {"relay_uri": "msrps://relay.example.net:2855;tcp"}}) == (
+        "gw.toml: [tls] certificate: expected a certificate file for "
+        "'msrps://relay.example.net:2855;tcp', found none")
+
+
 def test_outbound_proxy_must_be_a_sip_uri():
     assert error_of({"sip": {"outbound_proxy": "proxy.example.net"}}) == (
         "gw.toml: [sip] outbound_proxy: expected a SIP URI such as "
