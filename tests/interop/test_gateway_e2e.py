@@ -199,6 +199,28 @@ def test_chunked_10k_send_becomes_one_message_over_tcp(world: World) -> None:
     w.peer.expect("ended", sid=sid)
 
 
+def test_refused_message_comes_back_as_a_failure_report(world: World) -> None:
+    w = world
+    tess, umar = user("tess"), user("umar")
+    busy = write_scenario(w.dir, "message_uas_486.xml",
+                          SIPP_MESSAGE_UAS.replace("[status] OK", "486 Busy Here"))
+    uas = SippProcess(w.dir, busy, "-m", "1", "-timeout", "60", name="uas-busy")
+    w.sipp_ports.append(uas.port)
+    time.sleep(0.2)
+    target = f"sip:{umar}@127.0.0.1:{uas.port}"
+    w.peer.send(cmd="invite", **{"from": f"sip:{tess}@127.0.0.1", "to": target, "ruri": target})
+    sid = w.peer.expect("started")["sid"]
+    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="anyone?", failure_report="yes")
+    assert w.peer.expect("send_result", sid=sid)["status"] == 200  # hop by hop: at once
+    assert uas.wait(20) == 0, uas.errors()
+    report = w.peer.expect("report", timeout=10, sid=sid)
+    assert report["status"].startswith("000 ") and report["status"].split()[1] != "200"
+    assert "486" in report["status"]
+    w.peer.send(cmd="bye", sid=sid)
+    w.peer.expect("ended", sid=sid)
+
+
 # -- both ways on one session ---------------------------------------------------------------
 
 
