@@ -232,6 +232,28 @@ def test_msrps_relay_needs_tls_files():
         "'msrps://relay.example.net:2855;tcp', found none")
 
 
+def test_process_gc_settings():
+    assert (from_dict({}).process.gc_freeze, from_dict({}).process.gc_thresholds) == (
+        True, (50000, 20, 1000))
+    off = from_dict({"process": {"gc_freeze": False, "gc_thresholds": []}}).process
+    assert (off.gc_freeze, off.gc_thresholds) == (False, ())
+    assert from_dict({"process": {"gc_thresholds": [2000, 10, 10]}}).process.gc_thresholds == (
+        2000, 10, 10)
+    expected = ("[] (Python's own) or three integers [gen0, gen1, gen2] with gen0 from 100 "
+                "to 10000000 and gen1, gen2 from 1 to 100000")
+    # gen-0 0 would switch the collector off: refused, as are other shapes
+    assert error_of({"process": {"gc_thresholds": [0, 20, 1000]}}) == (
+        f"gw.toml: [process] gc_thresholds: expected {expected}, found an array [0, 20, 1000]")
+    assert error_of({"process": {"gc_thresholds": [50000]}}).endswith("found an array [50000]")
+    assert error_of({"process": {"gc_thresholds": ["50000", 20, 1000]}}) == (
+        "gw.toml: [process] gc_thresholds: expected an array of integers, "
+        "found an array ['50000', 20, 1000]")
+    assert error_of({"process": {"gc_thresholds": [True, 20, 1000]}}).startswith(
+        "gw.toml: [process] gc_thresholds: expected an array of integers")
+    assert error_of({"process": {"gc_freeze": "yes"}}) == (
+        "gw.toml: [process] gc_freeze: expected true or false, found 'yes'")
+
+
 def test_outbound_proxy_must_be_a_sip_uri():
     assert error_of({"sip": {"outbound_proxy": "proxy.example.net"}}) == (
         "gw.toml: [sip] outbound_proxy: expected a SIP URI such as "

@@ -171,6 +171,47 @@ def test_msrps_relay_without_tls_files_is_a_startup_error():
     assert "relay_uri" in str(info.value) and "[tls]" in str(info.value)
 
 
+def test_gc_is_tuned_once_listening_and_restored_on_stop():
+    """[process] defaults: after start the collector runs with (50000, 20, 1000) and the
+    start-up heap frozen; stopping puts back what it found."""
+    import gc
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    reactor, root = make({"sip": {"socket": ["udp:127.0.0.1:5062"]}})
+    root.startService()
+    try:
+        assert udp_listeners(reactor)  # listeners first, then the tuning
+        assert gc.get_threshold() == (50000, 20, 1000)
+        assert gc.get_freeze_count() > 0
+    finally:
+        d = root.stopService()
+    assert d.called
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_gc_tuning_can_be_turned_off():
+    import gc
+
+    before = gc.get_threshold()
+    _reactor, root = make({"process": {"gc_freeze": False, "gc_thresholds": []}})
+    root.startService()
+    try:
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    finally:
+        root.stopService()
+
+
+def test_gc_not_tuned_when_start_up_fails():
+    import gc
+
+    before = gc.get_threshold()
+    root = build_service(from_dict({}), _TakenReactor())
+    with pytest.raises(StartupError):
+        root.startService()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
 def test_whole_chain_is_wired():
     """SIP stack -> router -> gateway -> UA -> SIP and MSRP stacks."""
     _reactor, root = make()
