@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
-import linecache
 import traceback
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -89,36 +88,39 @@ class RequestView:
     def call_id(self) -> str | None:
         return self.request.call_id
 
-    # From / To
+    # From / To: parsed on first use; a broken one raises SIPParseError (the router answers
+    # it with its code)
     def _name_addr(self, name: str) -> NameAddr:
         value = self.request.headers.get(name)
         if value is None:
             raise SIPParseError(f"missing {name}")
         return parse_name_addr(value)
 
-    @property
-    def from_uri(self) -> str:
+    def _from_addr(self) -> NameAddr:
         if self._from is None:
             self._from = self._name_addr("From")
-        return self._from.uri
+        return self._from
+
+    def _to_addr(self) -> NameAddr:
+        if self._to is None:
+            self._to = self._name_addr("To")
+        return self._to
+
+    @property
+    def from_uri(self) -> str:
+        return self._from_addr().uri
 
     @property
     def to_uri(self) -> str:
-        if self._to is None:
-            self._to = self._name_addr("To")
-        return self._to.uri
+        return self._to_addr().uri
 
     @property
     def from_tag(self) -> str | None:
-        self.from_uri
-        assert self._from is not None
-        return self._from.tag
+        return self._from_addr().tag
 
     @property
     def to_tag(self) -> str | None:
-        self.to_uri
-        assert self._to is not None
-        return self._to.tag
+        return self._to_addr().tag
 
     @property
     def from_aor(self) -> str:
@@ -256,7 +258,6 @@ def load_script(path: str) -> tuple[Callable[..., Any], Callable[..., Any] | Non
     except ValueError as e:  # null bytes
         raise RoutingScriptError(path, None, str(e)) from None
     namespace: dict[str, Any] = {"__name__": "msrpgw_routing_script", "__file__": path}
-    linecache.checkcache(path)
     try:
         exec(code, namespace)
     except Exception as e:  # noqa: BLE001 - anything the script raises while loading
