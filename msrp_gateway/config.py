@@ -378,8 +378,9 @@ class ProcessSettings:
     """``[process]``: interpreter tuning applied once the listeners are open.
 
     With the defaults the start-up heap is frozen out of the collector and young
-    collections run every 50,000 allocations instead of 700: measured on UDP MESSAGE, p99
-    120 ms -> 4 ms at 8,000/s, no more retransmissions caused by collector pauses.
+    collections run every 50,000 allocations instead of 700: measured on UDP MESSAGE
+    (bench/sip_message_rate.py), p99 64-124 ms -> 4 ms at 8,000/s and 208-228 ms -> 4-8 ms
+    at 10,000/s, without the retransmissions that collector pauses caused.
     """
 
     gc_freeze: bool = _opt(None, True)
