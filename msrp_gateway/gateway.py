@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol, cast
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -72,6 +72,19 @@ _TYPE_SPLIT = re.compile(r"[\s,]+")
 # SIP final status of a generated MESSAGE -> MSRP status of the failure REPORT (RFC 4975
 # s.10); anything else is reported as 400 with the SIP status in the comment.
 _SIP_TO_MSRP_STATUS = {400: 400, 403: 403, 408: 408, 413: 413, 415: 415, 488: 415, 503: 408}
+
+
+class DelayedCall(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What the gateway uses of IReactorTime (the reactor, or task.Clock in tests)."""
+
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, fn: Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> DelayedCall: ...
 
 
 class GatewayError(Exception):
@@ -217,13 +230,13 @@ class Gateway:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: Clock,
         ua: Any,
         sip_stack: Any,
         settings: Any = None,
         emit_event: Callable[[str, dict[str, Any]], Any] | None = None,
     ) -> None:
-        self.reactor = reactor
+        self.reactor: Clock = reactor
         self.ua = ua
         self.sip_stack = sip_stack
         self.settings = GatewaySettings.from_any(settings)
@@ -240,7 +253,7 @@ class Gateway:
         self._stopping = False
         if self._sweeper is None or not self._sweeper.running:
             self._sweeper = task.LoopingCall(self.sweep)
-            self._sweeper.clock = self.reactor
+            self._sweeper.clock = cast(IReactorTime, self.reactor)
             self._sweeper.start(self.settings.cleanup_interval, now=False)
 
     def stop(self) -> defer.Deferred[None]:
@@ -250,8 +263,8 @@ class Gateway:
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
-        waiting = [self._end(sess, "gateway shutdown")[1] for sess in self.registry]
-        waiting = [d for d in waiting if d is not None and not d.called]
+        ends = [self._end(sess, "gateway shutdown")[1] for sess in self.registry]
+        waiting: list[defer.Deferred[Any]] = [d for d in ends if d is not None and not d.called]
         ua_stop = getattr(self.ua, "stop", None)
         if callable(ua_stop):  # the UA's stop waits for the answers to our BYEs
             try:
@@ -535,9 +548,8 @@ class Gateway:
             self._pending_messages -= 1
             return result
 
-        d.addCallbacks(answered, failed)
-        d.addBoth(done)
-        return d
+        result: defer.Deferred[tuple[int, str]] = d.addCallbacks(answered, failed)
+        return result.addBoth(done)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -570,8 +582,8 @@ class Gateway:
                       code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())
             return int(code)
 
-        d.addErrback(sent_failed)
-        return d
+        result: defer.Deferred[int] = d.addErrback(sent_failed)
+        return result
 
     def _end(self, sess: GatewaySession, why: str) -> tuple[bool, defer.Deferred[None] | None]:
         """Take the session out of the table and end its UA session (BYE or CANCEL)."""

@@ -13,7 +13,7 @@ import ipaddress
 import traceback
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -47,14 +47,46 @@ class RoutingScriptError(Exception):
         super().__init__(f"routing script {where}: {message}")
 
 
+class _Peer(Protocol):
+    transport: str
+    host: str
+    port: int
+
+
+class _Request(Protocol):
+    """What the view reads of a `sip.message.SIPRequest`."""
+
+    method: str
+    uri: str
+    headers: Any
+    body: bytes
+
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def call_id(self) -> str | None: ...
+
+
+class _Transaction(Protocol):
+    """What the view uses of a `sip.stack.ServerTransaction`."""
+
+    request: Any
+    source: Any
+
+    @property
+    def responded(self) -> bool: ...
+    def respond(self, status: int, reason: str | None = None, *, headers: Any = (),
+                body: bytes = b"", content_type: str | None = None) -> Any: ...
+
+
 class RequestView:
     """One out-of-dialog request as a routing script sees it (read-only, plus `reply`)."""
 
     __slots__ = ("transaction", "request", "_trusted_nets", "_from", "_to", "owned")
 
-    def __init__(self, transaction: Any, trusted: Iterable[_Network] = ()) -> None:
+    def __init__(self, transaction: _Transaction, trusted: Iterable[_Network] = ()) -> None:
         self.transaction = transaction
-        self.request = transaction.request
+        self.request: _Request = transaction.request
         self._trusted_nets = tuple(trusted)
         self._from: NameAddr | None = None
         self._to: NameAddr | None = None
@@ -74,7 +106,8 @@ class RequestView:
         return self.request.headers
 
     def header(self, name: str) -> str | None:
-        return self.request.headers.get(name)
+        value: str | None = self.request.headers.get(name)
+        return value
 
     @property
     def body(self) -> bytes:
@@ -137,21 +170,22 @@ class RequestView:
 
     # source
     @property
-    def source(self) -> Any:
+    def source(self) -> _Peer:
         """The Peer it came from (`.transport`, `.host`, `.port`)."""
-        return self.transaction.source
+        peer: _Peer = self.transaction.source
+        return peer
 
     @property
     def source_ip(self) -> str:
-        return self.transaction.source.host
+        return self.source.host
 
     @property
     def source_port(self) -> int:
-        return self.transaction.source.port
+        return self.source.port
 
     @property
     def transport(self) -> str:
-        return self.transaction.source.transport
+        return self.source.transport
 
     @property
     def trusted(self) -> bool:
