@@ -113,9 +113,10 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        twistd = shutil.which("twistd") or "twistd"
+        # twistd from this interpreter, whichever venv it is in and whatever PATH says
         self.proc = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
              "--config", self.config_path],
             cwd=self.workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

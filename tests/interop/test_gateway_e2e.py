@@ -29,7 +29,7 @@ from bench.gateway_harness import (
 )
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-MISSING = [tool for tool in ("sipp", "twistd") if shutil.which(tool) is None]
+MISSING = [tool for tool in ("sipp",) if shutil.which(tool) is None]
 if MISSING and not IN_CI:
     pytest.skip(f"needs {', '.join(MISSING)} on PATH", allow_module_level=True)
 HAVE_CAPTURE = bool(shutil.which("dumpcap") and shutil.which("tshark"))
