@@ -458,6 +458,10 @@ class Capture:
         wait_for(lambda: os.path.exists(self.path) or self.proc.poll() is not None, 10,
                  "dumpcap to start")
         time.sleep(0.5)  # dumpcap opens the file before the capture is live
+        self.error = ""
+        if self.proc.poll() is not None:  # e.g. no permission to capture on lo
+            self.error = (self.proc.stderr.read().decode("utf-8", "replace")
+                          if self.proc.stderr else "") or f"exit {self.proc.returncode}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
