@@ -14,9 +14,13 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+
+from msrp_gateway import sockets
+from msrp_gateway.sockets import SocketAddress
 
 __all__ = [
     "ConfigError",
@@ -45,8 +49,6 @@ MSRP_PROTOCOLS = ("msrp", "msrps")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "msrp": 2855, "msrps": 2855}
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 # msrp://host[:port]/session-id;transport -- my_uri / relay_uri have no session-id part
 # (RFC 4975 s.9 msrp-uri; msrp_ua's my_uri is written without one).
 _MSRP_URI = re.compile(r"^(msrps?)://(?:[^@/;]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/;\[\]]+)"
@@ -86,62 +88,12 @@ def _show(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-@dataclass(frozen=True, slots=True)
-class SocketAddress:
-    """One parsed socket string: ``proto:host:port`` (IPv6 host without brackets)."""
-
-    protocol: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.protocol}:{host}:{self.port}"
-
-
-def _check_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.match(host))
-
-
 def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int] | None:
     """``HOST:PORT`` / ``[V6]:PORT`` / ``HOST`` (with a default port) -> (host, port), or None."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            return None
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-        if not rest:
-            port_text = None
-        elif rest.startswith(":"):
-            port_text = rest[1:]
-        else:
-            return None
-    else:
-        host, sep, port_text_ = text.rpartition(":")
-        if not sep:
-            host, port_text = text, None
-        elif ":" in host:
-            return None  # a bare IPv6 address must be written in brackets
-        else:
-            port_text = port_text_
-    if port_text is None:
-        if default_port is None:
-            return None
-        port = default_port
-    else:
-        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-            return None
-        port = int(port_text)
-    if not host or not _check_host(host):
+    try:
+        return sockets.parse_host_port(text, default_port)
+    except sockets.SocketStringError:
         return None
-    return host, port
 
 
 def parse_socket(text: str, protocols: tuple[str, ...] = SIP_PROTOCOLS + MSRP_PROTOCOLS
@@ -149,25 +101,24 @@ def parse_socket(text: str, protocols: tuple[str, ...] = SIP_PROTOCOLS + MSRP_PR
     """Parse an OpenSIPS-style socket string (``udp:127.0.0.1:5060``, ``msrps:[::1]:2856``).
 
     The port may be left out (5060, 5061 for tls, 2855 for msrp/msrps); port 0 asks the OS
-    for a free one.  Raises ``ValueError`` with the reason.
+    for a free one.  Raises ``ValueError`` with the reason (what a ConfigError expects).
     """
-    proto, sep, rest = text.partition(":")
-    proto = proto.lower()
-    if not sep or proto not in protocols:
-        raise ValueError(f"a socket string starting with one of "
-                         f"{', '.join(p + ':' for p in protocols)}")
-    parsed = parse_host_port(rest, DEFAULT_PORTS[proto])
-    if parsed is None:
+    try:
+        return sockets.parse_socket_string(text, {p: DEFAULT_PORTS[p] for p in protocols})
+    except sockets.SocketStringError as e:
+        if e.part == "protocol":
+            raise ValueError(f"a socket string starting with one of "
+                             f"{', '.join(p + ':' for p in protocols)}") from None
+        proto = text.partition(":")[0].lower()
         raise ValueError(f"'{proto}:HOST:PORT' with an IP address or host name and a "
-                         f"port 0..65535")
-    return SocketAddress(proto, parsed[0], parsed[1])
+                         f"port 0..65535") from None
 
 
 # --- the sections -------------------------------------------------------------------------
 # Field metadata: "check" is a callable(value) -> str | None returning what was expected
 # when the value is wrong.  Types come from the annotations.
 
-def _between(lo: float, hi: float | None = None):
+def _between(lo: float, hi: float | None = None) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if v < lo or (hi is not None and v > hi):
             return (f"a number from {lo} to {hi}" if hi is not None
@@ -176,14 +127,15 @@ def _between(lo: float, hi: float | None = None):
     return check
 
 
-def _opt(check, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+def _opt(check: Callable[[Any], str | None] | None, default: Any = dataclasses.MISSING,
+         **kw: Any) -> Any:
     if isinstance(default, (list, tuple)):
         value = tuple(default)
         return field(default=value, metadata={"check": check}, **kw)
     return field(default=default, metadata={"check": check}, **kw)
 
 
-def _socket_check(protocols: tuple[str, ...]):
+def _socket_check(protocols: tuple[str, ...]) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         try:
             parse_socket(v, protocols)
@@ -230,7 +182,7 @@ def _networks(v: str) -> str | None:
 _networks.each = True  # type: ignore[attr-defined]
 
 
-def _one_of(*choices: str):
+def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
     return check

@@ -3,7 +3,7 @@
 Walks every module of the package with ``ast`` (no import is executed), so a module that
 does not import yet is still checked.  Layers, lowest first:
 
-  config < sip/*, msrp/* < sdp < ua < registry < gateway < routing, events < mi
+  sockets < config < sip/*, msrp/* < sdp < ua < registry < gateway < routing, events < mi
   < mi_commands < testing < service < tap
 
 A module may import a lower layer or its own package/layer.  ``sip`` and ``msrp`` never
@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / PKG
 
 # Pure protocol cores: no Twisted, no reactor, no sockets (STYLE.md "sans-IO").
 SANS_IO = {
-    "config", "sip.message", "sip.uri", "sip.transaction", "msrp.message", "msrp.uri",
+    "sockets", "config", "sip.message", "sip.uri", "sip.transaction", "msrp.message", "msrp.uri",
     "msrp.chunks", "sdp", "registry",
 }
 # "message/uri modules import nothing of ours" (DESIGN.md): outside their own package, and
@@ -31,7 +31,7 @@ LEAF_CORES = {"sip.message", "sip.uri", "msrp.message", "msrp.uri"}
 TWISTED_SIDE = {"sip.transport", "sip.stack", "sip.dialog", "msrp.transport", "msrp.session"}
 
 LEVELS = {
-    "config": 0, "sip": 1, "msrp": 1, "sdp": 2, "ua": 3, "registry": 3.5, "gateway": 4,
+    "sockets": -1, "config": 0, "sip": 1, "msrp": 1, "sdp": 2, "ua": 3, "registry": 3.5, "gateway": 4,
     "routing": 5, "events": 5, "mi": 6, "mi_commands": 7, "testing": 8, "service": 9,
     "tap": 10,
 }
@@ -150,6 +150,12 @@ def test_only_tap_touches_the_global_reactor_at_import(name):
     bad = [f"line {line}" for imported, line, top in imports_of(name, MODULES[name])
            if top and imported == "twisted.internet.reactor"]
     assert not bad, f"{name} imports the global reactor at module level: {bad}"
+
+
+def test_the_socket_string_parser_imports_nothing_of_ours():
+    """sockets.py is the floor every layer may stand on (config, sip, msrp, events)."""
+    found = [m for m, _l, _t in imports_of("sockets", MODULES["sockets"]) if ours(m)]
+    assert found == []
 
 
 def test_the_checker_catches_an_upward_import(tmp_path):
