@@ -13,10 +13,7 @@ writable `owned` flag (set when the transaction is handed to the UA, which answe
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, cast
 
 from twisted.internet import defer, task
@@ -26,14 +23,22 @@ from twisted.python.failure import Failure
 
 from msrp_gateway.registry import (
     DuplicateKey,
+    EndSessionFailed,
+    GatewayError,
     GatewaySession,
+    GatewaySettings,
     Origin,
     QueuedBody,
     Registry,
     RegistryError,
     RegistryFull,
+    SessionNotFound,
     State,
     check_key,
+    parse_content_types,
+    strip_uri,
+    type_accepted,
+    valid_uri,
 )
 
 __all__ = [
@@ -65,10 +70,6 @@ ERR_DUPLICATE = -2  # msrp_gw_answer with a key already in use
 ERR_LIMIT = -3  # max_sessions or the per-session queue bound: 503
 ERR_UA = -4  # the UA refused or the gateway is stopping
 
-MAX_CONTENT_TYPES = 32
-_MEDIA_TYPE = re.compile(r"^(\*|[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+))$")
-_TYPE_SPLIT = re.compile(r"[\s,]+")
-
 # SIP final status of a generated MESSAGE -> MSRP status of the failure REPORT (RFC 4975
 # s.10); anything else is reported as 400 with the SIP status in the comment.
 _SIP_TO_MSRP_STATUS = {400: 400, 403: 403, 408: 408, 413: 413, 415: 415, 488: 415, 503: 408}
@@ -85,117 +86,6 @@ class Clock(Protocol):
     def seconds(self) -> float: ...
     def callLater(self, delay: float, fn: Callable[..., Any], *args: Any,
                   **kwargs: Any) -> DelayedCall: ...
-
-
-class GatewayError(Exception):
-    """An MI-visible failure; `.code`/`.message` are what OpenSIPS' MI answers."""
-
-    code = 500
-    message = "Gateway error"
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(detail or self.message)
-
-
-class SessionNotFound(GatewayError):
-    code = 404
-    message = "Session doesn't exist"
-
-
-class EndSessionFailed(GatewayError):
-    code = 500
-    message = "Unable to end session"
-
-
-@dataclass(slots=True)
-class GatewaySettings:
-    """[msrp_gateway] settings; defaults are OpenSIPS' (times in seconds)."""
-
-    hash_size: int = 10
-    cleanup_interval: float = 60
-    session_timeout: float = 43200
-    message_timeout: float = 7200
-    max_sessions: int = 100_000
-    max_queued_messages: int = 64  # per session, while its MSRP side is being set up
-    max_queued_bytes: int = 1 << 20  # per session
-    max_pending_messages: int = 10_000  # MESSAGEs generated from SENDs, awaiting their answer
-    stop_timeout: float = 5.0  # shutdown waits this long for BYEs to complete
-    failure_message: bool = True  # default on_event pages the sender when set-up fails
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hash_size, int) or not 1 <= self.hash_size <= 20:
-            raise ValueError(f"msrp_gateway.hash_size must be 1..20, not {self.hash_size!r}")
-        for name in ("cleanup_interval", "session_timeout", "message_timeout", "stop_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"msrp_gateway.{name} must be a positive number of seconds")
-        if self.session_timeout < self.message_timeout:
-            raise ValueError(
-                "msrp_gateway.session_timeout can't be lower than message_timeout "
-                f"({self.session_timeout} < {self.message_timeout})"
-            )
-        for name in ("max_sessions", "max_queued_messages", "max_queued_bytes",
-                     "max_pending_messages"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"msrp_gateway.{name} must be a positive integer")
-
-    @classmethod
-    def from_any(cls, settings: Any) -> GatewaySettings:
-        """Accept a GatewaySettings, a mapping, a config object with a `msrp_gateway`
-        section, or any object carrying the field names as attributes."""
-        if isinstance(settings, cls):
-            return settings
-        if settings is None:
-            return cls()
-        section = getattr(settings, "msrp_gateway", None)
-        if section is None and isinstance(settings, Mapping):
-            section = settings.get("msrp_gateway", settings)
-        if section is None:
-            section = settings
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if isinstance(section, Mapping):
-                if f.name in section:
-                    values[f.name] = section[f.name]
-            elif hasattr(section, f.name):
-                values[f.name] = getattr(section, f.name)
-        return cls(**values)
-
-
-def parse_content_types(content_types: str | Iterable[str]) -> tuple[str, ...]:
-    """'text/plain, text/html' (or a list) -> ('text/plain', 'text/html'); ValueError if bad."""
-    if isinstance(content_types, str):
-        return _parse_type_text(content_types)  # scripts pass the same literal every time
-    return _check_types([str(t).strip().lower() for t in content_types])
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_type_text(content_types: str) -> tuple[str, ...]:
-    return _check_types([t for t in _TYPE_SPLIT.split(content_types.strip().lower()) if t])
-
-
-def _check_types(items: list[str]) -> tuple[str, ...]:
-    if not items:
-        raise ValueError("content_types is empty")
-    if len(items) > MAX_CONTENT_TYPES:
-        raise ValueError(f"more than {MAX_CONTENT_TYPES} content types")
-    for item in items:
-        if not _MEDIA_TYPE.match(item):
-            raise ValueError(f"bad content type {item!r}")
-    return tuple(dict.fromkeys(items))
-
-
-def type_accepted(content_type: str, accepted: tuple[str, ...]) -> bool:
-    """Does a Content-Type value (parameters allowed) match an accept list with wildcards?"""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if "/" not in media:
-        return False
-    major = media.split("/", 1)[0]
-    for item in accepted:
-        if item == "*" or item == media or item == major + "/*":
-            return True
-    return False
 
 
 class _SessionHandler:
@@ -422,8 +312,8 @@ class Gateway:
             return ERR_PARAMS
         checked: list[str] = []
         for name, value in (("From", from_uri), ("To", to_uri), ("RURI", ruri)):
-            uri = _strip_uri(value) if isinstance(value, str) else ""
-            if not uri or not _valid_uri(uri):
+            uri = strip_uri(value) if isinstance(value, str) else ""
+            if not uri or not valid_uri(uri):
                 log.error("msrp_gw_answer {key}: not a valid SIP URI in {name} param [{value}]",
                           key=key, name=name, value=value)
                 _reply(req, 400, f"Bad {name} URI")
@@ -729,26 +619,3 @@ def _status_of(error: BaseException) -> int:
 
 def _ua_types(types: tuple[str, ...]) -> list[str]:
     return list(types)
-
-
-def _strip_uri(text: str) -> str:
-    """OpenSIPS trims the R-URI param and takes off one pair of <>."""
-    text = text.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1].strip()
-    return text
-
-
-_TEL_URI = re.compile(r"^tel:\+?[0-9A-Fa-f*#().\-]+(;[!-~]*)?$")
-
-
-def _valid_uri(text: str) -> bool:
-    if text[:4].lower() == "tel:":
-        return bool(_TEL_URI.match(text))
-    from msrp_gateway.sip.uri import parse_uri  # lazy: keeps the registry usable alone
-
-    try:
-        parse_uri(text)
-    except Exception:  # noqa: BLE001 - SIPParseError, whatever the parser raises
-        return False
-    return True

@@ -1,15 +1,19 @@
-"""Gateway sessions and the table that holds them (OpenSIPS msrp_gateway's hash table).
+"""The gateway's sans-IO half: its settings, its sessions and the table that holds them
+(OpenSIPS msrp_gateway's hash table), and the checks of the script functions' parameters.
 
-Sans-IO: no reactor, no UA. The gateway owns the timing; this module only stores sessions
-in 2^hash_size buckets, refuses duplicates and enforces the max_sessions bound.
+No reactor, no UA: gateway.py owns the timing and the calls out; this module stores
+sessions in 2^hash_size buckets, refuses duplicates, enforces max_sessions and validates
+keys, content-type lists and URIs.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 MIN_HASH_SIZE = 1
@@ -166,3 +170,142 @@ def check_key(key: object) -> str:
     if len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"session key longer than {MAX_KEY_LENGTH} characters")
     return key
+
+
+MAX_CONTENT_TYPES = 32
+_MEDIA_TYPE = re.compile(r"^(\*|[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+))$")
+_TYPE_SPLIT = re.compile(r"[\s,]+")
+
+
+class GatewayError(Exception):
+    """An MI-visible failure; `.code`/`.message` are what OpenSIPS' MI answers."""
+
+    code = 500
+    message = "Gateway error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.message)
+
+
+class SessionNotFound(GatewayError):
+    code = 404
+    message = "Session doesn't exist"
+
+
+class EndSessionFailed(GatewayError):
+    code = 500
+    message = "Unable to end session"
+
+
+@dataclass(slots=True)
+class GatewaySettings:
+    """[msrp_gateway] settings; defaults are OpenSIPS' (times in seconds)."""
+
+    hash_size: int = 10
+    cleanup_interval: float = 60
+    session_timeout: float = 43200
+    message_timeout: float = 7200
+    max_sessions: int = 100_000
+    max_queued_messages: int = 64  # per session, while its MSRP side is being set up
+    max_queued_bytes: int = 1 << 20  # per session
+    max_pending_messages: int = 10_000  # MESSAGEs generated from SENDs, awaiting their answer
+    stop_timeout: float = 5.0  # shutdown waits this long for BYEs to complete
+    failure_message: bool = True  # default on_event pages the sender when set-up fails
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hash_size, int) or not 1 <= self.hash_size <= 20:
+            raise ValueError(f"msrp_gateway.hash_size must be 1..20, not {self.hash_size!r}")
+        for name in ("cleanup_interval", "session_timeout", "message_timeout", "stop_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"msrp_gateway.{name} must be a positive number of seconds")
+        if self.session_timeout < self.message_timeout:
+            raise ValueError(
+                "msrp_gateway.session_timeout can't be lower than message_timeout "
+                f"({self.session_timeout} < {self.message_timeout})"
+            )
+        for name in ("max_sessions", "max_queued_messages", "max_queued_bytes",
+                     "max_pending_messages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"msrp_gateway.{name} must be a positive integer")
+
+    @classmethod
+    def from_any(cls, settings: Any) -> GatewaySettings:
+        """Accept a GatewaySettings, a mapping, a config object with a `msrp_gateway`
+        section, or any object carrying the field names as attributes."""
+        if isinstance(settings, cls):
+            return settings
+        if settings is None:
+            return cls()
+        section = getattr(settings, "msrp_gateway", None)
+        if section is None and isinstance(settings, Mapping):
+            section = settings.get("msrp_gateway", settings)
+        if section is None:
+            section = settings
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if isinstance(section, Mapping):
+                if f.name in section:
+                    values[f.name] = section[f.name]
+            elif hasattr(section, f.name):
+                values[f.name] = getattr(section, f.name)
+        return cls(**values)
+
+
+def parse_content_types(content_types: str | Iterable[str]) -> tuple[str, ...]:
+    """'text/plain, text/html' (or a list) -> ('text/plain', 'text/html'); ValueError if bad."""
+    if isinstance(content_types, str):
+        return _parse_type_text(content_types)  # scripts pass the same literal every time
+    return _check_types([str(t).strip().lower() for t in content_types])
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_type_text(content_types: str) -> tuple[str, ...]:
+    return _check_types([t for t in _TYPE_SPLIT.split(content_types.strip().lower()) if t])
+
+
+def _check_types(items: list[str]) -> tuple[str, ...]:
+    if not items:
+        raise ValueError("content_types is empty")
+    if len(items) > MAX_CONTENT_TYPES:
+        raise ValueError(f"more than {MAX_CONTENT_TYPES} content types")
+    for item in items:
+        if not _MEDIA_TYPE.match(item):
+            raise ValueError(f"bad content type {item!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def type_accepted(content_type: str, accepted: tuple[str, ...]) -> bool:
+    """Does a Content-Type value (parameters allowed) match an accept list with wildcards?"""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "/" not in media:
+        return False
+    major = media.split("/", 1)[0]
+    for item in accepted:
+        if item == "*" or item == media or item == major + "/*":
+            return True
+    return False
+
+
+def strip_uri(text: str) -> str:
+    """OpenSIPS trims the R-URI param and takes off one pair of <>."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
+
+
+_TEL_URI = re.compile(r"^tel:\+?[0-9A-Fa-f*#().\-]+(;[!-~]*)?$")
+
+
+def valid_uri(text: str) -> bool:
+    if text[:4].lower() == "tel:":
+        return bool(_TEL_URI.match(text))
+    from msrp_gateway.sip.uri import parse_uri  # lazy: keeps the registry usable alone
+
+    try:
+        parse_uri(text)
+    except Exception:  # noqa: BLE001 - SIPParseError, whatever the parser raises
+        return False
+    return True
