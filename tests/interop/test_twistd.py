@@ -94,6 +94,16 @@ def test_log_level_option_filters_lines(msrpgw):
     assert "#info]" not in log.split("\n", 2)[-1]
 
 
+def udp_exchange(port: int, request: bytes) -> bytes:
+    """Send one datagram to the gateway and return the first answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3.0)
+        s.sendto(request, ("127.0.0.1", port))
+        data, _ = s.recvfrom(65535)
+    return data
+
+
 def options_request(port: int, branch: str) -> bytes:
     return (
         f"OPTIONS sip:gw@127.0.0.1:{port} SIP/2.0\r\n"
@@ -110,11 +120,7 @@ def options_request(port: int, branch: str) -> bytes:
 def test_answers_options_over_udp(msrpgw):
     gw = msrpgw.start()
     branch = secrets.token_hex(8)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(3.0)
-        s.sendto(options_request(gw.sip_port, branch), ("127.0.0.1", gw.sip_port))
-        data, _ = s.recvfrom(65535)
+    data = udp_exchange(gw.sip_port, options_request(gw.sip_port, branch))
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line == b"SIP/2.0 200 OK"
     assert f"branch=z9hG4bK{branch}".encode() in rest
@@ -131,26 +137,47 @@ def route(req, gw):
 '''
 
 
-def test_configured_routing_script_answers_message(msrpgw):
-    gw = msrpgw.start(routing_script=ANSWER_200)
-    branch = secrets.token_hex(8)
-    message = (
-        f"MESSAGE sip:bob@127.0.0.1:{gw.sip_port} SIP/2.0\r\n"
+def message_to(port: int, branch: str) -> bytes:
+    return (
+        f"MESSAGE sip:bob@127.0.0.1:{port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch};rport\r\n"
         "Max-Forwards: 70\r\n"
         "From: <sip:alice@127.0.0.1>;tag=a1\r\n"
-        f"To: <sip:bob@127.0.0.1:{gw.sip_port}>\r\n"
+        f"To: <sip:bob@127.0.0.1:{port}>\r\n"
         f"Call-ID: {branch}@127.0.0.1\r\n"
         "CSeq: 7 MESSAGE\r\n"
         "Content-Type: text/plain\r\n"
         "Content-Length: 5\r\n\r\nhello"
     ).encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(3.0)
-        s.sendto(message, ("127.0.0.1", gw.sip_port))
-        data, _ = s.recvfrom(65535)
+
+
+def test_configured_routing_script_answers_message(msrpgw):
+    gw = msrpgw.start(routing_script=ANSWER_200)
+    data = udp_exchange(gw.sip_port, message_to(gw.sip_port, secrets.token_hex(8)))
     assert data.startswith(b"SIP/2.0 200 Routed By Script\r\n")
     assert b"CSeq: 7 MESSAGE" in data
     assert "routing script" in gw.log_text()
+    assert gw.stop() in (0, -15)
+
+
+GC_REPORT = '''
+import gc
+
+def route(req, gw):
+    t = gc.get_threshold()
+    req.reply(200, f"gc {t[0]} {t[1]} {t[2]} frozen {gc.get_freeze_count() > 0}")
+'''
+
+
+@pytest.mark.parametrize("process, expected", [
+    ({}, b"SIP/2.0 200 gc 50000 20 1000 frozen True"),
+    ({"gc_freeze": False, "gc_thresholds": []}, b"SIP/2.0 200 gc 700 10 10 frozen False"),
+])
+def test_the_running_gateway_has_the_process_gc_settings(msrpgw, process, expected):
+    """[process] reaches the real twistd process (default on; an operator can turn it off);
+    the routing script reports the collector's state from inside it."""
+    gw = msrpgw.start(config={"process": process} if process else None,
+                      routing_script=GC_REPORT)
+    answer = udp_exchange(gw.sip_port, message_to(gw.sip_port, secrets.token_hex(8)))
+    assert answer.partition(b"\r\n")[0] == expected
     assert gw.stop() in (0, -15)
