@@ -13,7 +13,7 @@ from typing import Any
 
 from .headers import FAST_VIA_RE, KNOWN_NAMES, TOKEN_RE, Headers, canonical
 from .records import CSEQ_RE, MAX_CSEQ, SIP_VERSION, SIPMessage, SIPRequest, SIPResponse
-from .uri import SIPParseError, parse_uri, validate_name_addr, validate_uri
+from .uri import SIPParseError, parse_uri, validate_absolute_uri, validate_name_addr, validate_uri
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "StreamParser", "parse_message"]
 
@@ -157,7 +157,9 @@ def _validate(msg: SIPMessage, index: dict[str, int]) -> None:
                 if "?" in uri and parse_uri(uri).headers:
                     raise SIPParseError("headers in the Request-URI")
                 validate_uri(uri)
-            elif scheme != "tel":
+            elif scheme == "tel":
+                validate_absolute_uri(uri)
+            else:
                 raise SIPParseError(f"unsupported URI scheme {scheme!r}", 416)
             if "max-forwards" in index:
                 mf = items[index["max-forwards"]][2]

@@ -23,6 +23,7 @@ __all__ = [
     "aor",
     "validate_uri",
     "validate_name_addr",
+    "validate_absolute_uri",
     "tag_of",
     "MAX_URI_LENGTH",
 ]
@@ -62,6 +63,12 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _PVALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")  # token, or a host / IPv6 reference
 _DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
 _LWS = " \t\r\n"
+# RFC 3261 s.25.1 absoluteURI = scheme ":" ( hier-part / opaque-part ): at least one
+# character after the colon, all of them uric (reserved / unreserved / escaped, plus "[" "]"
+# of an IPv6 authority); so no whitespace, "<", ">", '"', "#", "{", "|", "\\", "^" or "`".
+_ABSOLUTE_URI_RE = re.compile(
+    r"[A-Za-z][A-Za-z0-9+\-.]*:(?:[A-Za-z0-9\-_.!~*'();/?:@&=+$,\[\]]|%[0-9A-Fa-f]{2})+"
+)
 
 # Fast paths: the common, plainly valid shapes are recognised by one regex each; anything
 # else (escapes in odd places, IPv6, quoted-pairs, long ports) takes the careful parser.
@@ -393,6 +400,17 @@ class NameAddr:
         return head + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
 
 
+def validate_absolute_uri(text: str) -> None:
+    """Raise SIPParseError(400) unless ``text`` is an RFC 3261 s.25.1 absoluteURI (the
+    form a tel:, im: or other non-SIP URI must have): a scheme, a colon, then only URI
+    characters. A stray ``<>"``, whitespace or an empty remainder is refused here, so that
+    such text never becomes a gateway key."""
+    if len(text) > MAX_URI_LENGTH:
+        raise SIPParseError("URI too long", 414)
+    if _ABSOLUTE_URI_RE.fullmatch(text) is None:
+        raise SIPParseError(f"bad URI {text[:80]!r}")
+
+
 def _check_uri(uri: str, text: str) -> None:
     m = _SCHEME_RE.match(uri)
     if m is None:
@@ -400,8 +418,8 @@ def _check_uri(uri: str, text: str) -> None:
     scheme = m.group(1).lower()
     if scheme == "sip" or scheme == "sips":
         parse_uri(uri)
-    elif any(c in _LWS for c in uri):
-        raise SIPParseError(f"whitespace in URI {uri[:80]!r}")
+    else:
+        validate_absolute_uri(uri)
 
 
 def parse_name_addr(text: str) -> NameAddr:

@@ -184,6 +184,21 @@ def test_malformed_messages_get_the_right_status(raw, code):
     assert info.value.code == code
 
 
+def test_a_to_header_with_a_loose_non_sip_uri_is_400_with_the_message_to_answer_it():
+    """The fuzzed To ``p:bob@127.0.0.1>`` once became the gateway key
+    ``p:bob@127.0.0.1>-sip:alice@127.0.0.1``; it is not an RFC 3261 absoluteURI."""
+    for to in (b"To: p:bob@127.0.0.1>", b"To: <tel:+1 555>", b"To: <im:a\"b@h>"):
+        with pytest.raises(SIPParseError) as info:
+            parse_message(BASE.replace(b"To: <sip:bob@example.com>", to))
+        assert info.value.code == 400
+        assert info.value.message.method == "MESSAGE"  # answerable: its Via is readable
+    with pytest.raises(SIPParseError) as info:
+        parse_message(BASE.replace(b"sip:bob@example.com SIP", b"tel:+1<2 SIP"))
+    assert info.value.code == 400
+    assert parse_message(BASE.replace(b"sip:bob@example.com SIP", b"tel:+1-555 SIP")).uri == \
+        "tel:+1-555"
+
+
 def test_bounds_on_size_header_count_and_line_length_answer_513():
     small = Limits(max_message_size=300, max_headers=10, max_line_length=100)
     with pytest.raises(SIPParseError) as info:

@@ -12,6 +12,7 @@ from msrp_gateway.sip.uri import (
     parse_name_addr,
     parse_uri,
     tag_of,
+    validate_absolute_uri,
     validate_name_addr,
     validate_uri,
 )
@@ -133,3 +134,31 @@ def test_fast_uri_validation_accepts_plain_uris(text):
 def test_records_compare_by_value():
     assert SIPURI("sip", "a", None, "h") == parse_uri("sip:a@h")
     assert NameAddr(None, "sip:a@h", {"tag": "1"}) == parse_name_addr("<sip:a@h>;tag=1")
+
+
+@pytest.mark.parametrize("bad", [
+    "p:bob@127.0.0.1>",            # the fuzzed To that once became a gateway key
+    "<p:bob@127.0.0.1>>",
+    '<im:bo"b@example.com>',
+    "<tel:+1 555>",
+    "<x:>",
+    "<urn:a<b>",
+    "<1tel:+123>",                 # a scheme starts with a letter
+    "<tel:+1#2>",
+])
+def test_non_sip_uris_must_be_rfc3261_absolute_uris(bad):
+    """s.25.1 absoluteURI: scheme chars, then only uric characters (no <>" or whitespace)."""
+    with pytest.raises(SIPParseError) as info:
+        parse_name_addr(bad)
+    assert info.value.code == 400
+
+
+@pytest.mark.parametrize("good", [
+    "tel:+1-201-555-0123;phone-context=example.com", "im:bob@example.com",
+    "urn:service:sos", "http://[2001:db8::1]:8080/a/b?c=d&e=f", "mailto:a%40b@example.com",
+])
+def test_absolute_uris_of_other_schemes_are_accepted_and_keyed_as_written(good):
+    validate_absolute_uri(good)
+    na = parse_name_addr(f"<{good}>;tag=t1")
+    assert na.uri == good and na.tag == "t1"
+    assert na.aor == good.lower()
