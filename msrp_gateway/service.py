@@ -24,6 +24,7 @@ from msrp_gateway.gateway import Gateway
 from msrp_gateway.mi import MIAuth, make_site
 from msrp_gateway.mi_commands import LogLevelControl, build_table
 from msrp_gateway.msrp.message import Limits as MSRPLimits
+from msrp_gateway.msrp.relay import RelayAuthError
 from msrp_gateway.msrp.session import SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.routing import Router, RoutingScriptError
@@ -151,6 +152,20 @@ class GCTuning:
         self._saved, self._froze = None, False
 
 
+class _RelayStarter(Service):
+    """Connects and AUTHs to the ``[msrp] relay_uri`` at start, even with no MSRP listener
+    (behind a relay none is needed), so the first session does not meet a 503."""
+
+    def __init__(self, msrp: MSRPStack) -> None:
+        self.setName("msrp-relay")
+        self.msrp = msrp
+
+    def startService(self) -> None:
+        super().startService()
+        # The relay client logs each refusal and keeps retrying with back-off.
+        self.msrp.start().addErrback(lambda f: f.trap(RelayAuthError))
+
+
 class GatewayService(MultiService):
     """The root service.  ``first_to_stop`` children stop (and finish) before the rest."""
 
@@ -260,6 +275,8 @@ def build_service(settings: Settings, reactor: Any,
     for sock in settings.msrp.socket:
         ListenerService(sock, lambda s=sock: msrp.listen(s), stack_owned=True
                         ).setServiceParent(root)
+    if settings.msrp.relay_uri:
+        _RelayStarter(msrp).setServiceParent(root)
 
     sip = settings.sip
     transport = SIPTransport(

@@ -159,6 +159,18 @@ def test_relay_credentials_reach_the_relay_auth():
     assert d.called and reactor.getDelayedCalls() == []
 
 
+def test_relay_is_contacted_at_start_even_without_an_msrp_listener():
+    """Behind a relay no MSRP port is needed; AUTH still starts with the service, not
+    with the first session (which would get 503)."""
+    reactor, root = make({"msrp": {"socket": [], "relay_uri": "msrp://127.0.0.9:2857;tcp"}})
+    assert reactor.tcpClients == []
+    root.startService()
+    assert [port for _h, port, *_ in reactor.tcpClients] == [2857]
+    assert not any(port == 2855 for port, *_ in reactor.tcpServers)
+    d = root.stopService()
+    assert d.called and reactor.getDelayedCalls() == []
+
+
 def test_msrps_relay_without_tls_files_is_a_startup_error():
     """The MSRP stack's own refusal of a relay_uri reaches twistd as one StartupError line
     (config.from_dict already refuses this; build_service may get settings built by hand)."""
