@@ -17,15 +17,19 @@ from .message import ByteRange, MSRPHeaders, MSRPParseError, MSRPRequest, new_id
 __all__ = [
     "Abandoned",
     "AssembledMessage",
+    "BUDGET_EXHAUSTED",
     "Chunker",
     "DEFAULT_CHUNK_SIZE",
     "Reassembler",
+    "ReassemblyBudget",
     "ReassemblyError",
 ]
 
 #: Bytes of body per SEND by default: small enough that a big message does not hold a
 #: shared connection for long before another message's chunk can go.
 DEFAULT_CHUNK_SIZE = 2048
+#: The reason of a 413 for the stack-wide reassembly budget (see `ReassemblyBudget`).
+BUDGET_EXHAUSTED = "reassembly memory budget exhausted"
 
 
 def _path_text(path: Sequence[str] | str) -> str:
@@ -169,6 +173,42 @@ class Abandoned:
     request: MSRPRequest
 
 
+class ReassemblyBudget:
+    """Bytes held in open reassemblies by every session of a stack, under one bound.
+
+    Per-session bounds (open messages x message size) do not add up to a safe total with
+    many sessions; this one does. `take(n)` says whether `n` more bytes fit (and counts
+    them), `give_back(n)` returns them; `refused` counts chunks turned away for it.
+    """
+
+    __slots__ = ("limit", "used", "refused", "_warned")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the reassembly budget must be positive")
+        self.limit = limit
+        self.used = 0
+        self.refused = 0
+        self._warned = float("-inf")
+
+    def may_log(self, now: float, every: float = 60.0) -> bool:
+        """At most one warning per `every` seconds about refusals (a flood stays quiet)."""
+        if now - self._warned < every:
+            return False
+        self._warned = now
+        return True
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            self.refused += 1
+            return False
+        self.used += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
 @dataclass(slots=True)
 class _Partial:
     """One message being reassembled: only bytes not already held are stored.
@@ -220,6 +260,17 @@ class _Partial:
         cov[lo_i:hi_i] = [new_start, new_end]
         self.extent = cov[-1]
 
+    def uncovered(self, start: int, end: int) -> int:
+        """How many bytes of [start, end) no held range covers: what `add` would store."""
+        cov = self.covered
+        n = end - start
+        k = bisect.bisect_right(cov, start)
+        i = k - 1 if k % 2 else k
+        while i < len(cov) and cov[i] < end:
+            n -= max(0, min(end, cov[i + 1]) - max(start, cov[i]))
+            i += 2
+        return n
+
     def complete(self) -> bool:
         return self.total is not None and (
             self.total == 0 or self.covered == [0, self.total]
@@ -239,7 +290,9 @@ class Reassembler:
     400 for inconsistent ranges). `expire(now)` returns the messages idle longer than
     `timeout` seconds, which are dropped: the caller reports them, nothing is kept.
     Duplicate and overlapping chunks are accepted (bytes already held are kept). Memory
-    follows the bytes received, never a declared total.
+    follows the bytes received, never a declared total. With a shared `budget`, a chunk
+    whose new bytes would take the stack's total past it gets 413 and its message is
+    dropped (its bytes given back), as for any other bound.
     """
 
     def __init__(
@@ -250,6 +303,7 @@ class Reassembler:
         max_chunks: int = 65536,
         timeout: float = 60.0,
         remember: int = 256,
+        budget: ReassemblyBudget | None = None,
     ) -> None:
         if max_message_size < 1 or max_open < 1 or max_chunks < 1 or timeout <= 0:
             raise ValueError("Reassembler bounds must be positive")
@@ -261,6 +315,7 @@ class Reassembler:
         self._refused: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
+        self.budget = budget
 
     @property
     def open_count(self) -> int:
@@ -276,8 +331,15 @@ class Reassembler:
         while len(table) > self._remember:
             table.popitem(last=False)
 
+    def _drop(self, mid: str) -> _Partial | None:
+        """Forget an open message and give its bytes back to the budget."""
+        part = self._open.pop(mid, None)
+        if part is not None and self.budget is not None:
+            self.budget.give_back(part.received)
+        return part
+
     def _refuse(self, code: int, reason: str, mid: str) -> ReassemblyError:
-        self._open.pop(mid, None)
+        self._drop(mid)
         self._note(self._refused, mid)
         return ReassemblyError(code, reason, mid)
 
@@ -340,14 +402,16 @@ class Reassembler:
         part.last_request = request
         part.last_seen = now
         if body:
+            if self.budget is not None and not self.budget.take(part.uncovered(start, end)):
+                raise self._refuse(413, BUDGET_EXHAUSTED, mid)
             part.add(start, body)
         if request.flag == "#":
-            del self._open[mid]
+            self._drop(mid)
             self._note(self._finished, mid)
             return Abandoned(mid, "aborted", part.received, part.total, part.content_type,
                              part.failure_report, part.success_report, request)
         if part.complete():
-            del self._open[mid]
+            self._drop(mid)
             self._note(self._finished, mid)
             assert part.total is not None
             data = part.join()
@@ -360,7 +424,7 @@ class Reassembler:
         gone: list[Abandoned] = []
         for mid, part in list(self._open.items()):
             if now - part.last_seen >= self.timeout:
-                del self._open[mid]
+                self._drop(mid)
                 self._note(self._finished, mid)
                 gone.append(Abandoned(mid, "timeout", part.received, part.total,
                                       part.content_type, part.failure_report,
@@ -374,5 +438,7 @@ class Reassembler:
                       p.success_report, p.last_request)
             for mid, p in self._open.items()
         ]
+        if self.budget is not None:
+            self.budget.give_back(sum(p.received for p in self._open.values()))
         self._open.clear()
         return gone

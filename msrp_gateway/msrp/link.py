@@ -16,10 +16,13 @@ from twisted.logger import Logger
 
 from .message import FrameParser, MSRPHeaders, MSRPParseError, MSRPRequest, MSRPResponse
 from .outgoing import OutgoingMessage
+from .uri import parse_msrp_uri
 from .rules import (
     CONNECTION_LOST,
     QUEUE_FULL,
+    REASONS,
     Clock,
+    MSRPCounters,
     MSRPSendError,
     SessionError,
     SessionSettings,
@@ -42,13 +45,16 @@ class LinkCore:
     """An MSRP connection without the socket: framing, transactions, fair chunk sending.
 
     `write(bytes)` puts bytes on the wire, `lose()` closes it; the adapter calls
-    `data_received`, `connection_lost`, `pause`/`resume` (flow control).
+    `data_received`, `connection_lost`, `pause`/`resume` (flow control). `own_uri()`
+    gives the stack's URI (None if unknown), used as From-Path when a broken request's
+    To-Path cannot be echoed; `counters` (shared by the stack) counts what went unanswered.
     """
 
     def __init__(self, clock: Clock, table: SessionTable, settings: SessionSettings,
                  parser: FrameParser, write: Callable[[bytes], None],
                  lose: Callable[[], None], on_idle: Callable[[LinkCore], None],
-                 name: str = "") -> None:
+                 name: str = "", *, own_uri: Callable[[], str | None] | None = None,
+                 counters: MSRPCounters | None = None) -> None:
         self.clock = clock
         self.table = table
         self.settings = settings
@@ -57,6 +63,8 @@ class LinkCore:
         self._lose = lose
         self._on_idle = on_idle
         self.name = name
+        self._own_uri = own_uri
+        self.counters = counters if counters is not None else MSRPCounters()
         self.sessions: set[MSRPSession] = set()
         self.pending: dict[str, tuple[OutgoingMessage, Timer | None]] = {}
         self._queue: deque[OutgoingMessage] = deque()
@@ -270,20 +278,39 @@ class LinkCore:
     def _on_bad_request(self, err: MSRPParseError) -> None:
         """400 (or 413) for a broken request whose id is known; responses are never answered.
 
-        The paths of a broken frame may be unknown: then the hop URIs last seen on this
-        connection address the answer (both are single hops, RFC 4975 s.7.2).
+        RFC 7.2: the response goes to the first From-Path URI and names us as From-Path.
+        A To-Path we cannot echo (garbage) is replaced by our own URI; absent paths fall
+        back to the hop URIs last seen on this connection (both are single hops). With no
+        usable From-Path no answer can be addressed: logged (rate-limited) and counted.
         """
         tid = err.transaction_id
         if tid is None or err.response:
             return
-        to_path = err.from_path[0] if err.from_path else self._last_hops[0]
-        from_path = err.to_path[0] if err.to_path else self._last_hops[1]
+        if err.from_path:
+            to_path = _usable_uri(err.from_path[0])
+        else:
+            to_path = self._last_hops[0]
+        if err.to_path:
+            from_path = _usable_uri(err.to_path[0])
+        else:
+            from_path = self._last_hops[1]
+        if from_path is None and self._own_uri is not None:
+            from_path = self._own_uri()
         if not to_path or not from_path:
-            log.info("MSRP connection {name}: cannot answer broken request {tid}: {why}",
-                     name=self.name, tid=tid, why=err.reason)
+            self.counters.unanswerable += 1
+            if self.counters.may_log("unanswerable", self.clock.seconds()):
+                log.warn("MSRP connection {name}: cannot answer broken request {tid} "
+                         "(no usable From-Path): {why}; {n} such request(s) so far",
+                         name=self.name, tid=tid, why=err.reason,
+                         n=self.counters.unanswerable)
             return
-        self.write_frame(MSRPResponse(tid, err.code, err.reason[:200], MSRPHeaders(
-            [("To-Path", to_path), ("From-Path", from_path)])))
+        headers = MSRPHeaders([("To-Path", to_path), ("From-Path", from_path)])
+        resp = MSRPResponse(tid, err.code, err.reason[:200], headers)
+        try:
+            resp.to_bytes()
+        except ValueError:  # a comment s.9 will not carry: the bare reason phrase will do
+            resp = MSRPResponse(tid, err.code, REASONS.get(err.code), headers)
+        self.write_frame(resp)
 
     def request(self, req: MSRPRequest, timeout: float) -> defer.Deferred[MSRPResponse]:
         """Send a request that is not a message (AUTH) and fire with its response.
@@ -393,3 +420,12 @@ class LinkCore:
             session.link_lost(reason)
         if self.on_lost is not None:
             self.on_lost(reason)
+
+
+def _usable_uri(uri: str) -> str | None:
+    """`uri` if it may go into a path header we write, else None (a peer's garbage)."""
+    try:
+        parse_msrp_uri(uri)
+    except MSRPParseError:
+        return None
+    return uri

@@ -8,7 +8,7 @@ Twisted-free cores run on (any `IReactorTime`, e.g. `task.Clock`, fits it).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from .message import MSRPHeaders, MSRPRequest, MSRPResponse
@@ -17,6 +17,7 @@ __all__ = [
     "CHUNK_SIZE",
     "CONNECTION_LOST",
     "Clock",
+    "MSRPCounters",
     "MSRPSendError",
     "NOT_CONNECTED",
     "QUEUE_FULL",
@@ -105,7 +106,28 @@ class SessionSettings:
                                              # does not read: beyond this, close
     max_sessions: int = 100_000
     max_connections: int = 10_000       # open connections; an inbound one beyond is refused
+    max_reassembly_bytes: int = 256 * 1024 * 1024  # held in open reassemblies by all
+                                                   # sessions together: beyond, 413
     session_id_matching: bool = False   # RFC 6714 (CEMA): match on session-id only
+
+
+@dataclass(slots=True)
+class MSRPCounters:
+    """What a stack counts about trouble it could not answer, for operators and tests.
+
+    (Chunks refused for the stack-wide reassembly budget are counted by the budget.)
+    """
+
+    unanswerable: int = 0  # broken requests with no usable path to answer them on
+    _last_log: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def may_log(self, what: str, now: float, every: float = 60.0) -> bool:
+        """At most one warning about `what` per `every` seconds: hostile input must not
+        flood the log (the counters still count every case)."""
+        if now - self._last_log.get(what, float("-inf")) < every:
+            return False
+        self._last_log[what] = now
+        return True
 
 
 # ---- small pure rules ---------------------------------------------------------------

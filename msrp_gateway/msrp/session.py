@@ -15,7 +15,13 @@ from typing import Any, Callable, Sequence
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from .chunks import AssembledMessage, Reassembler, ReassemblyError
+from .chunks import (
+    BUDGET_EXHAUSTED,
+    AssembledMessage,
+    Reassembler,
+    ReassemblyBudget,
+    ReassemblyError,
+)
 from .link import LinkCore
 from .outgoing import OutgoingMessage
 from .message import MSRPParseError, MSRPRequest
@@ -105,7 +111,8 @@ class MSRPSession:
         self._bound_waiters: list[defer.Deferred[None]] = []
         self._reassembler = Reassembler(
             max_message_size=settings.max_message_size,
-            max_open=settings.max_reassemblies, timeout=settings.reassembly_timeout)
+            max_open=settings.max_reassemblies, timeout=settings.reassembly_timeout,
+            budget=stack.reassembly_budget)
         self._expiry: Timer | None = None
 
     # -- set-up -------------------------------------------------------------------
@@ -199,6 +206,14 @@ class MSRPSession:
         try:
             result = self._reassembler.receive(req, self.stack.clock.seconds())
         except ReassemblyError as e:
+            budget = self.stack.reassembly_budget
+            if budget is not None and e.reason == BUDGET_EXHAUSTED and \
+                    budget.may_log(self.stack.clock.seconds()):
+                log.warn("MSRP session {sid}: chunk of {mid} refused 413: {used} of "
+                         "{limit} bytes (max_reassembly_bytes) held in incomplete "
+                         "messages; {n} chunk(s) refused so far", sid=self.session_id,
+                         mid=e.message_id, used=budget.used, limit=budget.limit,
+                         n=budget.refused)
             raise SessionError(e.code, e.reason) from None
         if result is None:
             self._arm_expiry()
@@ -302,9 +317,11 @@ def _cancel_then(call: Timer) -> Callable[[object], object]:
 
 
 class SessionHost:
-    """What a session needs from its stack: a clock, a link to a next hop, forgetting it."""
+    """What a session needs from its stack: a clock, a link to a next hop, forgetting it;
+    optionally the stack-wide reassembly budget all its sessions share."""
 
     clock: Clock
+    reassembly_budget: ReassemblyBudget | None = None
 
     def link_for(self, uri: str) -> defer.Deferred[LinkCore]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -19,8 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]  # no py.typed
 
+from .chunks import ReassemblyBudget
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
 from .relay import RelayAuthError, RelayClient
+from .rules import MSRPCounters
 from .session import (
     CONNECTION_LOST,
     Clock,
@@ -145,7 +147,8 @@ class MSRPProtocol(Protocol):
         name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
                              FrameParser(self.stack.limits), transport.write,
-                             self.close, self.stack._link_idle, name)
+                             self.close, self.stack._link_idle, name,
+                             own_uri=self.stack._own_uri, counters=self.stack.counters)
         transport.registerProducer(self, True)
         self.stack._protocols.add(self)
 
@@ -231,6 +234,9 @@ class MSRPStack(SessionHost):
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.settings = settings or SessionSettings()
         self.table = SessionTable(self.settings)
+        # One bound on bytes held in incomplete messages across every session.
+        self.reassembly_budget = ReassemblyBudget(self.settings.max_reassembly_bytes)
+        self.counters = MSRPCounters()
         self._ports: list[IListeningPort] = []
         self._protocols: set[MSRPProtocol] = set()
         self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}

@@ -305,6 +305,44 @@ async def test_unknown_session_gets_481(stacks):
 
 
 @pytest_twisted.ensureDeferred
+async def test_garbage_to_path_gets_400_naming_us_and_the_connection_survives(stacks):
+    ep = stacks("tcp")
+    raw = await raw_peer(ep.port_b)
+    raw.transport.write(
+        b"MSRP bad00001 SEND\r\nTo-Path: msrp://[not-a-host/x;tcp\r\nFrom-Path: " +
+        RAW_URI.encode() + b"\r\nMessage-ID: m1\r\nByte-Range: 1-2/2\r\n"
+        b"Content-Type: text/plain\r\n\r\nhi\r\n-------bad00001$\r\n" +
+        raw_send("msrp://127.0.0.1:%d/nosuchsession;tcp" % ep.port_b, "after001"))
+    first, second = await raw.wait(2)
+    assert (first.transaction_id, first.status) == ("bad00001", 400)
+    assert first.to_path == [RAW_URI] and first.from_path == [str(ep.b.my_uri)]
+    assert (second.transaction_id, second.status) == ("after001", 481)
+    assert ep.b.counters.unanswerable == 0
+    await raw.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reassembly_budget_is_shared_by_every_session_of_a_stack(stacks):
+    ep = stacks("tcp", settings_b=SessionSettings(max_reassembly_bytes=1000))
+    one, two = ep.b.create_session(["text/plain"]), ep.b.create_session(["text/plain"])
+    for s in (one, two):
+        s.set_remote_path([RAW_URI])
+    raw = await raw_peer(ep.port_b)
+    raw.transport.write(
+        raw_send(one.local_uri, "part0001", b"a" * 600, mid="msgA",
+                 byte_range="1-600/2000", flag="+")
+        + raw_send(two.local_uri, "part0002", b"b" * 600, mid="msgB",
+                   byte_range="1-600/2000", flag="+"))
+    a, b = await raw.wait(2)
+    assert [(a.transaction_id, a.status), (b.transaction_id, b.status)] == [
+        ("part0001", 200), ("part0002", 413)]
+    assert ep.b.reassembly_budget.used == 600
+    one.close()  # a closing session gives its bytes back
+    assert ep.b.reassembly_budget.used == 0
+    await raw.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_raw_413_and_failure_report_no_on_the_wire(stacks):
     ep = stacks("tcp", settings_b=SessionSettings(max_message_size=1000))
     sb = ep.b.create_session(["text/plain"])

@@ -11,6 +11,7 @@ from msrp_gateway.msrp.chunks import (
     AssembledMessage,
     Chunker,
     Reassembler,
+    ReassemblyBudget,
     ReassemblyError,
 )
 from msrp_gateway.msrp.message import ByteRange, MSRPRequest, parse_frames
@@ -306,3 +307,59 @@ def test_hand_built_chunk_with_a_bad_byte_range_is_400() -> None:
     with pytest.raises(ReassemblyError) as e:
         Reassembler().receive(bad, 0.0)
     assert e.value.code == 400
+
+
+# -- the stack-wide reassembly budget -------------------------------------------------------
+
+def test_budget_refuses_the_chunk_that_would_exceed_it_across_reassemblers() -> None:
+    budget = ReassemblyBudget(100)
+    a = Reassembler(budget=budget)
+    b = Reassembler(budget=budget)
+    assert a.receive(chunk("m0001", 1, b"a" * 60, 200), 0.0) is None
+    assert b.receive(chunk("m0002", 1, b"b" * 30, 200), 0.0) is None
+    assert budget.used == 90
+    with pytest.raises(ReassemblyError) as e:
+        b.receive(chunk("m0002", 31, b"b" * 20, 200), 0.0)  # 90 + 20 > 100
+    assert (e.value.code, e.value.message_id) == (413, "m0002")
+    # The refused message is dropped, its bytes given back; its later chunks get 413 too.
+    assert b.open_count == 0 and budget.used == 60 and budget.refused == 1
+    with pytest.raises(ReassemblyError) as again:
+        b.receive(chunk("m0002", 51, b"b" * 5, 200), 0.0)
+    assert again.value.code == 413
+    # The other session's message is untouched and the freed room serves new messages.
+    assert b.receive(chunk("m0003", 1, b"c" * 40, 200), 0.0) is None
+    assert budget.used == 100
+
+
+def test_budget_is_given_back_on_completion_abort_expiry_and_close() -> None:
+    budget = ReassemblyBudget(1000)
+    r = Reassembler(budget=budget, timeout=10.0)
+    r.receive(chunk("m0001", 1, b"abc", 6), 0.0)
+    assert isinstance(r.receive(chunk("m0001", 4, b"def", 6, "$"), 0.0), AssembledMessage)
+    assert budget.used == 0
+    r.receive(chunk("m0002", 1, b"abc", 6), 0.0)
+    assert isinstance(r.receive(chunk("m0002", 4, b"", 6, "#"), 0.0), Abandoned)
+    assert budget.used == 0
+    r.receive(chunk("m0003", 1, b"abcd", 10), 0.0)
+    assert budget.used == 4 and [g.message_id for g in r.expire(10.0)] == ["m0003"]
+    assert budget.used == 0
+    r.receive(chunk("m0004", 1, b"abcde", 10), 0.0)
+    r.receive(chunk("m0005", 1, b"ab", 10), 0.0)
+    assert budget.used == 7
+    r.discard_all()
+    assert budget.used == 0
+
+
+def test_budget_counts_only_bytes_held_not_duplicates_or_whole_messages() -> None:
+    budget = ReassemblyBudget(10)
+    r = Reassembler(budget=budget)
+    # A whole message in one chunk is never held: it does not touch the budget.
+    assert isinstance(r.receive(chunk("m0009", 1, b"x" * 50, 50, "$"), 0.0), AssembledMessage)
+    assert budget.used == 0
+    r.receive(chunk("m0001", 1, b"abcdefgh", 12), 0.0)
+    r.receive(chunk("m0001", 1, b"abcdefgh", 12), 0.0)  # duplicate: nothing new held
+    r.receive(chunk("m0001", 5, b"efghij", 12), 0.0)  # overlap: only "ij" is new
+    assert budget.used == 10 and budget.refused == 0
+    with pytest.raises(ReassemblyError) as e:
+        r.receive(chunk("m0001", 11, b"kl", 12, "$"), 0.0)  # 12 bytes held > 10
+    assert e.value.code == 413 and budget.used == 0 and r.open_count == 0

@@ -55,13 +55,14 @@ class Host(SessionHost):
 class Wire:
     """A LinkCore with its written bytes parsed back into frames."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, own_uri: str | None = None) -> None:
         self.out = FrameParser()
         self.frames: list[Any] = []
         self.closed = 0
         self.idle = 0
         self.core = LinkCore(host.clock, host.table, host.settings, FrameParser(),
-                             self._write, self._lose, self._on_idle, "test")
+                             self._write, self._lose, self._on_idle, "test",
+                             own_uri=lambda: own_uri)
 
     def _write(self, data: bytes) -> None:
         self.frames.extend(self.out.feed(data))
@@ -636,3 +637,69 @@ def test_peer_that_never_reads_is_cut_off_at_unsent_bound():
         w.core.data_received(send_frame(s.local_uri, mid=f"m{i}"))
     assert w.closed == 1
     assert len(w.responses()) < 40
+
+
+# ---- broken requests whose paths cannot be echoed ----------------------------------------
+
+OURS = "msrp://10.0.0.1:2855;tcp"
+
+
+def broken(to: bytes, frm: bytes, tid: bytes = b"bad7") -> bytes:
+    return (b"MSRP " + tid + b" SEND\r\nTo-Path: " + to + b"\r\nFrom-Path: " + frm +
+            b"\r\nMessage-ID: x\r\nByte-Range: 1-2/2\r\nContent-Type: text/plain\r\n\r\n"
+            b"hi\r\n-------" + tid + b"$\r\n")
+
+
+def test_garbage_to_path_gets_400_from_our_own_uri_to_the_senders_from_path(host):
+    w = Wire(host, own_uri=OURS)
+    w.core.data_received(broken(b"not a uri at all", PEER.encode()))
+    [resp] = w.responses()
+    assert (resp.transaction_id, resp.status) == ("bad7", 400)
+    assert resp.to_path == [PEER] and resp.from_path == [OURS]
+    assert w.closed == 0 and w.core.counters.unanswerable == 0
+
+
+def test_garbage_to_path_is_answered_even_after_good_requests_on_the_link(host):
+    s = host.session()
+    w = Wire(host, own_uri=OURS)
+    w.core.data_received(send_frame(s.local_uri, tid="ok01") +
+                         broken(b"msrp://[bad", PEER.encode()) +
+                         send_frame(s.local_uri, tid="ok02", mid="m2"))
+    got = [(r.transaction_id, r.status, r.from_path) for r in w.responses()]
+    assert got == [("ok01", 200, [s.local_uri]), ("bad7", 400, [OURS]),
+                   ("ok02", 200, [s.local_uri])]
+
+
+def test_garbage_from_path_is_counted_not_answered_and_the_link_survives(host):
+    s = host.session()
+    w = Wire(host, own_uri=OURS)
+    w.core.data_received(broken(s.local_uri.encode(), b"garbage") +
+                         broken(b"junk", b"junk", b"bad8"))
+    assert w.responses() == [] and w.core.counters.unanswerable == 2
+    w.core.data_received(send_frame(s.local_uri, tid="ok03"))
+    assert [(r.transaction_id, r.status) for r in w.responses()] == [("ok03", 200)]
+    assert w.closed == 0
+
+
+# ---- the stack-wide reassembly budget ----------------------------------------------------
+
+def test_chunk_beyond_the_stack_reassembly_budget_gets_413_other_sessions_unharmed():
+    from msrp_gateway.msrp.chunks import ReassemblyBudget
+    h = Host()
+    h.reassembly_budget = ReassemblyBudget(100)
+    a, b = h.session(), h.session()
+    w = Wire(h)
+    got: list[Any] = []
+    a.on_message = b.on_message = got.append
+    w.core.data_received(send_frame(a.local_uri, body=b"a" * 70, mid="ma",
+                                    byte_range="1-70/80", flag="+", tid="ta1"))
+    w.core.data_received(send_frame(b.local_uri, body=b"b" * 40, mid="mb",
+                                    byte_range="1-40/80", flag="+", tid="tb1"))
+    assert [(r.transaction_id, r.status) for r in w.responses()] == [("ta1", 200), ("tb1", 413)]
+    w.core.data_received(send_frame(b.local_uri, body=b"b" * 40, mid="mb",
+                                    byte_range="41-80/80", tid="tb2"))
+    w.core.data_received(send_frame(a.local_uri, body=b"a" * 10, mid="ma",
+                                    byte_range="71-80/80", tid="ta2"))
+    assert [(r.transaction_id, r.status) for r in w.responses()] == [("tb2", 413), ("ta2", 200)]
+    assert [m.body for m in got] == [b"a" * 80]
+    assert h.reassembly_budget.used == 0
