@@ -56,11 +56,15 @@ class InviteClient:
         self._cancel_sent = False
         self._done = False
         self._timer: DelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
+        self._fallback: Any = None
 
-    def start(self, peer: Any) -> None:
-        """Send the INVITE to ``peer`` (resolved by the stack) in its client transaction."""
+    def start(self, peer: Any, fallback: Any = None) -> None:
+        """Send the INVITE to ``peer`` (resolved by the stack) in its client transaction;
+        ``fallback`` is the UDP peer to retry at if TCP, chosen only for the INVITE's size,
+        cannot connect (s.18.1.1)."""
         if self._done:
             return
+        self._fallback = fallback
         stack = self._stack
         stack._add_via(self.request, peer)
         core = InviteClientTransaction(self.request, reliable=is_reliable(peer),
@@ -151,7 +155,14 @@ class InviteClient:
         if reason == "timeout":
             self.fail(SIPTimeout("no final response to INVITE (Timer B)"))
         elif reason == "transport_error":
-            self.fail(SIPTransportError("INVITE could not be sent"))
+            entry, fallback = self._entry, self._fallback
+            if fallback is not None and not self._provisional and not self._cancel_requested:
+                log.info("INVITE to {peer} over TCP failed ({err}); retrying over UDP",
+                         peer=str(entry.peer if entry else ""), err=entry.error if entry else "")
+                self.start(fallback)
+                return
+            why = f": {entry.error}" if entry is not None and entry.error else ""
+            self.fail(SIPTransportError(f"INVITE could not be sent{why}"))
 
     def _finish(self) -> None:
         self._done = True

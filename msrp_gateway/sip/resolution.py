@@ -10,17 +10,18 @@ from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from zope.interface import implementer  # type: ignore[import-untyped]  # no stubs
 
 from .message import SIPParseError
-from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, TransportError, family
+from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, Peer, TransportError, family
 from .uri import parse_uri
 
-__all__ = ["first_address", "next_hop"]
+__all__ = ["first_address", "next_hop", "udp_fallback"]
 
 
-def next_hop(uri_text: str, size: int = 0) -> tuple[str, str, int]:
+def next_hop(uri_text: str, size: int = 0, *, upgrade: bool = True) -> tuple[str, str, int]:
     """(transport, host, port) for a request of ``size`` bytes to ``uri_text``: the
-    ``transport`` param (sips: TLS; UDP over 1300 bytes: TCP), host from ``maddr`` or the
-    URI (brackets kept; may be a name), the transport's default port. Raises
-    TransportError for a URI we cannot route to."""
+    ``transport`` param (sips: TLS; UDP over 1300 bytes: TCP, unless ``upgrade`` is False
+    because we have no TCP listener a Via could name), host from ``maddr`` or the URI
+    (brackets kept; may be a name), the transport's default port. Raises TransportError
+    for a URI we cannot route to."""
     try:
         uri = parse_uri(uri_text.strip().strip("<>"))
     except SIPParseError as e:
@@ -30,10 +31,23 @@ def next_hop(uri_text: str, size: int = 0) -> tuple[str, str, int]:
         transport = "tls"
     if transport not in DEFAULT_PORTS:
         raise TransportError(f"unsupported transport {transport!r} in {uri_text!r}")
-    if transport == "udp" and size > MTU_SIZE_LIMIT:
+    if transport == "udp" and size > MTU_SIZE_LIMIT and upgrade:
         transport = "tcp"
     host = uri.param("maddr") or uri.host
     return transport, host, uri.port or DEFAULT_PORTS[transport]
+
+
+def udp_fallback(uri_text: str, peer: Peer) -> Peer | None:
+    """Where to retry a request over UDP when TCP to ``peer`` failed, if it went over TCP
+    only because of its size (s.18.1.1: "the element SHOULD retry the request, using
+    UDP"); None when TCP was asked for (``transport=tcp``) or the URI is not usable."""
+    if peer.transport != "tcp":
+        return None
+    try:
+        transport = next_hop(uri_text, 0)[0]
+    except TransportError:
+        return None
+    return Peer("udp", peer.host, peer.port) if transport == "udp" else None
 
 
 def first_address(reactor: Any, host: str, families: set[int]) -> defer.Deferred[str]:

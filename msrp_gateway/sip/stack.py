@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from .dialog import ALLOW, Dialog, new_tag
 from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
 from .invite import MAX_FORKS, TIMER_C, InviteClient  # noqa: F401 - constants re-exported
-from .peers import is_reliable
+from .peers import Peer, is_reliable
+from .resolution import udp_fallback
 from .table import ClientEntry, Entry, TransactionTable
 from .transaction import (
     DEFAULT_TIMERS,
@@ -228,7 +229,11 @@ class SIPStack:
 
         def resolved(peer: Any) -> defer.Deferred[SIPResponse]:
             self._add_via(req, peer)
-            return self._start_client(req, peer)
+            sent = self._start_client(req, peer)
+            fallback = self._udp_fallback(req, peer)
+            if fallback is not None:
+                sent.addErrback(self._retry_over_udp, req, peer, fallback)
+            return sent
 
         d.addCallback(resolved)
         d.addErrback(_as_transport_error, req)
@@ -249,7 +254,10 @@ class SIPStack:
         def failed(f: Failure) -> None:
             client.fail(SIPTransportError(f"cannot reach {req.uri}: {f.getErrorMessage()}"))
 
-        self._resolve(req).addCallback(client.start).addErrback(failed)
+        def resolved(peer: Any) -> None:
+            client.start(peer, fallback=self._udp_fallback(req, peer))
+
+        self._resolve(req).addCallback(resolved).addErrback(failed)
         return client
 
     def accept(self, txn: ServerTransaction, *, body: bytes, content_type: str | None,
@@ -336,17 +344,43 @@ class SIPStack:
 
     # -- internals: sending --------------------------------------------------------------
 
-    def _resolve(self, req: SIPRequest) -> defer.Deferred[Any]:
+    def _target(self, req: SIPRequest) -> str:
         """s.8.1.2: the next hop is the first Route (loose routing) or the Request-URI."""
         routes = req.headers.get_all("Route")
-        target = req.uri
-        if routes:
-            try:
-                target = parse_name_addr(routes[0]).uri
-            except SIPParseError as e:
-                return defer.fail(SIPTransportError(f"bad Route {routes[0]!r}: {e.reason}"))
+        if not routes:
+            return req.uri
+        try:
+            return parse_name_addr(routes[0]).uri
+        except SIPParseError as e:
+            raise SIPTransportError(f"bad Route {routes[0]!r}: {e.reason}") from None
+
+    def _resolve(self, req: SIPRequest) -> defer.Deferred[Any]:
+        try:
+            target = self._target(req)
+        except SIPTransportError as e:
+            return defer.fail(e)
         size = len(req.to_bytes()) + 80  # + our Via, added once the transport is known
         return defer.maybeDeferred(self.transport.resolve, target, size)
+
+    def _udp_fallback(self, req: SIPRequest, peer: Any) -> Peer | None:
+        """The UDP peer to retry ``req`` at if it goes to ``peer`` over TCP only because of
+        its size (s.18.1.1), else None."""
+        if getattr(peer, "transport", None) != "tcp":
+            return None
+        try:
+            return udp_fallback(self._target(req), Peer("tcp", peer.host, peer.port))
+        except SIPTransportError:
+            return None
+
+    def _retry_over_udp(self, failure: Failure, req: SIPRequest, peer: Any,
+                        fallback: Peer) -> defer.Deferred[SIPResponse]:
+        """s.18.1.1: a request moved to TCP for its size whose connection failed (refused,
+        reset: nothing was sent) is retried over UDP with a UDP Via; a timeout is not."""
+        failure.trap(SIPTransportError)
+        log.info("{method} to {peer} over TCP failed ({err}); retrying over UDP",
+                 method=req.method, peer=str(peer), err=failure.getErrorMessage())
+        self._add_via(req, fallback)
+        return self._start_client(req, fallback)
 
     def _add_via(self, req: SIPRequest, peer: Any) -> None:
         """Our Via on top (replacing one already added on a retry), fresh branch, rport."""
@@ -375,7 +409,8 @@ class SIPStack:
             if reason == "timeout":
                 d.errback(SIPTimeout(f"no final response to {req.method} (Timer F)"))
             else:
-                d.errback(SIPTransportError(f"{req.method} could not be sent"))
+                why = f": {entry.error}" if entry.error else ""
+                d.errback(SIPTransportError(f"{req.method} could not be sent{why}"))
 
         core = NonInviteClientTransaction(req, reliable=is_reliable(peer), timers=self.timers)
         entry = ClientEntry(core, peer, on_response, on_end)

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .message import SIPRequest, SIPResponse
-from .transaction import Action, CancelTimer, Deliver, Send, StartTimer, Terminated
+from .transaction import Action, CancelTimer, Deliver, Send, StartTimer, State, Terminated
 
 __all__ = ["ClientEntry", "Entry", "TransactionTable"]
 
@@ -46,7 +46,7 @@ class Entry:
 class ClientEntry(Entry):
     """A request we sent: results go to ``on_response`` / ``on_end`` of its owner."""
 
-    __slots__ = ("on_response", "on_end")
+    __slots__ = ("on_response", "on_end", "error")
 
     def __init__(self, core: Any, peer: Any, on_response: Callable[[SIPResponse], None],
                  on_end: Callable[[str], None]) -> None:
@@ -57,6 +57,7 @@ class ClientEntry(Entry):
         self.merge_key = None
         self.on_response = on_response
         self.on_end = on_end
+        self.error: str | None = None  # why the last send failed, for the owner's error
 
     def deliver(self, msg: Any) -> None:
         self.on_response(msg)
@@ -127,8 +128,8 @@ class TransactionTable:
             if isinstance(action, Send):
                 self._send(entry, action.message)
             elif isinstance(action, StartTimer):
-                if self.stopped:
-                    continue
+                if self.stopped or entry.core.state is State.TERMINATED:
+                    continue  # e.g. a send that failed at once already ended the machine
                 if action.name == "J" and entry.is_server:
                     self._keep_completed(entry, action.delay)
                     continue
@@ -160,6 +161,8 @@ class TransactionTable:
 
     def _send_failed(self, failure: Failure, entry: Entry) -> None:
         log.info("send to {peer} failed: {err}", peer=entry.peer, err=failure.getErrorMessage())
+        if isinstance(entry, ClientEntry):
+            entry.error = failure.getErrorMessage()
         self.perform(entry, entry.core.on_transport_error())
 
     # -- removing ----------------------------------------------------------------------

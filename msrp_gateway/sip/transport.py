@@ -42,7 +42,7 @@ from .peers import (
 )
 from .resolution import first_address, next_hop
 
-__all__ = ["Peer", "SIPTransport", "TransportError", "parse_listen_string", "DEFAULT_PORTS",
+__all__ = ["ListenError", "Peer", "SIPTransport", "TransportError", "parse_listen_string", "DEFAULT_PORTS",
            "MTU_SIZE_LIMIT", "PONG"]
 
 log = Logger()
@@ -52,6 +52,20 @@ MALFORMED_LOG_PER_MINUTE = 100
 UDP_ROUTE_ENTRIES = 65536  # peers remembered per UDP listener choice (oldest dropped)
 UDP_BUFFER_BYTES = 4 * 1024 * 1024  # rides out a few ms of stall at 10k msg/s without drops
 _COPIED = ("From", "To", "Call-ID", "CSeq")  # s.8.2.6.2: what a response copies, once each
+
+
+class ListenError(error.CannotListenError, ValueError):
+    """A SIP socket string we cannot listen on. A CannotListenError (what the service
+    turns into its one-line StartupError, with ``socketError`` as the reason) and, for
+    callers that checked the string, a ValueError; ``str()`` names the socket string."""
+
+    def __init__(self, socket_string: str, host: str | None, port: int | None,
+                 reason: object) -> None:
+        super().__init__(host, port, reason)
+        self.socket_string = socket_string
+
+    def __str__(self) -> str:
+        return f"cannot listen on SIP socket {self.socket_string!r}: {self.socketError}"
 
 
 def _grow_buffers(port: Any) -> None:
@@ -133,20 +147,46 @@ class SIPTransport:
     # -- listening ---------------------------------------------------------------------
 
     def listen(self, socket_string: str) -> IListeningPort:
-        """Start a listener from an OpenSIPS-style socket string; raises ValueError on a bad
-        string and CannotListenError on a taken port or unusable TLS files, so start-up
-        fails with one line."""
-        local = parse_listen_string(socket_string)
+        """Start a listener from an OpenSIPS-style socket string. Every failure — a bad
+        string, a host that is not an IP address, a taken port, unusable TLS files — is
+        one ``ListenError`` (a CannotListenError, so start-up stops with one line naming
+        the socket)."""
+        try:
+            local = parse_listen_string(socket_string)
+        except ValueError as e:
+            raise ListenError(socket_string, None, None, str(e)) from None
+        if not is_ip(local.host):
+            raise ListenError(socket_string, local.host, local.port,
+                              f"{local.host!r} is not an IP address (a listening socket "
+                              "takes an IP literal such as 127.0.0.1, 0.0.0.0 or [::1])")
+        try:
+            port, udp = self._open(local)
+        except error.CannotListenError as e:
+            raise ListenError(socket_string, local.host, local.port, e.socketError) from e
+        except Exception as e:  # InvalidAddressError, OSError: anything the reactor raises
+            raise ListenError(socket_string, local.host, local.port, e) from e
+        bound = port.getHost()  # type: ignore[misc]  # zope: interface method read without self
+        actual = Peer(local.transport, local.host, getattr(bound, "port", local.port) or local.port)
+        if udp is not None:
+            udp.local = actual
+            if self._udp:
+                self._udp_listener_of.setdefault(None, udp)  # now 2+: start routing
+            self._udp.setdefault(family(local.host), udp)
+        self._ports.append((actual, port, None))
+        log.info("SIP listening on {sock}", sock=str(actual))
+        return port
+
+    def _open(self, local: Peer) -> tuple[IListeningPort, DatagramProtocol | None]:
+        """The reactor call for one listener (and its UDP protocol); raises whatever the
+        reactor raises."""
         port: IListeningPort
         if local.transport == "udp":
             proto = DatagramProtocol(self, local)
             port = self.reactor.listenUDP(local.port, proto, interface=local.host,
                                           maxPacketSize=MAX_UDP_SIZE)
             _grow_buffers(port)
-            if self._udp:
-                self._udp_listener_of.setdefault(None, proto)  # now 2+: start routing
-            self._udp.setdefault(family(local.host), proto)
-        elif local.transport == "tcp":
+            return port, proto
+        if local.transport == "tcp":
             port = self.reactor.listenTCP(local.port, ServerFactory(self, "tcp"),
                                           interface=local.host)
         else:
@@ -159,13 +199,7 @@ class SIPTransport:
                     local.host, local.port, reason) from e
             port = self.reactor.listenSSL(local.port, ServerFactory(self, "tls"), context,
                                           interface=local.host)
-        bound = port.getHost()  # type: ignore[misc]  # zope: interface method read without self
-        actual = Peer(local.transport, local.host, getattr(bound, "port", local.port) or local.port)
-        if local.transport == "udp":
-            proto.local = actual
-        self._ports.append((actual, port, None))
-        log.info("SIP listening on {sock}", sock=str(actual))
-        return port
+        return port, None
 
     @property
     def listening(self) -> list[Peer]:
@@ -423,12 +457,20 @@ class SIPTransport:
         return response_peer(request, source)
 
     def resolve(self, uri_text: str, size: int = 0) -> defer.Deferred[Peer]:
-        """Next hop for a request to ``uri_text`` (``resolution.next_hop``: s.18.1.1 / RFC
-        3263 without NAPTR/SRV), names resolved without blocking. Errbacks TransportError."""
+        """Next hop for a request of ``size`` bytes to ``uri_text`` (``resolution.next_hop``:
+        s.18.1.1 / RFC 3263 without NAPTR/SRV), names resolved without blocking. A large
+        request moves from UDP to TCP only when we listen on TCP (else our Via could not
+        name a TCP sent-by); without one, a request too large for UDP fails here.
+        Errbacks TransportError."""
+        upgrade = any(p.transport == "tcp" for p in self.listening)
         try:
-            transport, host, port = next_hop(uri_text, size)
+            transport, host, port = next_hop(uri_text, size, upgrade=upgrade)
         except TransportError as e:
             return defer.fail(e)
+        if transport == "udp" and size > MAX_UDP_SIZE:
+            return defer.fail(TransportError(
+                f"a request of {size} bytes does not fit a UDP datagram "
+                f"({MAX_UDP_SIZE} bytes) and there is no TCP listener to send it over"))
         if is_ip(host.strip("[]")):
             return defer.succeed(Peer(transport, host.strip("[]"), port))
         d = self._lookup(host, transport)

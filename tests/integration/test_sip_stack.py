@@ -20,12 +20,13 @@ def with_timeout(d: defer.Deferred) -> defer.Deferred:
 class Node:
     """A transport listening on UDP and TCP (free ports) with a stack on top."""
 
-    def __init__(self, router) -> None:
+    def __init__(self, router, kinds=("udp", "tcp")) -> None:
         self.transport = SIPTransport(reactor)
         self.transport.listen("udp:127.0.0.1:0")
         udp_port = self.port("udp")
         # TCP on another port: the Contact of a TCP dialog must name it (contact_for)
-        self.transport.listen("tcp:127.0.0.1:0")
+        if "tcp" in kinds:
+            self.transport.listen("tcp:127.0.0.1:0")
         self.stack = SIPStack(reactor, self.transport,
                               local_uri_host=f"127.0.0.1:{udp_port}", router=router)
 
@@ -44,8 +45,8 @@ class Node:
 def nodes():
     made: list[Node] = []
 
-    def make(router) -> Node:
-        n = Node(router)
+    def make(router, kinds=("udp", "tcp")) -> Node:
+        n = Node(router, kinds)
         made.append(n)
         return n
 
@@ -62,9 +63,11 @@ class Gateway:
         self.messages: list[bytes] = []
         self.dialogs: list = []
         self.byes: list = []
+        self.vias: list[str] = []  # the transport each request's top Via named
 
     def route(self, txn) -> None:
         req = txn.request
+        self.vias.append(req.top_via.protocol)
         if req.method == "MESSAGE":
             self.messages.append(req.body)
             txn.respond(200)
@@ -149,3 +152,84 @@ async def test_invite_to_a_closed_tcp_port_fails_with_transport_error(nodes):
                                    f"sip:gw@127.0.0.1:{port};transport=tcp")
     with pytest.raises(SIPTransportError):
         await with_timeout(client.stack.send_request(req))
+
+
+# -- s.18.1.1: large requests, TCP and the fallback to UDP --------------------------------
+
+BIG = b"x" * 2000  # over the 1300-byte limit: s.18.1.1 moves the request to TCP
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_message_to_a_udp_only_peer_is_retried_over_udp_after_tcp_is_refused(nodes):
+    """The audit's case: a 2,000-byte MESSAGE (a SEND turned into SIP) toward a peer that
+    listens on UDP only failed 503; s.18.1.1 says retry over UDP with the Via changed."""
+    gw = Gateway()
+    gw.node = server = nodes(gw.route, kinds=("udp",))
+    client = nodes(lambda txn: txn.respond(405))  # UDP and TCP: it tries TCP first
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   f"sip:gw@127.0.0.1:{server.port('udp')}", body=BIG,
+                                   content_type="text/plain")
+    resp = await with_timeout(client.stack.send_request(req))
+    assert resp.status == 200
+    assert gw.messages == [BIG] and gw.vias == ["UDP"]
+    assert client.transport.connection_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_invite_to_a_udp_only_peer_is_retried_over_udp(nodes):
+    gw = Gateway()
+    gw.node = server = nodes(gw.route, kinds=("udp",))
+    client = nodes(lambda txn: txn.respond(405))
+    invite = client.stack.new_request("INVITE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                      f"sip:gw@127.0.0.1:{server.port('udp')}", body=BIG,
+                                      content_type="application/sdp")
+    dialog = await with_timeout(client.stack.invite(invite).deferred)
+    assert dialog.remote_sdp == b"answer" and gw.vias == ["UDP"]
+    (uas,) = gw.dialogs
+    await with_timeout(uas.confirmed)
+    assert (await with_timeout(dialog.bye())).status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_transport_tcp_in_the_uri_is_not_retried_over_udp(nodes):
+    from msrp_gateway.sip.stack import SIPTransportError
+
+    gw = Gateway()
+    gw.node = server = nodes(gw.route, kinds=("udp",))
+    client = nodes(lambda txn: txn.respond(405))
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   f"sip:gw@127.0.0.1:{server.port('udp')};transport=tcp",
+                                   body=BIG, content_type="text/plain")
+    with pytest.raises(SIPTransportError, match="cannot connect"):
+        await with_timeout(client.stack.send_request(req))
+    assert gw.messages == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_tcp_listener_a_large_request_stays_on_udp(nodes):
+    """Our Via could not name a TCP sent-by, so the request is not moved to TCP at all."""
+    gw = Gateway()
+    gw.node = server = nodes(gw.route)
+    client = nodes(lambda txn: txn.respond(405), kinds=("udp",))
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   f"sip:gw@127.0.0.1:{server.port('udp')}", body=BIG,
+                                   content_type="text/plain")
+    assert (await with_timeout(client.stack.send_request(req))).status == 200
+    assert gw.messages == [BIG] and gw.vias == ["UDP"]
+    assert server.transport.connection_count == 0
+
+
+@pytest.mark.parametrize("kinds", [("udp",), ("udp", "tcp")], ids=["udp-only", "tcp-refused"])
+@pytest_twisted.ensureDeferred
+async def test_a_request_larger_than_a_udp_datagram_still_fails_clearly(nodes, kinds):
+    from msrp_gateway.sip.stack import SIPTransportError
+
+    gw = Gateway()
+    gw.node = server = nodes(gw.route, kinds=("udp",))
+    client = nodes(lambda txn: txn.respond(405), kinds=kinds)
+    req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
+                                   f"sip:gw@127.0.0.1:{server.port('udp')}",
+                                   body=b"x" * 70000, content_type="text/plain")
+    with pytest.raises(SIPTransportError, match="UDP datagram"):
+        await with_timeout(client.stack.send_request(req))
+    assert gw.messages == []

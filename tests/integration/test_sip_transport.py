@@ -417,6 +417,11 @@ async def test_resolve_follows_s18_1_1(transports):
     t = transports()
     t.listen("udp:127.0.0.1:0")  # names resolve to an address family we can send from
     assert await t.resolve("sip:bob@127.0.0.1") == Peer("udp", "127.0.0.1", 5060)
+    # without a TCP listener our Via could not name TCP: a large request stays on UDP
+    assert await t.resolve("sip:bob@127.0.0.1", 1301) == Peer("udp", "127.0.0.1", 5060)
+    with pytest.raises(TransportError, match="does not fit a UDP datagram"):
+        await t.resolve("sip:bob@127.0.0.1", 70000)
+    t.listen("tcp:127.0.0.1:0")
     assert await t.resolve("sip:bob@127.0.0.1", 1301) == Peer("tcp", "127.0.0.1", 5060)
     assert await t.resolve("sip:bob@127.0.0.1:5070;transport=TCP") == Peer("tcp", "127.0.0.1", 5070)
     assert await t.resolve("sips:bob@[::1]") == Peer("tls", "::1", 5061)
@@ -530,6 +535,46 @@ def test_tls_listener_without_usable_certificate_fails_with_a_clear_error(transp
     t3 = transports(tls_settings=TLSFiles(tls_files.certificate, str(tmp_path / "missing.pem")))
     with pytest.raises(CannotListenError, match="cannot read"):
         t3.listen("tls:127.0.0.1:0")
+
+
+@pytest.mark.parametrize("sock,why", [
+    ("udp:localhost:5060", "not an IP address"),
+    ("udp:1.2.3", "not an IP address"),
+    ("tcp:localhost:0", "not an IP address"),
+    ("sctp:127.0.0.1:5060", "expected udp:HOST:PORT"),
+    ("udp:127.0.0.1:70000", "port 0..65535"),
+    ("udp:192.0.2.55:0", "assign requested address"),  # not an address of this machine
+])
+def test_every_listen_failure_is_one_cannotlistenerror_naming_the_socket(transports, sock, why):
+    """A ``udp:localhost:5060`` socket crashed start-up with InvalidAddressError; now every
+    failure is what the service turns into its one-line StartupError."""
+    from twisted.internet.error import CannotListenError
+
+    from msrp_gateway.service import ListenerService, StartupError
+    from msrp_gateway.sip.transport import ListenError
+
+    t = transports()
+    with pytest.raises(CannotListenError) as info:
+        t.listen(sock)
+    assert isinstance(info.value, ListenError) and isinstance(info.value, ValueError)
+    assert sock in str(info.value) and why in str(info.value)
+    service = ListenerService(sock, lambda: t.listen(sock), stack_owned=True)
+    with pytest.raises(StartupError) as start:
+        service.startService()
+    line = str(start.value)
+    assert sock in line and why in line and "\n" not in line
+    assert t.listening == []
+
+
+def test_a_taken_port_names_the_socket_too(transports):
+    from msrp_gateway.sip.transport import ListenError
+
+    t = transports()
+    t.listen("udp:127.0.0.1:0")
+    sock = f"udp:127.0.0.1:{port_of(t, 'udp')}"
+    with pytest.raises(ListenError, match="already in use") as info:
+        transports().listen(sock)
+    assert info.value.socket_string == sock
 
 
 def test_a_peer_that_stops_reading_is_cut_off_past_the_write_backlog():
