@@ -12,13 +12,17 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Factory, Protocol
 
+from msrp_gateway import sdp
+from msrp_gateway.msrp.session import SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
 from tests.tlscerts import make_certs
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transaction import TimerSettings
 from msrp_gateway.sip.transport import SIPTransport
 from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
+from tests.unit.test_ua_real_stacks import Env
 
 TIMEOUT = 10.0
 # Short SIP timers keep the stacks' own DelayedCalls (Timer K, dialog bookkeeping) within
@@ -287,3 +291,72 @@ async def test_ua_behind_an_msrp_relay_advertises_its_use_path_and_talks_through
         await b.h.wait("terminated")
     finally:
         await relay.stop()
+
+
+# ---- failure paths that need a socket, checked against the real stacks' tables ---------------
+# The rest of these paths run on task.Clock in tests/unit/test_ua_real_stacks.py; here the
+# MSRP stack of the same `Env` runs on the real reactor (SIP stays on the clock).
+
+class _Silent(Protocol):
+    """An MSRP peer that accepts the connection and never answers anything."""
+
+
+async def _until(check, timeout: float = TIMEOUT) -> None:
+    """Poll (bounded) until `check()` holds: a connection closing takes a reactor turn."""
+    waited = 0.0
+    while not check():
+        assert waited < timeout, "condition not reached in time"
+        await task.deferLater(reactor, 0.02, lambda: None)
+        waited += 0.02
+
+
+def _failed_waiter(env) -> defer.Deferred:
+    done: defer.Deferred = defer.Deferred()
+    record = env.h.failed
+
+    def failed(sid, code, reason):
+        record(sid, code, reason)
+        done.callback(None)
+
+    env.h.failed = failed
+    return done.addTimeout(TIMEOUT, reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_our_msrp_connect_refused_gets_bye_and_leaves_nothing_in_the_real_stacks():
+    probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    closed_port = probe.getHost().port
+    await probe.stopListening()
+    env = Env(msrp_reactor=reactor)
+    failed = _failed_waiter(env)
+    sid, invite = env.start()
+    env.answer(invite, 200, body=sdp.build_offer(
+        [f"msrp://127.0.0.1:{closed_port}/peerSess01;tcp"], ["text/plain"], setup="passive",
+        sess_id=9))  # the peer is passive: we connect, and are refused
+    await failed
+    assert env.h.events == [("failed", sid, None, None)]
+    assert env.answer_byes() == 1
+    env.drain()
+    env.assert_no_leftovers()
+    await env.msrp.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_binding_send_never_answered_gets_bye_and_leaves_nothing_in_the_real_stacks():
+    silent = reactor.listenTCP(0, Factory.forProtocol(_Silent), interface="127.0.0.1")
+    port = silent.getHost().port
+    env = Env(msrp_reactor=reactor,
+              msrp_settings=SessionSettings(response_timeout=0.3, idle_timeout=0.1))
+    failed = _failed_waiter(env)
+    sid, invite = env.start()
+    env.answer(invite, 200, body=sdp.build_offer(
+        [f"msrp://127.0.0.1:{port}/peerSess01;tcp"], ["text/plain"], setup="passive",
+        sess_id=9))
+    await failed  # our binding SEND got no 200 within the response timeout
+    assert env.h.events == [("failed", sid, None, None)]
+    assert env.answer_byes() == 1
+    env.drain()
+    await _until(lambda: env.msrp.connection_count() == 0)  # closed once idle
+    env.assert_no_leftovers()
+    await env.msrp.stop()
+    await silent.stopListening()
