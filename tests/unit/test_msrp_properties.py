@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from msrp_gateway.msrp.chunks import AssembledMessage, Chunker, Reassembler
+from msrp_gateway.msrp.chunks import (
+    AssembledMessage,
+    Chunker,
+    Reassembler,
+    ReassemblyBudget,
+    ReassemblyError,
+)
 from msrp_gateway.msrp.message import (
     FrameParser,
     Limits,
@@ -193,6 +199,34 @@ def test_reassembly_with_random_overlapping_resends_gives_the_original_bytes(
     r = Reassembler(max_message_size=10_000, max_chunks=100_000)
     whole = [out for c in chunks if (out := r.receive(c, 0.0)) is not None]
     assert isinstance(whole[0], AssembledMessage) and whole[0].body == body
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4000), st.lists(st.tuples(
+    st.integers(0, 2), st.sampled_from(["m0001", "m0002", "m0003"]), st.integers(0, 1999),
+    st.integers(0, 600), st.sampled_from(["+", "+", "$", "#"])), max_size=40),
+    st.booleans())
+def test_budget_never_exceeded_and_always_equals_the_bytes_held(
+    limit: int, ops: list[tuple[int, str, int, int, str]], expire: bool
+) -> None:
+    """Whatever chunks come (overlaps, refusals, aborts), the budget stays within its limit
+    and counts exactly the bytes the reassemblers still hold: dropping them gives all back."""
+    budget = ReassemblyBudget(limit)
+    rs = [Reassembler(budget=budget, max_message_size=2000, timeout=5.0) for _ in range(3)]
+    for now, (which, mid, start, length, flag) in enumerate(ops):
+        length = min(length, 2000 - start)
+        req = MSRPRequest("tid" + str(now), "SEND", [
+            ("To-Path", "msrp://h/s;tcp"), ("From-Path", "msrp://g/t;tcp"), ("Message-ID", mid),
+            ("Byte-Range", f"{start + 1}-{start + length}/2000"),
+            ("Content-Type", "text/plain")], b"x" * length, flag)
+        try:
+            rs[which].receive(req, float(now))
+        except ReassemblyError as e:
+            assert e.code in (400, 413)
+        assert 0 <= budget.used <= limit
+    held = sum(g.received for r in rs
+               for g in (r.expire(1e9) if expire else r.discard_all()))
+    assert held <= limit and budget.used == 0
 
 
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(lambda t: t.encode("utf-8"))
