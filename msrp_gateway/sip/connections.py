@@ -3,7 +3,7 @@
 UDP datagrams and framed stream messages go straight to the one controller
 (``transport.SIPTransport``), which owns the rules and the connection table; these classes
 are its parts and call its hooks (``_datagram_received``, ``_deliver``, ``_bad_message``,
-``_connection_made``, ``_connection_lost``).
+``_stream_failed``, ``_connection_made``, ``_connection_lost``).
 """
 
 from __future__ import annotations
@@ -113,9 +113,7 @@ class StreamProtocol(protocol.Protocol):
         try:
             events = self.parser.feed(data)
         except SIPParseError as e:
-            log.info("closing {kind} connection from {peer}: {reason}", kind=self.kind,
-                     peer=self.peer, reason=e.reason)
-            self.transport.loseConnection()
+            self.controller._stream_failed(self, e)
             return
         if self.parser.pings != self._pings:
             for _ in range(self.parser.pings - self._pings):

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_LIMITS", "Limits", "StreamParser", "parse_message"]
 
 @dataclass(slots=True, frozen=True)
 class Limits:
-    """Bounds on what a peer may send; past them we answer 513 (or 413 for a body)."""
+    """Bounds on what a peer may send; past them we answer 513 Message Too Large."""
 
     max_message_size: int = 65535
     max_headers: int = 128
@@ -35,6 +35,50 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):[^\s<>]")
 
 _TRACKED = frozenset(("call-id", "cseq", "from", "to", "content-length", "via", "contact",
                       "max-forwards"))
+_ANSWER_KEYS = frozenset(("via", "from", "to", "call-id", "cseq"))  # what a response copies
+
+
+def _answerable(lines: list[str], limits: Limits) -> SIPRequest | None:
+    """A request too large to parse, reduced to what its 513 copies (s.8.2.6.2: Via,
+    From, To, Call-ID, CSeq), or None when that is not readable: a response, a bad request
+    line, or one of those headers on a line over ``max_line_length``. The other header
+    lines are skipped unread (their count and length are the problem); the work is one
+    pass over lines the caller already bounded by ``max_message_size``."""
+    start = lines[0] if lines else ""
+    parts = start.split(" ")
+    if len(start) > limits.max_line_length or len(parts) != 3 or parts[2] != SIP_VERSION \
+            or not TOKEN_RE.fullmatch(parts[0]):
+        return None
+    msg = SIPRequest(parts[0], parts[1], Headers(), b"", SIP_VERSION)
+    items = msg.headers._items
+    keep = False
+    for line in lines[1:]:
+        first = line[:1]
+        if first == " " or first == "\t":
+            if keep:
+                if len(line) > limits.max_line_length:
+                    return None
+                key, name, value = items[-1]
+                cont = line.strip(" \t")
+                items[-1] = (key, name, f"{value} {cont}" if value else cont)
+            continue
+        colon = line.find(":")
+        known = KNOWN_NAMES.get(line[:colon]) if colon > 0 else None
+        if known is None and colon > 0:
+            raw = line[:colon].rstrip(" \t")
+            known = canonical(raw) if TOKEN_RE.fullmatch(raw) else None
+        keep = known is not None and known[1] in _ANSWER_KEYS
+        if keep:
+            assert known is not None
+            if len(line) > limits.max_line_length:
+                return None
+            items.append((known[1], known[0], line[colon + 1:].strip(" \t")))
+    return msg
+
+
+def _too_large(reason: str, head: str, limits: Limits) -> SIPParseError:
+    """A 513 carrying what is needed to answer it, when that is readable."""
+    return SIPParseError(reason, 513, message=_answerable(head.split("\r\n"), limits))
 
 
 def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None, dict[str, int]]:
@@ -46,11 +90,12 @@ def _parse_head(head: str, limits: Limits) -> tuple[SIPMessage, int | None, dict
     """
     lines = head.split("\r\n")
     if len(lines) - 1 > limits.max_headers:
-        raise SIPParseError("too many header lines", 513)
+        raise SIPParseError("too many header lines", 513,
+                            message=_answerable(lines, limits))
     if len(head) > limits.max_line_length and any(
         len(line) > limits.max_line_length for line in lines
     ):
-        raise SIPParseError("header line too long", 513)
+        raise SIPParseError("header line too long", 513, message=_answerable(lines, limits))
     start = lines[0]
     msg: SIPMessage
     if start[:4].upper() == "SIP/":
@@ -183,15 +228,12 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SIPMessage:
     """Parse one datagram. A body longer than Content-Length is cut to it; a shorter one
     is a 400 (RFC 3261 s.18.3); without Content-Length the rest is the body."""
     if len(data) > limits.max_message_size:
-        error = SIPParseError("message too large", 513)
+        # read what a 513 copies anyway, so that the sender can be told
         end = data.find(b"\r\n\r\n", 0, limits.max_message_size)
-        if end > 0:  # read the headers anyway, so that the sender can be told 513
-            try:
-                error.message = _parse_head(
-                    data[:end].decode("utf-8", "surrogateescape"), limits)[0]
-            except SIPParseError:
-                pass
-        raise error
+        if end < 0:
+            end = data.rfind(b"\r\n", 0, limits.max_message_size)
+        head = data[:max(end, 0)].lstrip(b"\r\n").decode("utf-8", "surrogateescape")
+        raise _too_large("message too large", head, limits)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # s.7.5: ignore CRLFs before the start line
     end = data.find(b"\r\n\r\n")
@@ -268,14 +310,15 @@ class StreamParser:
                         break
                     self._crlf = 0
                     end = buf.find(b"\r\n\r\n", max(pos, self._scan))
-                    if end < 0:
-                        if len(buf) - pos > limits.max_message_size:
-                            raise SIPParseError("message headers too large", 513)
+                    if end < 0 and len(buf) - pos <= limits.max_message_size:
                         self._scan = max(pos, len(buf) - 3)
                         break
                     self._scan = 0
-                    if end - pos > limits.max_message_size:
-                        raise SIPParseError("message headers too large", 513)
+                    if end < 0 or end - pos > limits.max_message_size:
+                        limit = pos + limits.max_message_size
+                        cut = buf.rfind(b"\r\n", pos, limit)
+                        head = bytes(buf[pos:max(cut, pos)]).decode("utf-8", "surrogateescape")
+                        raise _too_large("message headers too large", head, limits)
                     head = bytes(buf[pos:end]).decode("utf-8", "surrogateescape")
                     msg: Any = None
                     index: Any = None
@@ -291,7 +334,11 @@ class StreamParser:
                         clen = 0  # s.18.3: mandatory on streams; absent means no body
                     head_len = end + 4 - pos
                     if head_len + clen > limits.max_message_size:
-                        raise SIPParseError("message too large", 413)
+                        # the body will not be read, so the stream's framing is lost:
+                        # 513 (answered from the headers, then the connection closes)
+                        partial = msg if msg is not None else (
+                            error.message if error is not None else None)
+                        raise SIPParseError("message too large", 513, message=partial)
                     self._pending = (msg, error, clen, index, head_len)
                 msg, error, clen, index, head_len = self._pending
                 body_start = pos + head_len

@@ -306,6 +306,19 @@ class SIPTransport:
             log.info("dropped malformed SIP message from {peer}: {reason}", peer=str(source),
                      reason=e.reason)
 
+    def _stream_failed(self, conn: StreamProtocol, e: SIPParseError) -> None:
+        """A stream whose framing is lost (a message past ``max_message_size``, an
+        unreadable Content-Length): the request is answered (513 Message Too Large, or
+        400) over this connection when ``e`` carries what a response copies, then the
+        connection is closed, since nothing after it can be framed."""
+        assert conn.peer is not None
+        if isinstance(e.message, SIPRequest):
+            self._bad_message(e, conn.peer)  # written before the close below
+        elif self._may_log():
+            log.info("closing {kind} connection from {peer}: {reason}", kind=conn.kind,
+                     peer=str(conn.peer), reason=e.reason)
+        conn.transport.loseConnection()
+
     def _may_log(self) -> bool:
         """At most ``MALFORMED_LOG_PER_MINUTE`` lines a minute about malformed input, so a
         flood of garbage cannot flood the log; the count of the rest is logged once."""

@@ -222,6 +222,61 @@ async def test_udp_malformed_request_with_readable_via_gets_400_and_garbage_is_d
     assert len(inbox.items) == 1 and len(client.received) == 3  # garbage: no answer
 
 
+def with_headers(req: SIPRequest, count: int, value: str = "y") -> bytes:
+    head, body = req.to_bytes().split(b"\r\n\r\n", 1)
+    extra = b"".join(b"\r\nX-Filler-%d: %s" % (i, value.encode()) for i in range(count))
+    return head + extra + b"\r\n\r\n" + body
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_too_many_headers_or_a_too_long_line_gets_513_not_silence(
+        transports, udp_client):
+    """Over UDP these were dropped without a word; where Via, From, To, Call-ID and CSeq
+    are readable the sender now hears 513 Message Too Large (s.21.5.9)."""
+    server = transports(limits=Limits(max_headers=20, max_line_length=200))
+    server.listen("udp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client, _ = udp_client
+    dest = ("127.0.0.1", port_of(server, "udp"))
+    client.transport.write(with_headers(request(branch="z9hG4bKmany"), 30), dest)
+    resp = parse_message(await client.next())
+    assert (resp.status, resp.reason, resp.top_via.branch) == (513, "Message Too Large",
+                                                               "z9hG4bKmany")
+    assert resp.call_id == "c1@test" and resp.cseq == (1, "MESSAGE")
+    assert "too many header lines" in resp.headers.get("Warning")
+    client.transport.write(with_headers(request(branch="z9hG4bKlong"), 1, "y" * 300), dest)
+    resp = parse_message(await client.next(2))
+    assert (resp.status, resp.top_via.branch) == (513, "z9hG4bKlong")
+    # the Via itself too long: nothing to answer from; dropped (logged, rate-limited)
+    long_via = request(branch="z9hG4bK" + "v" * 300).to_bytes()
+    client.transport.write(long_via, dest)
+    client.transport.write(request(branch="z9hG4bKfine").to_bytes(), dest)
+    msg, _ = await inbox.next()
+    assert msg.top_via.branch == "z9hG4bKfine"
+    assert len(client.received) == 2 and len(inbox.items) == 1
+
+
+@pytest.mark.parametrize("how", ["content-length", "endless-headers"])
+@pytest_twisted.ensureDeferred
+async def test_tcp_message_past_max_size_gets_513_then_the_connection_closes(transports, how):
+    """The stream's framing is lost, so the connection closes, but after telling the peer
+    why (it used to close with no reply)."""
+    server = transports(limits=Limits(max_message_size=2000))
+    server.listen("tcp:127.0.0.1:0")
+    inbox = Inbox(server)
+    client = await connect_client(port_of(server, "tcp"))
+    if how == "content-length":
+        client.transport.write(request(branch="z9hG4bKbig").to_bytes().replace(
+            b"Content-Length: 5", b"Content-Length: 5000"))
+    else:
+        client.transport.write(with_headers(request(branch="z9hG4bKbig"), 200).split(
+            b"\r\n\r\n")[0])
+    await with_timeout(client.closed)
+    (resp,) = client.messages
+    assert (resp.status, resp.top_via.branch, resp.call_id) == (513, "z9hG4bKbig", "c1@test")
+    assert inbox.items == [] and server.connection_count == 0
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_request_without_from_or_to_is_dropped_not_answered_with_a_broken_400(
         transports, udp_client):

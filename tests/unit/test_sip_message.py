@@ -212,6 +212,50 @@ def test_bounds_on_size_header_count_and_line_length_answer_513():
     assert info.value.code == 513
 
 
+def answerable_fields(m) -> tuple:
+    return (m.method, m.top_via.branch, m.from_tag, m.headers.get("To"), m.call_id, m.cseq)
+
+
+EXPECTED = ("MESSAGE", "z9hG4bK1", "f1", "<sip:bob@example.com>", "abc@192.0.2.1", (7, "MESSAGE"))
+
+
+@pytest.mark.parametrize("raw,limits", [
+    (msg_with(*[f"X-{i}: y" for i in range(20)]), Limits(max_headers=10)),
+    (msg_with("X-Long: " + "y" * 200), Limits(max_line_length=100)),
+    (msg_with(body=b"x" * 400), Limits(max_message_size=300)),
+    (msg_with(*[f"X-{i}: y" for i in range(40)], "Subject: folded\r\n " + "z" * 50),
+     Limits(max_message_size=300, max_headers=10)),  # no blank line within the bound
+], ids=["header-count", "line-length", "datagram-size", "headers-past-size"])
+def test_a_513_carries_the_fields_its_answer_copies(raw, limits):
+    """Oversize input must be answerable: the error carries Via, From, To, Call-ID and
+    CSeq (s.8.2.6.2) even though the message as a whole was not parsed."""
+    with pytest.raises(SIPParseError) as info:
+        parse_message(raw, limits)
+    assert info.value.code == 513
+    assert answerable_fields(info.value.message) == EXPECTED
+    assert make_response(info.value.message, 513).headers.get("Call-ID") == "abc@192.0.2.1"
+
+
+def test_a_513_is_not_answerable_when_a_copied_field_is_itself_too_long_or_a_response():
+    long_via = BASE.replace(b"rport\r\n", b"rport;x=" + b"y" * 200 + b"\r\n")
+    with pytest.raises(SIPParseError) as info:
+        parse_message(long_via, Limits(max_line_length=100))
+    assert info.value.code == 513 and info.value.message is None
+    resp = b"SIP/2.0 200 OK\r\n" + BASE.split(b"\r\n", 1)[1]
+    with pytest.raises(SIPParseError) as info:
+        parse_message(resp.replace(b"hello", b"x" * 400), Limits(max_message_size=300))
+    assert info.value.code == 513 and info.value.message is None
+
+
+def test_a_stream_whose_headers_never_end_gets_an_answerable_513():
+    sp = StreamParser(Limits(max_message_size=400))
+    head = BASE.split(b"\r\n\r\n")[0] + b"\r\n"
+    with pytest.raises(SIPParseError) as info:
+        sp.feed(head + b"".join(b"X-%d: y\r\n" % i for i in range(60)))
+    assert info.value.code == 513
+    assert answerable_fields(info.value.message) == EXPECTED
+
+
 def test_leading_crlfs_before_a_datagram_are_ignored():
     assert parse_message(b"\r\n\r\n" + BASE).body == b"hello"
 
@@ -275,7 +319,8 @@ def test_stream_parser_bounds_headers_and_bodies():
     sp = StreamParser(Limits(max_message_size=1000))
     with pytest.raises(SIPParseError) as info:
         sp.feed(BASE.replace(b"Content-Length: 5", b"Content-Length: 5000"))
-    assert info.value.code == 413
+    assert info.value.code == 513  # Message Too Large, answered from the headers
+    assert info.value.message.call_id == "abc@192.0.2.1"
 
 
 def test_stream_without_content_length_means_empty_body():
