@@ -373,10 +373,11 @@ class SIPStack:
             return None
 
     def _retry_over_udp(self, failure: Failure, req: SIPRequest, peer: Any,
-                        fallback: Peer) -> defer.Deferred[SIPResponse]:
+                        fallback: Peer) -> defer.Deferred[SIPResponse] | Failure:
         """s.18.1.1: a request moved to TCP for its size whose connection failed (refused,
         reset: nothing was sent) is retried over UDP with a UDP Via; a timeout is not."""
-        failure.trap(SIPTransportError)
+        if not isinstance(failure.value, SIPTransportError):
+            return failure
         log.info("{method} to {peer} over TCP failed ({err}); retrying over UDP",
                  method=req.method, peer=str(peer), err=failure.getErrorMessage())
         self._add_via(req, fallback)

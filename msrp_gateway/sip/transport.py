@@ -61,7 +61,7 @@ class ListenError(error.CannotListenError, ValueError):
 
     def __init__(self, socket_string: str, host: str | None, port: int | None,
                  reason: object) -> None:
-        super().__init__(host, port, reason)
+        super().__init__(host, port, reason)  # type: ignore[no-untyped-call]  # Twisted
         self.socket_string = socket_string
 
     def __str__(self) -> str:
