@@ -1,4 +1,5 @@
-"""sipp against ``twistd -n msrpgw``: 1,000 MESSAGEs over UDP, TCP, and UDP with packet loss;
+"""sipp against ``twistd -n msrpgw``: 1,000 MESSAGEs over UDP, TCP, and UDP with packet loss
+(which must show retransmissions: sipp's count, and MESSAGEs the gateway saw twice);
 INVITE/200/ACK/BYE dialogs over UDP and TCP.
 
 The routing script answers MESSAGE 200 and writes each request's Call-ID to a file, so the
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -74,10 +76,14 @@ class Capture:
                 self.proc.wait(5)
 
     def frames(self, display_filter: str) -> list[str]:
+        return self.fields(display_filter, "frame.number", "_ws.col.Info")
+
+    def fields(self, display_filter: str, *names: str) -> list[str]:
+        """One line per matching frame: the named fields, tab-separated."""
         out = subprocess.run(
             [self.tshark, "-n", "-r", str(self.pcap), "-d", f"udp.port=={self.port},sip",
              "-d", f"tcp.port=={self.port},sip", "-Y", display_filter,
-             "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"],
+             "-T", "fields", *[arg for name in names for arg in ("-e", name)]],
             capture_output=True, timeout=120, check=True)
         return [line for line in out.stdout.decode(errors="replace").splitlines() if line.strip()]
 
@@ -124,6 +130,12 @@ def test_sipp_1000_messages_all_answered_200_route_called_once_each(
     assert stats["FailedUnexpectedMessage(C)"] == "0"
     if not extra:
         assert stats["Retransmissions(C)"] == "0"
+    else:
+        # the lossy run must really exercise absorption: sipp resent requests, and the
+        # gateway received some MESSAGE twice (its 200 was lost) yet routed it only once
+        assert int(stats["Retransmissions(C)"]) > 0, stats
+        seen = Counter(capture.fields('sip.Method == "MESSAGE"', "sip.Call-ID"))
+        assert sum(1 for n in seen.values() if n > 1) > 0, "no MESSAGE reached the gateway twice"
     check_calls(calls)
     assert capture.frames("_ws.malformed") == []
     # the capture saw the run and tshark dissected it as SIP (TCP may carry several
