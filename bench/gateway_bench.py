@@ -192,6 +192,7 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             return {"rate": rate, "messages": count, "delivered": delivered,
                     "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
                     "latency_samples": len(lat), "peer_cpu_seconds": round(pcpu, 2),
+                    "sipp_cpu_seconds": _round(uac.cpu_seconds),
                     "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
                     "gateway_cpu_seconds": round(cpu, 2)}
 
@@ -247,6 +248,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
             return {"rate": rate, "messages": count, "delivered": len(call_ids),
                     "sends_ok": done["ok"], "sipp_exit": rc, "retransmissions": retrans,
                     "peer_cpu_seconds": round(pcpu, 2),
+                    "sipp_cpu_seconds": _round(uas.cpu_seconds),
                     "ok": ok, "p50_ms": _ms(percentile(lat, 50)),
                     "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}
 
@@ -272,11 +274,12 @@ def setup_rate(rates: list[int]) -> dict[str, Any]:
             stats0 = s.peer_stats()
             before, m0 = stats0["sessions"], stats0["messages"]
             s.peer.drain("message")
-            cpu0 = s.gw.cpu_seconds()
+            cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             uac = s.sipp_uac(users, count, rate, tag, suffix=tag, new_keys=True)
             rc = uac.wait(STEP_SECONDS + 60)
             delivered = s.wait_delivered(m0, count, 15)
             cpu = s.gw.cpu_seconds() - cpu0
+            pcpu = s.peer_cpu() - pcpu0
             received = s.samples(tag)
             established = s.peer_stats()["sessions"] - before
             sent = {}
@@ -288,6 +291,8 @@ def setup_rate(rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and retrans == 0 and delivered == count and established == count
             return {"rate": rate, "sessions": count, "established": established,
                     "delivered": delivered, "sipp_exit": rc, "retransmissions": retrans,
+                    "peer_cpu_seconds": round(pcpu, 2),
+                    "sipp_cpu_seconds": _round(uac.cpu_seconds),
                     "ok": ok, "latency_samples": len(lat), "p50_ms": _ms(percentile(lat, 50)),
                     "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}
 
@@ -329,6 +334,10 @@ def memory(sessions: int = 10_000, rate: int = 400) -> dict[str, Any]:
         out_close = s.close()
     out.update(out_close)
     return out
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def _ms(seconds: float | None) -> float | None:

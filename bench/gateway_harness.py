@@ -350,10 +350,26 @@ class SippProcess:
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
+        self.cpu_seconds: float | None = None
 
     def wait(self, timeout: float = 60.0) -> int:
+        """Exit status; `cpu_seconds` is then sipp's own CPU time (read from /proc while
+        the exited process is not yet reaped), so a step can tell when sipp was the limit."""
+        end = time.monotonic() + timeout
         try:
-            return self.proc.wait(timeout)
+            while self.proc.returncode is None and self.cpu_seconds is None:
+                try:  # exited but not reaped: its CPU times are still readable
+                    info = os.waitid(os.P_PID, self.proc.pid,
+                                     os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if info is not None:
+                    self.cpu_seconds = cpu_seconds_of(self.proc.pid)
+                    break
+                if time.monotonic() > end:
+                    raise subprocess.TimeoutExpired(self.cmd, timeout)
+                time.sleep(0.02)
+            return self.proc.wait(max(1.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
             raise

@@ -91,8 +91,9 @@ def table(results: dict[str, Any]) -> str:
             note = (f"failed at {f['rate']}/s: delivered {f.get('delivered')}/"
                     f"{f.get('messages', f.get('sessions'))}, retrans {f['retransmissions']}")
             if f.get("peer_cpu_seconds") is not None:
-                note += (f", cpu gw/peer {f['gateway_cpu_seconds']}/"
-                         f"{f['peer_cpu_seconds']} s in {gb.STEP_SECONDS:.0f} s")
+                note += (f", cpu gw/peer/sipp {f['gateway_cpu_seconds']}/"
+                         f"{f['peer_cpu_seconds']}/{f.get('sipp_cpu_seconds')} s "
+                         f"in {gb.STEP_SECONDS:.0f} s")
         elif r.get("steps"):
             note = "ladder top reached"
         if best is None:
