@@ -184,3 +184,50 @@ def test_sipp_invite_200_ack_bye_dialogs_against_a_script_that_answers_invite(
     assert capture.frames("_ws.malformed") == []
     methods = " ".join(capture.frames("sip.Method == \"BYE\" || sip.Method == \"ACK\""))
     assert "BYE" in methods and "ACK" in methods
+
+
+def test_a_2000_byte_send_reaches_a_udp_only_phone_through_the_udp_fallback(tmp_path):
+    """The audit's reproduction: a session opened by an INVITE from the MSRP side, then a
+    2,000-byte SEND toward a phone (sipp) that listens on UDP only. The MESSAGE is over
+    1,300 bytes, so s.18.1.1 tries TCP first; the connection is refused and the request
+    must be retried over UDP (it used to end as "MESSAGE failed: 503")."""
+    tool("sipp")
+    from bench.gateway_harness import (
+        HOST,
+        SIPP_MESSAGE_UAS,
+        GatewayProcess,
+        PeerProcess,
+        SippProcess,
+        header,
+        write_scenario,
+    )
+
+    workdir = str(tmp_path)
+    gw = GatewayProcess(workdir)  # listens on UDP and TCP: large requests try TCP
+    gw.start()
+    try:
+        peer = PeerProcess(workdir, proxy=f"sip:{HOST}:{gw.sip_port};lr")
+        try:
+            scenario = write_scenario(workdir, "uas.xml",
+                                      SIPP_MESSAGE_UAS.replace("[status] OK", "200 OK"))
+            phone = SippProcess(workdir, scenario, "-m", "1", "-timeout", "30",
+                                transport="u1", name="udp-only-phone")
+            time.sleep(0.2)  # let sipp bind before traffic is aimed at it
+            target = f"sip:bob@{HOST}:{phone.port}"
+            peer.send(cmd="invite", **{"from": f"sip:alice@{HOST}", "to": target,
+                                       "ruri": target})
+            sid = peer.expect("started")["sid"]
+            peer.expect("established", timeout=15, sid=sid)
+            peer.send(cmd="send", sid=sid, ctype="text/plain", size=2000)
+            assert phone.wait(30) == 0, phone.errors()
+            [got] = phone.received("MESSAGE")
+            assert "SIP/2.0/UDP" in header(got, "Via")
+            assert int(header(got, "Content-Length")) == 2000
+            assert "retrying over UDP" in gw.log()
+            assert "MESSAGE failed" not in gw.log()
+            peer.send(cmd="bye", sid=sid)
+            peer.expect("ended", sid=sid)
+        finally:
+            peer.close()
+    finally:
+        gw.stop()
