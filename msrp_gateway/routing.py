@@ -8,8 +8,10 @@ out as an example to copy.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ipaddress
+import re
 import traceback
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -45,6 +47,69 @@ class RoutingScriptError(Exception):
         self.message = message
         where = f"{path}:{line}" if line else path
         super().__init__(f"routing script {where}: {message}")
+
+
+# -- per-request parsing, cached across requests ------------------------------------------
+# Every MESSAGE asks for From/To and their AORs (the default key) and whether its source is
+# trusted. The same users and sources come back message after message, only the From tag
+# changes: parse each distinct value once (bounded caches), not twice per request.
+# Measured: ~17 us of ~150 us gateway CPU per page -> session MESSAGE before.
+
+_CACHE_SIZE = 4096
+_FAST_PATH_MAX = 2048  # longer values take the full parse (and its length check) every time
+_TAG_ONLY = re.compile(r";tag=([A-Za-z0-9\-.!%*_+`'~]+)")
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _tagless_name_addr(value: str) -> NameAddr:
+    """A name-addr without header params, parsed once (a SIPParseError is not cached)."""
+    return parse_name_addr(value)
+
+
+def _parse_addr(value: str) -> NameAddr:
+    """parse_name_addr(value), with `<uri>` / `"Name" <uri>` parts parsed once per distinct
+    text and a trailing plain `;tag=token` (the part that changes per request) added to a
+    copy; anything else is parsed in full."""
+    if len(value) <= _FAST_PATH_MAX:
+        gt = value.rfind(">")
+        if gt == len(value) - 1:
+            return _tagless_name_addr(value)
+        if gt > 0:
+            m = _TAG_ONLY.fullmatch(value, gt + 1)
+            if m is not None:
+                base = _tagless_name_addr(value[:gt + 1])
+                if not base.params:
+                    return NameAddr(base.display, base.uri, {"tag": m.group(1)})
+    return parse_name_addr(value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _aor(uri: str) -> str:
+    return aor(uri)
+
+
+class TrustedNetworks:
+    """`[routing] trusted` with its answer per source address remembered (bounded)."""
+
+    __slots__ = ("networks", "_known")
+
+    def __init__(self, networks: Iterable[_Network] = ()) -> None:
+        self.networks = tuple(networks)
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, source_ip: str) -> bool:
+        known = self._known.get(source_ip)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(source_ip.strip("[]"))
+            except ValueError:
+                known = False
+            else:
+                known = any(ip in net for net in self.networks)
+            if len(self._known) >= _CACHE_SIZE:
+                self._known.clear()
+            self._known[source_ip] = known
+        return known
 
 
 class _Peer(Protocol):
@@ -84,10 +149,12 @@ class RequestView:
 
     __slots__ = ("transaction", "request", "_trusted_nets", "_from", "_to", "owned")
 
-    def __init__(self, transaction: _Transaction, trusted: Iterable[_Network] = ()) -> None:
+    def __init__(self, transaction: _Transaction,
+                 trusted: TrustedNetworks | Iterable[_Network] = ()) -> None:
         self.transaction = transaction
         self.request: _Request = transaction.request
-        self._trusted_nets = tuple(trusted)
+        self._trusted_nets = (trusted if isinstance(trusted, TrustedNetworks)
+                              else TrustedNetworks(trusted))
         self._from: NameAddr | None = None
         self._to: NameAddr | None = None
         self.owned = False  # set when the transaction is handed on (the UA answers it)
@@ -127,7 +194,7 @@ class RequestView:
         value = self.request.headers.get(name)
         if value is None:
             raise SIPParseError(f"missing {name}")
-        return parse_name_addr(value)
+        return _parse_addr(value)
 
     def _from_addr(self) -> NameAddr:
         if self._from is None:
@@ -157,11 +224,11 @@ class RequestView:
 
     @property
     def from_aor(self) -> str:
-        return aor(self.from_uri)
+        return _aor(self.from_uri)
 
     @property
     def to_aor(self) -> str:
-        return aor(self.to_uri)
+        return _aor(self.to_uri)
 
     @property
     def is_initial(self) -> bool:
@@ -190,11 +257,7 @@ class RequestView:
     @property
     def trusted(self) -> bool:
         """Is the source address inside `[routing] trusted`?"""
-        try:
-            ip = ipaddress.ip_address(self.source_ip.strip("[]"))
-        except ValueError:
-            return False
-        return any(ip in net for net in self._trusted_nets)
+        return self.source_ip in self._trusted_nets
 
     # answering
     @property
@@ -324,6 +387,7 @@ class Router:
             else ipaddress.ip_network(n, strict=False)
             for n in trusted
         )
+        self._trust = TrustedNetworks(self.trusted)
         if script:
             self._route, self._on_event = load_script(script)
             log.info("routing script {path} loaded", path=script)
@@ -339,7 +403,7 @@ class Router:
         self.route(transaction)
 
     def route(self, transaction: Any) -> None:
-        req = RequestView(transaction, self.trusted)
+        req = RequestView(transaction, self._trust)
         try:
             result = self._route(req, self.gw)
         except Exception as e:  # noqa: BLE001 - a script bug answers 500, never crashes us

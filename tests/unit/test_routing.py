@@ -312,3 +312,70 @@ def test_deferred_errback_from_route_answers_500(tmp_path) -> None:
     t = txn()
     w.router(t)
     assert final(t) == 500
+
+
+# -- cached parsing gives what a full parse gives ---------------------------------------------
+
+NAME_ADDRS = [
+    "<sip:bob@EXAMPLE.com>",
+    "<sip:u0@127.0.0.1:5999>;tag=12345-1",
+    '"Alice" <sip:Alice@Example.NET:5070;transport=udp>;tag=a1',
+    '"a>b" <sip:x@h>;tag=t',
+    "Bob <sip:bob@h;lr>;tag=Z.!%*_+`'~-9",
+    "<sip:bob@h>;tag=x;other=1",
+    "<sip:bob@h>;TAG=x",
+    "<sip:bob@h> ;tag=x",
+    "<sip:bob@h>;tag=",
+    "<sip:bob@h>;tag=a b",
+    "<sip:bob@h>;tag=x>",
+    "sip:bob@h;tag=x",
+    "<tel:+15551234>;tag=q",
+    "<sip:[::1]:5060>;tag=v6",
+]
+
+
+@pytest.mark.parametrize("value", NAME_ADDRS)
+def test_request_view_from_to_match_a_full_parse_whatever_the_form(value: str) -> None:
+    from msrp_gateway.sip.uri import SIPParseError, aor, parse_name_addr
+
+    try:
+        expected = parse_name_addr(value)
+    except SIPParseError:
+        for cseq in (1, 2):
+            with pytest.raises(SIPParseError):
+                RequestView(txn(frm=value, cseq=cseq)).from_uri
+        return
+    for _ in range(2):  # the second view is answered from the caches
+        view = RequestView(txn(frm=value, to=value))
+        assert (view.from_uri, view.from_tag, view.from_aor) == \
+            (expected.uri, expected.tag, aor(expected.uri))
+        assert (view.to_uri, view.to_tag, view.to_aor) == (expected.uri, expected.tag,
+                                                           aor(expected.uri))
+
+
+def test_a_cached_from_keeps_each_requests_own_tag() -> None:
+    first = RequestView(txn(frm="<sip:u@h>;tag=one"))
+    second = RequestView(txn(frm="<sip:u@h>;tag=two", cseq=2))
+    assert (first.from_tag, second.from_tag) == ("one", "two")
+    assert first.from_aor == second.from_aor == "sip:u@h"
+
+
+def test_a_broken_from_is_refused_every_time_not_only_the_first() -> None:
+    from msrp_gateway.sip.uri import SIPParseError
+
+    for cseq in (1, 2):
+        view = RequestView(txn(frm='"unterminated <sip:u@h>;tag=x', cseq=cseq))
+        with pytest.raises(SIPParseError):
+            view.from_uri
+
+
+def test_trusted_answer_per_source_is_remembered_but_right_for_each() -> None:
+    nets = [ipaddress.ip_network("10.0.0.0/8")]
+    from msrp_gateway.routing import TrustedNetworks
+
+    trust = TrustedNetworks(nets)
+    for _ in range(2):
+        assert RequestView(txn(source="10.9.9.9"), trust).trusted
+        assert not RequestView(txn(source="192.0.2.1"), trust).trusted
+        assert not RequestView(txn(source="not-an-ip"), trust).trusted
+    assert RequestView(txn(source="10.1.1.1"), nets).trusted  # a plain list still works
