@@ -421,25 +421,24 @@ class Gateway:
                       key=key, error=str(e))
             return defer.succeed((503, "Service Unavailable"))
         self._pending_messages += 1
+        # one callback pair per MESSAGE, no closures: this runs for every SEND paged
+        result: defer.Deferred[tuple[int, str]] = d.addCallbacks(
+            self._message_answered, self._message_failed, errbackArgs=(key,))
+        return result
 
-        def answered(response: Any) -> tuple[int, str]:
-            return (int(response.status), str(response.reason))
+    def _message_answered(self, response: Any) -> tuple[int, str]:
+        self._pending_messages -= 1
+        return (int(response.status), str(response.reason))
 
-        def failed(f: Failure) -> tuple[int, str]:
-            # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
-            code = getattr(f.value, "code", None)
-            if code == 408 or type(f.value).__name__ == "SIPTimeout":
-                return (408, "Request Timeout")
-            log.info("MESSAGE for gateway session {key} not sent: {error}",
-                     key=key, error=f.getErrorMessage())
-            return (503, "Service Unavailable")
-
-        def done(result: tuple[int, str]) -> tuple[int, str]:
-            self._pending_messages -= 1
-            return result
-
-        result: defer.Deferred[tuple[int, str]] = d.addCallbacks(answered, failed)
-        return result.addBoth(done)
+    def _message_failed(self, f: Failure, key: str) -> tuple[int, str]:
+        self._pending_messages -= 1
+        # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
+        code = getattr(f.value, "code", None)
+        if code == 408 or type(f.value).__name__ == "SIPTimeout":
+            return (408, "Request Timeout")
+        log.info("MESSAGE for gateway session {key} not sent: {error}",
+                 key=key, error=f.getErrorMessage())
+        return (503, "Service Unavailable")
 
     # -- internals ---------------------------------------------------------------------
 
@@ -458,21 +457,14 @@ class Gateway:
     def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:
         """One MESSAGE body out as a SEND; fires the MSRP status (failures logged, never
         raised), the explicit path a later end-to-end MESSAGE answer will hang on."""
-        key = sess.key
         try:
             d = self.ua.send(sess.ua_session_id, content_type, body,
                              failure_report="yes", success_report="no")
         except Exception as e:  # noqa: BLE001
-            log.error("gateway session {key}: SEND not sent: {error}", key=key, error=str(e))
+            log.error("gateway session {key}: SEND not sent: {error}", key=sess.key,
+                      error=str(e))
             return defer.succeed(500)
-
-        def sent_failed(f: Failure) -> int:
-            code = getattr(f.value, "code", None) or 500
-            log.error("gateway session {key}: SEND failed: {code} {comment}", key=key,
-                      code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())
-            return int(code)
-
-        result: defer.Deferred[int] = d.addErrback(sent_failed)
+        result: defer.Deferred[int] = d.addErrback(_send_failed, sess.key)
         return result
 
     def _end(self, sess: GatewaySession, why: str) -> tuple[bool, defer.Deferred[None] | None]:
@@ -569,16 +561,16 @@ class Gateway:
             return
         d = self.send_message(sess.from_uri, sess.to_uri, sess.ruri, body, content_type,
                               key=sess.key)
+        d.addCallback(self._paged, sess, msg)
 
-        def answered(result: tuple[int, str]) -> None:
-            status, reason = result
-            if status >= 300:
-                log.error("gateway session {key}: MESSAGE failed: {status} {reason}",
-                          key=sess.key, status=status, reason=reason)
-                self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
-                             f"MESSAGE answered {status} {reason}")
-
-        d.addCallback(answered)
+    def _paged(self, result: tuple[int, str], sess: GatewaySession, msg: Any) -> None:
+        """The final answer to a MESSAGE made from a SEND: a failure goes back as a REPORT."""
+        status, reason = result
+        if status >= 300:
+            log.error("gateway session {key}: MESSAGE failed: {status} {reason}",
+                      key=sess.key, status=status, reason=reason)
+            self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
+                         f"MESSAGE answered {status} {reason}")
 
     def _report(self, sess: GatewaySession, msg: Any, code: int, comment: str) -> None:
         if getattr(msg, "failure_report", "yes") not in ("yes", "partial"):
@@ -597,6 +589,13 @@ class Gateway:
             self.emit_event(name, params)
         except Exception:  # noqa: BLE001 - a broken subscriber must not break the gateway
             log.failure("event {name} delivery failed", name=name)
+
+
+def _send_failed(f: Failure, key: str) -> int:
+    code = getattr(f.value, "code", None) or 500
+    log.error("gateway session {key}: SEND failed: {code} {comment}", key=key,
+              code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())
+    return int(code)
 
 
 def _reply(req: Any, code: int, reason: str | None = None, *,
