@@ -73,11 +73,13 @@ UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 class Setup:
     """A fresh gateway and peer in their own directory."""
 
-    def __init__(self, name: str, **gateway_sections: dict[str, Any]) -> None:
+    def __init__(self, name: str, *, cprofile: bool = False,
+                 **gateway_sections: dict[str, Any]) -> None:
         self.dir = tempdir(f"msrpgw-bench-{name}-")
         sections = {"log": {"level": "warn"}}
         sections.update(gateway_sections)
-        self.gw = GatewayProcess(self.dir, **sections).start()
+        self.cprofile = os.path.join(self.dir, "gateway.cprofile") if cprofile else ""
+        self.gw = GatewayProcess(self.dir, **sections).start(cprofile=self.cprofile)
         self.peer = PeerProcess(self.dir, proxy=f"sip:{HOST}:{self.gw.sip_port};lr")
         self.uac = write_scenario(self.dir, "bench_uac.xml", UAC)
         # every call its own From user, so every MESSAGE is a new key and a new session

@@ -86,6 +86,21 @@ def toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
+_CPROFILE_WRAPPER = """\
+import cProfile, signal
+_prof = [None]
+def _toggle(signum, frame):
+    if _prof[0] is None:
+        _prof[0] = cProfile.Profile()
+        _prof[0].enable()
+    else:
+        _prof[0].disable()
+        _prof[0].dump_stats({path})
+        _prof[0] = None
+signal.signal(signal.SIGUSR2, _toggle)
+"""
+
+
 class GatewayProcess:
     """`twistd -n msrpgw --config FILE` in a subprocess with its own ports and log."""
 
@@ -112,10 +127,15 @@ class GatewayProcess:
         self.log_path = os.path.join(workdir, "msrpgw.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    def start(self, timeout: float = 20.0, *, cprofile: str = "") -> GatewayProcess:
+        """With `cprofile` a path, SIGUSR2 starts cProfile in the gateway and the next
+        SIGUSR2 stops it and writes its stats there (`profile_toggle()`)."""
         # twistd from this interpreter, whichever venv it is in and whatever PATH says
+        code = "from twisted.scripts.twistd import run; run()"
+        if cprofile:
+            code = _CPROFILE_WRAPPER.format(path=repr(cprofile)) + code
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            [sys.executable, "-c", code,
              "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
              "--config", self.config_path],
             cwd=self.workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -133,6 +153,10 @@ class GatewayProcess:
 
         wait_for(started, timeout, "msrpgw to start")
         return self
+
+    def profile_toggle(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR2)
 
     def log(self) -> str:
         try:

@@ -96,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", action="store_true", help="profile the MSRP peer as well")
     ap.add_argument("--svg", default="", help="also write flame graphs into this directory")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--cprofile", action="store_true",
+                    help="cProfile inside the gateway instead of py-spy (exact call counts, "
+                         "per-message microseconds; Python code looks dearer than it is)")
     args = ap.parse_args(argv)
-    if shutil.which("py-spy") is None:
-        ap.error("py-spy is not on PATH (pip install py-spy)")
-    s = gb.Setup(f"profile-{args.load}")
+    if not args.cprofile and shutil.which("py-spy") is None:
+        ap.error("py-spy is not on PATH (pip install py-spy), or use --cprofile")
+    s = gb.Setup(f"profile-{args.load}", cprofile=args.cprofile)
     outputs: list[tuple[str, str]] = []
     try:
         count = int(args.rate * args.seconds)
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001
                 pass
         cpu, pcpu = s.gw.cpu_seconds() - cpu0, s.peer_cpu() - pcpu0
+        if args.cprofile:
+            s.gw.profile_toggle()
+            wait_for(lambda: os.path.exists(s.cprofile), 30, "the cProfile stats")
+            time.sleep(0.5)
         for name, proc, path in spies:
             proc.wait(args.seconds + 30)
             outputs.append((name, path))
@@ -154,12 +161,41 @@ def main(argv: list[str] | None = None) -> int:
               f"peer CPU {pcpu:.2f} s")
         for name, path in outputs:
             print(f"\n== {name}\n{summarize(path, args.top)}")
+        if args.cprofile:
+            print(f"\n== gateway, cProfile, per {args.load} item ({count})\n"
+                  f"{cprofile_summary(s.cprofile, count, args.top)}")
     finally:
         s.close()
     return 0
 
 
+def cprofile_summary(path: str, count: int, top: int) -> str:
+    """Own and cumulative microseconds per item, and calls per item, by function."""
+    import pstats
+
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    rows = []
+    for (filename, line, fn), (_cc, calls, tottime, cumtime, _callers) in stats.items():
+        where = _short(f"{fn} ({filename}:{line})")
+        rows.append((tottime, cumtime, calls, where))
+    total = sum(r[0] for r in rows)
+    out = [f"profiled CPU {total:.2f} s = {1e6 * total / max(count, 1):.0f} us per item",
+           "", f"{'own us':>7} {'cum us':>7} {'calls':>6}  function (per item)"]
+    for tottime, cumtime, calls, where in sorted(rows, reverse=True)[:top]:
+        out.append(f"{1e6 * tottime / count:7.1f} {1e6 * cumtime / count:7.1f} "
+                   f"{calls / count:6.2f}  {where}")
+    out += ["", "by cumulative time:"]
+    for tottime, cumtime, calls, where in sorted(rows, key=lambda r: -r[1])[:top * 2]:
+        out.append(f"{1e6 * tottime / count:7.1f} {1e6 * cumtime / count:7.1f} "
+                   f"{calls / count:6.2f}  {where}")
+    return "\n".join(out)
+
+
 def _start_spies(s: gb.Setup, args: Any) -> list[tuple[str, subprocess.Popen[bytes], str]]:
+    if args.cprofile:
+        s.gw.profile_toggle()
+        time.sleep(0.3)
+        return []
     targets = [("gateway", s.gw.pid)] + ([("peer", s.peer.proc.pid)] if args.peer else [])
     out = []
     for name, pid in targets:
