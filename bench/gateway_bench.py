@@ -28,7 +28,7 @@ from bench.gateway_harness import (
 
 STEP_SECONDS = 3.0
 SAMPLE_EVERY = 7  # latency probes: every 7th message (prime, so no user is always skipped)
-MAX_SECONDS_PER_BENCH = 150.0
+MAX_SECONDS_PER_BENCH = 240.0
 
 UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="msrpgw bench MESSAGE sender">
@@ -128,6 +128,17 @@ class Setup:
                 out[body] = e["received"]
         return out
 
+    def log_mark(self) -> int:
+        return len(self.gw.log())
+
+    def log_errors(self, mark: int) -> dict[str, Any]:
+        """Error/warn lines the gateway wrote since `mark`: how many and the first (why a
+        step lost messages: e.g. an MSRP send queue bound)."""
+        lines = [ln for ln in self.gw.log()[mark:].splitlines()
+                 if "#error]" in ln or "#warn]" in ln]
+        first = lines[0].split("] ", 1)[-1][:160] if lines else None
+        return {"gateway_log_errors": len(lines), "first_error": first}
+
     def peer_cpu(self) -> float:
         return cpu_seconds_of(self.peer.proc.pid)
 
@@ -177,6 +188,7 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             tag = f"r{rate}"
             s.peer.drain("message")
             m0 = s.peer_stats()["messages"]
+            mark = s.log_mark()
             cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             uac = s.sipp_uac(users, count, rate, tag)
             rc = uac.wait(STEP_SECONDS + 60)
@@ -193,6 +205,7 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and retrans == 0 and delivered == count
             return {"rate": rate, "messages": count, "delivered": delivered,
                     "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
+                    **s.log_errors(mark),
                     "latency_samples": len(lat), "peer_cpu_seconds": round(pcpu, 2),
                     "sipp_cpu_seconds": _round(uac.cpu_seconds),
                     "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
@@ -224,6 +237,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
                 sids.append(s.peer.expect("started")["sid"])
             for sid in sids:
                 s.peer.expect("established", timeout=30, sid=sid)
+            mark = s.log_mark()
             cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             s.peer.send(cmd="send", sid="*", ctype="text/plain", body="m{i} t={t}",
                         count=count, rate=rate)
@@ -249,6 +263,7 @@ def session_to_page(sessions: int, rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and done["ok"] == count and len(call_ids) == count and retrans == 0
             return {"rate": rate, "messages": count, "delivered": len(call_ids),
                     "sends_ok": done["ok"], "sipp_exit": rc, "retransmissions": retrans,
+                    **s.log_errors(mark),
                     "peer_cpu_seconds": round(pcpu, 2),
                     "sipp_cpu_seconds": _round(uas.cpu_seconds),
                     "ok": ok, "p50_ms": _ms(percentile(lat, 50)),
@@ -276,6 +291,7 @@ def setup_rate(rates: list[int]) -> dict[str, Any]:
             stats0 = s.peer_stats()
             before, m0 = stats0["sessions"], stats0["messages"]
             s.peer.drain("message")
+            mark = s.log_mark()
             cpu0, pcpu0 = s.gw.cpu_seconds(), s.peer_cpu()
             uac = s.sipp_uac(users, count, rate, tag, suffix=tag, new_keys=True)
             rc = uac.wait(STEP_SECONDS + 60)
@@ -293,7 +309,7 @@ def setup_rate(rates: list[int]) -> dict[str, Any]:
             ok = rc == 0 and retrans == 0 and delivered == count and established == count
             return {"rate": rate, "sessions": count, "established": established,
                     "delivered": delivered, "sipp_exit": rc, "retransmissions": retrans,
-                    "peer_cpu_seconds": round(pcpu, 2),
+                    "peer_cpu_seconds": round(pcpu, 2), **s.log_errors(mark),
                     "sipp_cpu_seconds": _round(uac.cpu_seconds),
                     "ok": ok, "latency_samples": len(lat), "p50_ms": _ms(percentile(lat, 50)),
                     "p99_ms": _ms(percentile(lat, 99)), "gateway_cpu_seconds": round(cpu, 2)}

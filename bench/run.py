@@ -23,13 +23,14 @@ if __package__ in (None, ""):
 
 from bench import gateway_bench as gb  # noqa: E402
 
-FULL = [50, 100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800]
+FULL = [50, 100, 200, 400, 800, 1200, 1600, 2400, 3200, 4000, 4800, 5600, 6400, 8000]
 QUICK = [50, 200, 800]
 
 
 def benchmarks(quick: bool) -> dict[str, Any]:
     rates = QUICK if quick else FULL
-    setup_rates = [20, 50, 100, 200] if quick else [20, 50, 100, 200, 400, 800, 1200, 1600]
+    setup_rates = [20, 50, 100, 200] if quick else [20, 50, 100, 200, 400, 600, 800, 1000,
+                                                       1200, 1600]
     return {
         "page_to_session_1": lambda: gb.page_to_session(1, rates),
         "page_to_session_100": lambda: gb.page_to_session(100, rates),
@@ -69,17 +70,17 @@ def run_other(path: str) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     head = (f"{'benchmark':<22} {'max rate/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'cpu s':>7} {'peak RSS MiB':>12}  notes")
+            f"{'cpu s':>7} {'us/msg':>6} {'peak RSS MiB':>12}  notes")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"{name:<22} {'-':>10} {'-':>8} {'-':>8} {'-':>7} {'-':>12}  "
-                         f"error: {r['error'][:60]}")
+            lines.append(f"{name:<22} {'-':>10} {'-':>8} {'-':>8} {'-':>7} {'-':>6} "
+                         f"{'-':>12}  error: {r['error'][:60]}")
             continue
         peak = r.get("gateway_peak_rss_kib", 0) / 1024
         if name.startswith("memory"):
             lines.append(f"{name:<22} {'-':>10} {'-':>8} {'-':>8} "
-                         f"{r.get('gateway_cpu_seconds_total', 0):>7} {peak:>12.1f}  "
+                         f"{r.get('gateway_cpu_seconds_total', 0):>7} {'-':>6} {peak:>12.1f}  "
                          f"{r['sessions']} sessions: {r['kib_per_session']} KiB/session "
                          f"({r['rss_before_kib'] // 1024} -> {r['rss_after_kib'] // 1024} MiB)")
             continue
@@ -94,15 +95,19 @@ def table(results: dict[str, Any]) -> str:
                 note += (f", cpu gw/peer/sipp {f['gateway_cpu_seconds']}/"
                          f"{f['peer_cpu_seconds']}/{f.get('sipp_cpu_seconds')} s "
                          f"in {gb.STEP_SECONDS:.0f} s")
+            if f.get("first_error"):
+                note += f"; gateway log: {f['gateway_log_errors']} x {f['first_error'][:90]!r}"
         elif r.get("steps"):
             note = "ladder top reached"
         if best is None:
             lines.append(f"{name:<22} {'< ' + str(r['steps'][0]['rate']):>10} {'-':>8} {'-':>8} "
-                         f"{'-':>7} {peak:>12.1f}  {note}")
+                         f"{'-':>7} {'-':>6} {peak:>12.1f}  {note}")
             continue
+        items = best.get("messages", best.get("sessions")) or 1
+        per = 1e6 * best["gateway_cpu_seconds"] / items  # gateway CPU per message/session
         lines.append(f"{name:<22} {best['rate']:>10} {_f(best['p50_ms']):>8} "
-                     f"{_f(best['p99_ms']):>8} {best['gateway_cpu_seconds']:>7} {peak:>12.1f}  "
-                     f"{note}")
+                     f"{_f(best['p99_ms']):>8} {best['gateway_cpu_seconds']:>7} {per:>6.0f} "
+                     f"{peak:>12.1f}  {note}")
     return "\n".join(lines)
 
 
