@@ -230,6 +230,9 @@ class MSRPSettings:
     send_timeout: float = _opt(_between(0.1), 30.0)
     max_send_queue: int = _opt(_between(1), 1024)
     idle_timeout: float = _opt(_between(0), 30.0)
+    frame_timeout: float = _opt(_between(1), 60.0)
+    max_connections: int = _opt(_between(1), 10000)
+    max_reassembly_bytes: int = _opt(_between(1024), 268435456)
     session_matching: str = _opt(_one_of("uri", "session-id"), "uri")
 
     @property
@@ -465,6 +468,11 @@ def _cross_checks(s: Settings, source: str) -> None:
                           f"a value >= retry_delay ({s.events.retry_delay})",
                           s.events.max_retry_delay, source)
     m = s.msrp
+    if m.max_reassembly_bytes < m.max_message_size:
+        raise ConfigError("[msrp] max_reassembly_bytes",
+                          f"a value >= max_message_size ({m.max_message_size}), or no chunked "
+                          "message of that size could ever be reassembled",
+                          m.max_reassembly_bytes, source)
     if (m.relay_username or m.relay_password) and not m.relay_uri:
         key = "relay_username" if m.relay_username else "relay_password"
         raise ConfigError(f"[msrp] {key}", "'' when relay_uri is not set (the credentials "

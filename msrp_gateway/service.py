@@ -235,6 +235,8 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         response_timeout=m.send_timeout, chunk_size=m.chunk_size,
         max_message_size=m.max_message_size, max_reassemblies=m.max_reassemblies,
         reassembly_timeout=m.reassembly_timeout, idle_timeout=m.idle_timeout,
+        frame_timeout=m.frame_timeout, max_connections=m.max_connections,
+        max_reassembly_bytes=m.max_reassembly_bytes,
         max_queued_messages=m.max_send_queue,
         max_sessions=settings.msrp_gateway.max_sessions,
         session_id_matching=(m.session_matching == "session-id"))

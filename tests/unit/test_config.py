@@ -154,6 +154,37 @@ def test_positive_bounds():
         "gw.toml: [msrp_gateway] cleanup_interval: expected a number >= 1, found 0")
 
 
+def test_msrp_layer_bounds_are_settable():
+    m = from_dict({"msrp": {"frame_timeout": 5, "max_connections": 20,
+                            "max_reassembly_bytes": 8 * 1024 * 1024}}).msrp
+    assert (m.frame_timeout, m.max_connections, m.max_reassembly_bytes) == (
+        5.0, 20, 8 * 1024 * 1024)
+    assert isinstance(m.frame_timeout, float)
+    d = from_dict({}).msrp
+    assert (d.frame_timeout, d.max_connections, d.max_reassembly_bytes) == (
+        60.0, 10000, 256 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("frame_timeout", 0, "a number >= 1"),
+    ("frame_timeout", "60", "a number"),
+    ("max_connections", 0, "a number >= 1"),
+    ("max_connections", 1.5, "an integer"),
+    ("max_reassembly_bytes", 100, "a number >= 1024"),
+])
+def test_msrp_layer_bounds_refuse_bad_values_in_one_line(key, value, expected):
+    assert error_of({"msrp": {key: value}}) == (
+        f"gw.toml: [msrp] {key}: expected {expected}, found {value!r}"
+        if isinstance(value, str) else
+        f"gw.toml: [msrp] {key}: expected {expected}, found {value}")
+
+
+def test_reassembly_budget_below_one_message_is_refused():
+    assert error_of({"msrp": {"max_message_size": 4096, "max_reassembly_bytes": 2048}}) == (
+        "gw.toml: [msrp] max_reassembly_bytes: expected a value >= max_message_size (4096), "
+        "or no chunked message of that size could ever be reassembled, found 2048")
+
+
 def test_sip_socket_with_msrp_scheme_names_the_element():
     assert error_of({"sip": {"socket": ["udp:127.0.0.1:5060", "msrp:127.0.0.1:2855"]}}) == (
         "gw.toml: [sip] socket[1]: expected a socket string starting with one of udp:, tcp:, "

@@ -6,7 +6,8 @@ import pytest
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, LogLevel
 from twisted.python import usage
 from twisted.application.service import Application
@@ -239,6 +240,27 @@ def test_gateway_settings_reach_the_gateway():
     s = root.gateway.settings
     assert (s.hash_size, s.cleanup_interval, s.max_sessions, s.failure_message,
             s.max_queued_bytes, s.stop_timeout) == (3, 7, 9, False, 100, 1.5)
+
+
+def test_msrp_layer_bounds_reach_the_msrp_stack():
+    _reactor, root = make({"msrp": {"frame_timeout": 7, "max_connections": 3,
+                                    "max_reassembly_bytes": 5 * 1024 * 1024,
+                                    "max_message_size": 4 * 1024 * 1024}})
+    s = root.msrp.settings
+    assert (s.frame_timeout, s.max_connections, s.max_reassembly_bytes) == (
+        7.0, 3, 5 * 1024 * 1024)
+    assert root.msrp.reassembly_budget.limit == 5 * 1024 * 1024
+
+
+def test_msrp_max_connections_refuses_inbound_connections_beyond_it():
+    reactor, root = make({"msrp": {"socket": ["msrp:127.0.0.1:2855"], "max_connections": 1}})
+    root.startService()
+    factory = tcp_listeners(reactor)[("127.0.0.1", 2855)]
+    first = factory.buildProtocol(IPv4Address("TCP", "127.0.0.5", 40000))
+    first.makeConnection(StringTransport())
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.6", 40001)) is None
+    assert root.msrp.connection_count() == 1
+    root.stopService()
 
 
 def test_gateway_sweep_runs_on_the_given_reactor_and_stops():
