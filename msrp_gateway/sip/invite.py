@@ -159,6 +159,11 @@ class InviteClient:
             if fallback is not None and not self._provisional and not self._cancel_requested:
                 log.info("INVITE to {peer} over TCP failed ({err}); retrying over UDP",
                          peer=str(entry.peer if entry else ""), err=entry.error if entry else "")
+                headers = self.request.headers
+                if entry is not None and headers.get("Contact") == \
+                        self._stack.contact_for(entry.peer):
+                    # our TCP Contact would bring the dialog's requests back over TCP
+                    headers.set("Contact", self._stack.contact_for(fallback))
                 self.start(fallback)
                 return
             why = f": {entry.error}" if entry is not None and entry.error else ""

@@ -186,6 +186,8 @@ async def test_a_large_invite_to_a_udp_only_peer_is_retried_over_udp(nodes):
     dialog = await with_timeout(client.stack.invite(invite).deferred)
     assert dialog.remote_sdp == b"answer" and gw.vias == ["UDP"]
     (uas,) = gw.dialogs
+    # the Contact names our UDP listener, so the callee's in-dialog requests use UDP too
+    assert uas.remote_target == f"sip:127.0.0.1:{client.port('udp')}"
     await with_timeout(uas.confirmed)
     assert (await with_timeout(dialog.bye())).status == 200
 
