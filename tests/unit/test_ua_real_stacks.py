@@ -23,7 +23,7 @@ from msrp_gateway.sip.message import SIPRequest, SIPResponse, make_response, par
 from msrp_gateway.sip.stack import ServerTransaction, SIPStack
 from msrp_gateway.sip.transaction import TIMER_B, TIMER_H
 from msrp_gateway.testing import FakePeer, FakeSIPTransport
-from msrp_gateway.ua import MSRPUserAgent, UASettings
+from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
 
 PEER_PATH = "msrp://192.0.2.7:7777/peerSess01;tcp"
 PEER = FakePeer("udp", "192.0.2.7", 5060)
@@ -234,4 +234,19 @@ def test_msrp_connection_never_made_terminates_with_bye_and_leaves_nothing():
     assert env.h.events == [("terminated", sid, "MSRP binding not done within 30 s")]
     assert env.answer_byes() == 1
     env.drain()
+    env.assert_no_leftovers()
+
+
+def test_offer_without_common_type_is_refused_488_and_leaves_nothing():
+    env = Env()
+    with pytest.raises(UAError) as refused:
+        env.invite_in(peer_sdp(types=("image/png",)))
+    assert refused.value.code == 488
+    assert len(env.msrp.table) == 0 and env.sip.dialogs() == []  # nothing kept for it
+    [txn] = env.incoming
+    txn.respond(refused.value.code, refused.value.reason, headers=refused.value.headers)
+    [answer] = env.sent(488)
+    assert (answer.headers.get("Warning") or "").startswith("305 ")
+    env.drain()  # the peer never ACKs: Timer H ends the transaction
+    assert env.h.events == []
     env.assert_no_leftovers()
