@@ -494,24 +494,19 @@ def test_sans_io_modules_import_only_the_standard_library_and_each_other() -> No
                     assert alias.name.split(".")[0] in sys.stdlib_module_names, (name, alias.name)
 
 
-def test_parse_time_grows_linearly_with_frame_size() -> None:
-    """A body fed in 1 KiB reads is never rescanned: 8x the bytes costs ~8x, not ~64x."""
-    import time
-
-    def best_time(size: int) -> float:
-        raw = MSRPRequest("bigframe", "SEND", [*paths(), ("Message-ID", "m1234"),
-                                               ("Content-Type", "text/plain")], b"z" * size).to_bytes()
-        best = float("inf")
-        for _ in range(5):
-            p = FrameParser()
-            t0 = time.process_time()  # CPU time: other processes' load does not count
-            for i in range(0, len(raw), 1024):
-                p.feed(raw[i : i + 1024])
-            best = min(best, time.process_time() - t0)
-            assert p.pending_bytes == 0
-        return best
-
-    assert best_time(8 * 1024 * 1024) / best_time(1024 * 1024) < 24
+def test_large_frame_fed_in_small_reads_parses_whole() -> None:
+    """An 8 MiB body fed in 1 KiB reads comes out as one frame and leaves nothing pending.
+    (That this costs linear, not quadratic, CPU is measured by bench/parser_scaling.py: the
+    project keeps timing out of its tests.)"""
+    body = b"z" * (8 * 1024 * 1024)
+    raw = MSRPRequest("bigframe", "SEND", [*paths(), ("Message-ID", "m1234"),
+                                           ("Content-Type", "text/plain")], body).to_bytes()
+    p = FrameParser()
+    out = []
+    for i in range(0, len(raw), 1024):
+        out += p.feed(raw[i : i + 1024])
+    assert len(out) == 1 and isinstance(out[0], MSRPRequest) and out[0].body == body
+    assert p.pending_bytes == 0
 
 
 def test_relay_auth_answer_exposes_use_path_and_expires() -> None:

@@ -330,26 +330,22 @@ def test_stream_without_content_length_means_empty_body():
     assert m.body == b""
 
 
-def test_stream_fed_one_byte_at_a_time_costs_linear_time():
-    """A hostile peer dribbling bytes must not make us re-scan or re-parse (quadratic CPU):
-    64 KB of headers and a 60 KB body, one byte per feed, take well under a second."""
-    import time
-
+def test_stream_fed_one_byte_at_a_time_gives_the_same_message():
+    """A hostile peer dribbling bytes gets the same result as one that writes whole
+    messages, and an endless header block is refused once it passes the size bound.
+    (That dribbling costs linear CPU is measured by bench/parser_scaling.py: the project
+    keeps timing out of its tests.)"""
     head = (b"MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
             b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n"
             b"Content-Length: 60000\r\n\r\n")
     data = head + b"x" * 60000
     sp = StreamParser()
-    started = time.perf_counter()
     out = []
     for i in range(len(data)):
         out += sp.feed(data[i:i + 1])
-    body_seconds = time.perf_counter() - started
     assert len(out) == 1 and out[0].body == b"x" * 60000
     sp = StreamParser()
-    junk = b"MESSAGE sip:b@h SIP/2.0\r\nX: " + b"y" * 65000
-    started = time.perf_counter()
-    for i in range(len(junk)):
-        sp.feed(junk[i:i + 1])
-    head_seconds = time.perf_counter() - started
-    assert body_seconds < 0.25 and head_seconds < 0.4, (body_seconds, head_seconds)
+    junk = b"MESSAGE sip:b@h SIP/2.0\r\nX: " + b"y" * 70000
+    with pytest.raises(SIPParseError):
+        for i in range(len(junk)):
+            sp.feed(junk[i:i + 1])
