@@ -395,6 +395,8 @@ class SippProcess:
                 time.sleep(0.02)
             return self.proc.wait(max(1.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
+            if self.cpu_seconds is None and self.proc.poll() is None:
+                self.cpu_seconds = cpu_seconds_of(self.proc.pid)  # up to now: it is killed
             self.kill()
             raise
 
