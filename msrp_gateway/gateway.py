@@ -70,6 +70,9 @@ ERR_DUPLICATE = -2  # msrp_gw_answer with a key already in use
 ERR_LIMIT = -3  # max_sessions or the per-session queue bound: 503
 ERR_UA = -4  # the UA refused or the gateway is stopping
 
+# Seconds a page-mode sender is asked to wait (Retry-After) when a bound refuses its MESSAGE.
+RETRY_AFTER = 5
+
 # SIP final status of a generated MESSAGE -> MSRP status of the failure REPORT (RFC 4975
 # s.10); anything else is reported as 400 with the SIP status in the comment.
 _SIP_TO_MSRP_STATUS = {400: 400, 403: 403, 408: 408, 413: 413, 415: 415, 488: 415, 503: 408}
@@ -111,8 +114,9 @@ class _SessionHandler:
         self._gw._on_message(self._session, msg)
 
     def report_received(self, session_id: str, report: Any) -> None:
-        # A REPORT is a delivery notice for something we sent; never passed on as a MESSAGE.
-        log.debug("REPORT on gateway session {key} ignored", key=self._session.key)
+        """A REPORT is a delivery notice for a body we sent: never passed on as a MESSAGE,
+        but a failure one means a page-mode sender's text was lost, so it is logged."""
+        _log_report(self._session.key, report)
 
 
 class Gateway:
@@ -221,6 +225,12 @@ class Gateway:
             log.error("msg_to_msrp: {error}", error=str(e))
             _reply(req, 500, "Server Internal Error")
             return ERR_PARAMS
+        if req.method != "MESSAGE":
+            # As OpenSIPS: a 202 to an INVITE would open a dialog nobody tracks.
+            log.error("msg_to_msrp called for a {method} request (only MESSAGE)",
+                      method=req.method)
+            _reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
         if self._stopping:
             _reply(req, 503, "Service Unavailable")
             return ERR_UA
@@ -242,7 +252,9 @@ class Gateway:
                 return ERR_PARAMS
             sess.last_message = now
             if sess.established:
-                self._send(sess, content_type, body)
+                refused = self._send_now(sess, content_type, body)
+                if refused is not None:
+                    return self._refuse_message(req, sess, refused)
             elif not self._enqueue(sess, req, content_type, body):
                 return ERR_LIMIT
             _reply(req, 202, "Accepted")
@@ -423,21 +435,31 @@ class Gateway:
         self._pending_messages += 1
         # one callback pair per MESSAGE, no closures: this runs for every SEND paged
         result: defer.Deferred[tuple[int, str]] = d.addCallbacks(
-            self._message_answered, self._message_failed, errbackArgs=(key,))
+            self._message_answered, self._message_failed, callbackArgs=(key,),
+            errbackArgs=(key,))
         return result
 
-    def _message_answered(self, response: Any) -> tuple[int, str]:
+    def _message_answered(self, response: Any, key: str) -> tuple[int, str]:
+        """Every MESSAGE the gateway generates (paged SENDs, failure notices) that is
+        refused is logged here with its key, whoever asked for it."""
         self._pending_messages -= 1
-        return (int(response.status), str(response.reason))
+        status = int(response.status)
+        reason = str(response.reason)
+        if status >= 300:
+            log.warn("MESSAGE for gateway session {key} failed: {status} {reason}",
+                     key=key, status=status, reason=reason)
+        return (status, reason)
 
     def _message_failed(self, f: Failure, key: str) -> tuple[int, str]:
         self._pending_messages -= 1
         # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
         code = getattr(f.value, "code", None)
         if code == 408 or type(f.value).__name__ == "SIPTimeout":
+            log.warn("MESSAGE for gateway session {key} failed: {status} no final answer "
+                     "(timeout)", key=key, status=408)
             return (408, "Request Timeout")
-        log.info("MESSAGE for gateway session {key} not sent: {error}",
-                 key=key, error=f.getErrorMessage())
+        log.warn("MESSAGE for gateway session {key} failed: {status} not sent: {error}",
+                 key=key, status=503, error=f.getErrorMessage())
         return (503, "Service Unavailable")
 
     # -- internals ---------------------------------------------------------------------
@@ -448,24 +470,59 @@ class Gateway:
                 sess.queued_bytes + len(body) > s.max_queued_bytes:
             log.warn("gateway session {key}: queue full ({n} messages, {b} bytes) while the "
                      "MSRP side is set up", key=sess.key, n=len(sess.queue), b=sess.queued_bytes)
-            _reply(req, 503, "Service Unavailable", headers=[("Retry-After", "5")])
+            _reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
             return False
         sess.queue.append(QueuedBody(content_type, body, defer.Deferred()))
         sess.queued_bytes += len(body)
         return True
 
     def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:
-        """One MESSAGE body out as a SEND; fires the MSRP status (failures logged, never
-        raised), the explicit path a later end-to-end MESSAGE answer will hang on."""
+        """One queued body out as a SEND (its MESSAGE was answered already); fires the MSRP
+        status (failures logged with the key, never raised)."""
         try:
             d = self.ua.send(sess.ua_session_id, content_type, body,
                              failure_report="yes", success_report="no")
         except Exception as e:  # noqa: BLE001
-            log.error("gateway session {key}: SEND not sent: {error}", key=sess.key,
-                      error=str(e))
-            return defer.succeed(500)
+            d = defer.fail(e)
         result: defer.Deferred[int] = d.addErrback(_send_failed, sess.key)
         return result
+
+    def _send_now(self, sess: GatewaySession, content_type: str,
+                  body: bytes) -> tuple[int, str] | None:
+        """A MESSAGE body out as a SEND on an established session. Returns None when it is
+        on its way (a later failure is logged with the key: the explicit path a later
+        end-to-end MESSAGE answer will hang on), or (code, comment) when the UA refused it
+        on the spot: `ua.send` then returns an already failed Deferred (send queue full,
+        not connected, over the peer's max-size), so the MESSAGE can still be told."""
+        try:
+            d = self.ua.send(sess.ua_session_id, content_type, body,
+                             failure_report="yes", success_report="no")
+        except Exception as e:  # noqa: BLE001 - a refusal all the same
+            return (_status_of(e), str(e))
+        if d.called:
+            failures: list[Failure] = []
+            d.addErrback(failures.append)  # takes the failure: nothing unhandled is left
+            if failures:
+                error = failures[0].value
+                return (_status_of(error),
+                        str(getattr(error, "comment", None) or failures[0].getErrorMessage()))
+        d.addErrback(_send_failed, sess.key)
+        return None
+
+    def _refuse_message(self, req: Any, sess: GatewaySession,
+                        refused: tuple[int, str]) -> int:
+        """Answer a MESSAGE whose SEND the UA refused at once: a bound hit (503, with
+        Retry-After) or a body too large for the peer (413), never a 202 and a lost body."""
+        code, comment = refused
+        if code == 413:
+            log.warn("gateway session {key}: MESSAGE refused 413: {comment}", key=sess.key,
+                     comment=comment)
+            _reply(req, 413, "Request Entity Too Large")
+            return ERR_PARAMS
+        log.warn("gateway session {key}: MESSAGE refused 503, SEND not accepted: {code} "
+                 "{comment}", key=sess.key, code=code, comment=comment)
+        _reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
+        return ERR_LIMIT
 
     def _end(self, sess: GatewaySession, why: str) -> tuple[bool, defer.Deferred[None] | None]:
         """Take the session out of the table and end its UA session (BYE or CANCEL)."""
@@ -566,9 +623,7 @@ class Gateway:
     def _paged(self, result: tuple[int, str], sess: GatewaySession, msg: Any) -> None:
         """The final answer to a MESSAGE made from a SEND: a failure goes back as a REPORT."""
         status, reason = result
-        if status >= 300:
-            log.error("gateway session {key}: MESSAGE failed: {status} {reason}",
-                      key=sess.key, status=status, reason=reason)
+        if status >= 300:  # already logged with the key by send_message
             self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
                          f"MESSAGE answered {status} {reason}")
 
@@ -589,6 +644,23 @@ class Gateway:
             self.emit_event(name, params)
         except Exception:  # noqa: BLE001 - a broken subscriber must not break the gateway
             log.failure("event {name} delivery failed", name=name)
+
+
+def _log_report(key: str, report: Any) -> None:
+    """Warn of a REPORT whose Status is not 200 (or unreadable), with the key and Status."""
+    try:
+        status = report.status
+    except Exception as e:  # noqa: BLE001 - MSRPParseError for a broken Status header
+        log.warn("gateway session {key}: REPORT with an unreadable Status: {error}",
+                 key=key, error=str(e))
+        return
+    code = getattr(status, "code", None)
+    if code == 200:
+        log.debug("gateway session {key}: success REPORT", key=key)
+        return
+    log.warn("gateway session {key}: failure REPORT for message {message_id}: Status "
+             "{status}", key=key, status=str(status) if status is not None else None,
+             code=code, message_id=getattr(report, "message_id", None))
 
 
 def _send_failed(f: Failure, key: str) -> int:

@@ -296,12 +296,30 @@ def strip_uri(text: str) -> str:
     return text
 
 
-_TEL_URI = re.compile(r"^tel:\+?[0-9A-Fa-f*#().\-]+(;[!-~]*)?$")
+# RFC 3966 s.3 telephone-uri: a global number ("+" and digits with visual separators) or a
+# local number (hex digits, * and #) that must carry ;phone-context= (s.5.1.5); params
+# around it. A phone-context on a global number is tolerated (seen in the field).
+# Each part is a run of one character class followed by ";" or the end, so matching is
+# linear (a lookahead checks the run holds a digit instead of a backtracking DIGIT split).
+_PARAMCHAR = r"(?:[\[\]/:&+$A-Za-z0-9\-_.!~*'()]|%[0-9A-Fa-f]{2})"
+_PAR = rf"(?:;(?!(?i:phone-context)=)[A-Za-z0-9\-]+(?:={_PARAMCHAR}+)?)"
+_GLOBAL_DIGITS = r"\+(?=[0-9\-.()]*[0-9])[0-9\-.()]+"
+_LOCAL_DIGITS = r"(?=[0-9A-Fa-f*#\-.()]*[0-9A-Fa-f*#])[0-9A-Fa-f*#\-.()]+"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?"
+_CONTEXT = rf";(?i:phone-context)=(?:{_GLOBAL_DIGITS}|{_DOMAIN})"
+_TEL_URI = re.compile(
+    rf"[Tt][Ee][Ll]:(?:{_GLOBAL_DIGITS}(?:{_PAR}|{_CONTEXT})*"
+    rf"|{_LOCAL_DIGITS}{_PAR}*{_CONTEXT}{_PAR}*)"
+)
+MAX_URI_LENGTH = 4096  # as the SIP parser's bound on one URI
 
 
 def valid_uri(text: str) -> bool:
+    """A usable SIP/SIPS URI, or an RFC 3966 tel: URI (global, or local with context)."""
+    if len(text) > MAX_URI_LENGTH:
+        return False
     if text[:4].lower() == "tel:":
-        return bool(_TEL_URI.match(text))
+        return _TEL_URI.fullmatch(text) is not None
     from msrp_gateway.sip.uri import parse_uri  # lazy: keeps the registry usable alone
 
     try:

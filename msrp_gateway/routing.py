@@ -14,6 +14,7 @@ import ipaddress
 import re
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -60,27 +61,39 @@ _FAST_PATH_MAX = 2048  # longer values take the full parse (and its length check
 _TAG_ONLY = re.compile(r";tag=([A-Za-z0-9\-.!%*_+`'~]+)")
 
 
+@dataclass(frozen=True, slots=True)
+class Addr:
+    """What the view keeps of a From/To value: its URI text and tag. Frozen, because the
+    caches below hand the very same object to every request with that header text (a
+    mutable NameAddr, with its params dict, would be shared across requests)."""
+
+    uri: str
+    tag: str | None = None
+
+    @classmethod
+    def of(cls, name_addr: NameAddr) -> Addr:
+        return cls(name_addr.uri, name_addr.tag)
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _tagless_name_addr(value: str) -> NameAddr:
+def _tagless_addr(value: str) -> Addr:
     """A name-addr without header params, parsed once (a SIPParseError is not cached)."""
-    return parse_name_addr(value)
+    return Addr.of(parse_name_addr(value))
 
 
-def _parse_addr(value: str) -> NameAddr:
-    """parse_name_addr(value), with `<uri>` / `"Name" <uri>` parts parsed once per distinct
-    text and a trailing plain `;tag=token` (the part that changes per request) added to a
-    copy; anything else is parsed in full."""
+def _parse_addr(value: str) -> Addr:
+    """parse_name_addr(value) reduced to an Addr, with `<uri>` / `"Name" <uri>` parts parsed
+    once per distinct text and a trailing plain `;tag=token` (the part that changes per
+    request) added to a new Addr; anything else is parsed in full."""
     if len(value) <= _FAST_PATH_MAX:
         gt = value.rfind(">")
         if gt == len(value) - 1:
-            return _tagless_name_addr(value)
+            return _tagless_addr(value)
         if gt > 0:
             m = _TAG_ONLY.fullmatch(value, gt + 1)
             if m is not None:
-                base = _tagless_name_addr(value[:gt + 1])
-                if not base.params:
-                    return NameAddr(base.display, base.uri, {"tag": m.group(1)})
-    return parse_name_addr(value)
+                return Addr(_tagless_addr(value[:gt + 1]).uri, m.group(1))
+    return Addr.of(parse_name_addr(value))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -155,8 +168,8 @@ class RequestView:
         self.request: _Request = transaction.request
         self._trusted_nets = (trusted if isinstance(trusted, TrustedNetworks)
                               else TrustedNetworks(trusted))
-        self._from: NameAddr | None = None
-        self._to: NameAddr | None = None
+        self._from: Addr | None = None
+        self._to: Addr | None = None
         self.owned = False  # set when the transaction is handed on (the UA answers it)
 
     # request line and body
@@ -190,18 +203,18 @@ class RequestView:
 
     # From / To: parsed on first use; a broken one raises SIPParseError (the router answers
     # it with its code)
-    def _name_addr(self, name: str) -> NameAddr:
+    def _name_addr(self, name: str) -> Addr:
         value = self.request.headers.get(name)
         if value is None:
             raise SIPParseError(f"missing {name}")
         return _parse_addr(value)
 
-    def _from_addr(self) -> NameAddr:
+    def _from_addr(self) -> Addr:
         if self._from is None:
             self._from = self._name_addr("From")
         return self._from
 
-    def _to_addr(self) -> NameAddr:
+    def _to_addr(self) -> Addr:
         if self._to is None:
             self._to = self._name_addr("To")
         return self._to
@@ -328,6 +341,14 @@ def _script_line(tb: TracebackType | None, path: str) -> int | None:
 def _check_arity(fn: Any, n: int, path: str, name: str) -> None:
     if not callable(fn):
         raise RoutingScriptError(path, None, f"{name} is not a function")
+    call = getattr(fn, "__call__", None)
+    if any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+           for f in (fn, call) if f is not None):
+        # its coroutine would never run: every request would get 500, every event be lost
+        line = getattr(getattr(fn, "__code__", None), "co_firstlineno", None)
+        raise RoutingScriptError(
+            path, line, f"{name} is an async def: define it with a plain def (to wait, "
+            "return a Deferred, e.g. Deferred.fromCoroutine(coro))")
     try:
         inspect.signature(fn).bind(*([None] * n))
     except TypeError:
