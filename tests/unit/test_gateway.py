@@ -706,3 +706,172 @@ def test_any_interleaving_answers_every_request_once_and_leaks_nothing(ops) -> N
     assert h.gw.list_sessions() == []
     assert not any(not s.ended for s in h.ua.by_id.values())
     assert h.clock.getDelayedCalls() == []
+
+
+# -- audit fixes (issue 5 follow-up) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "INFO"])
+def test_msg_to_msrp_for_a_non_message_is_refused_500_and_opens_nothing(
+        h: Harness, method: str, logged) -> None:
+    req = request(method)  # text/plain body: only the method is wrong
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == ERR_PARAMS
+    assert status(req) == 500  # not 202: an INVITE answered 2xx would open a dialog
+    assert h.gw.list_sessions() == [] and h.ua.by_id == {}
+    assert any(e.get("method") == method and e["log_level"].name == "error" for e in logged)
+    # also on an existing session: nothing is sent for it
+    sid = answered(h)
+    again = request(method, cseq=5)
+    assert h.gw.msg_to_msrp(again, KEY, "text/plain") == ERR_PARAMS
+    assert status(again) == 500 and h.ua.sent == [] and h.ua.by_id[sid].ended is False
+
+
+def _report(status_line: str | None):
+    from msrp_gateway.msrp.message import MSRPRequest
+
+    headers = [("To-Path", "msrp://127.0.0.1:2855/gw;tcp"),
+               ("From-Path", "msrp://127.0.0.1:2856/peer;tcp"), ("Message-ID", "m42")]
+    if status_line is not None:
+        headers.append(("Status", status_line))
+    return MSRPRequest("t1", "REPORT", headers)
+
+
+@pytest.mark.parametrize("status_line,shown", [
+    ("000 408 Request Timeout", "000 408 Request Timeout"),
+    ("000 413", "000 413"),
+    (None, None),
+])
+def test_failure_report_for_a_sent_body_is_logged_at_warn_with_key_and_status(
+        h: Harness, logged, status_line, shown) -> None:
+    sid = answered(h)
+    h.ua.by_id[sid].handler.report_received(sid, _report(status_line))
+    [warned] = [e for e in logged if e.get("key") == KEY and e["log_level"].name == "warn"]
+    assert warned["status"] == shown and warned["message_id"] == "m42"
+    assert h.sip.sent == []  # never passed on as a MESSAGE
+
+
+def test_success_report_is_not_a_warning(h: Harness, logged) -> None:
+    sid = answered(h)
+    h.ua.by_id[sid].handler.report_received(sid, _report("000 200 OK"))
+    assert not [e for e in logged if e.get("key") == KEY and e["log_level"].name == "warn"]
+
+
+def test_report_with_a_broken_status_is_logged_not_raised(h: Harness, logged) -> None:
+    sid = answered(h)
+    h.ua.by_id[sid].handler.report_received(sid, _report("garbage"))
+    assert [e for e in logged if e.get("key") == KEY and e["log_level"].name == "warn"]
+
+
+@pytest.mark.parametrize("outcome,status_", [("486", 486), ("timeout", 408)])
+def test_every_generated_message_that_fails_is_logged_with_its_key(
+        h: Harness, logged, outcome: str, status_: int) -> None:
+    d = h.gw.send_message(BOB, ALICE, ALICE, b"could not be delivered", key="k-notice")
+    if outcome == "timeout":
+        h.sip.time_out(0)
+    else:
+        h.sip.answer(0, 486, "Busy Here")
+    assert d.result == (status_, "Busy Here" if status_ == 486 else "Request Timeout")
+    [warned] = [e for e in logged if e.get("key") == "k-notice"]
+    assert warned["status"] == status_ and warned["log_level"].name == "warn"
+
+
+def test_a_generated_message_answered_2xx_logs_nothing(h: Harness, logged) -> None:
+    d = h.gw.send_message(BOB, ALICE, ALICE, b"hi", key="k-ok")
+    h.sip.answer(0, 202, "Accepted")
+    assert d.result == (202, "Accepted")
+    assert [e for e in logged if e.get("key") == "k-ok"] == []
+
+
+def _refusing_ua(h: Harness, code: int, comment: str) -> None:
+    """The UA refuses every SEND on the spot, as MSRPSession.send does when the link's send
+    queue is full (an already failed Deferred)."""
+    from twisted.internet import defer
+
+    from msrp_gateway.msrp.session import MSRPSendError
+
+    h.ua.send = lambda *a, **kw: defer.fail(MSRPSendError(code, comment))
+
+
+def test_send_refused_on_the_spot_answers_the_message_503_with_retry_after(
+        h: Harness, logged) -> None:
+    sid = answered(h)
+    _refusing_ua(h, 503, "send queue full (1024 messages)")
+    req = request()
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == ERR_LIMIT
+    assert status(req) == 503  # not 202 and a body lost afterwards
+    assert int(reply_headers(req)["Retry-After"]) > 0
+    assert any(e.get("key") == KEY and "send queue full" in str(e.get("comment"))
+               for e in logged)
+    assert h.gw.session(KEY) is not None and not h.ua.by_id[sid].ended  # session kept
+
+
+def test_body_over_the_peers_max_size_answers_413(h: Harness) -> None:
+    answered(h)
+    _refusing_ua(h, 413, "the peer takes messages of at most 10 bytes (a=max-size)")
+    req = request(body=b"x" * 11)
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == ERR_PARAMS
+    assert status(req) == 413
+
+
+def test_ua_send_raising_answers_503_not_202(h: Harness) -> None:
+    answered(h)
+
+    def boom(*a, **kw):
+        raise RuntimeError("stack stopped")
+
+    h.ua.send = boom
+    req = request()
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == ERR_LIMIT
+    assert status(req) == 503
+
+
+def test_send_that_fails_later_keeps_202_and_logs_with_the_key(h: Harness, logged) -> None:
+    from msrp_gateway.msrp.session import MSRPSendError
+
+    answered(h)
+    req = request()
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == OK
+    assert status(req) == 202
+    h.ua.sent[0][3].errback(MSRPSendError(503, "connection lost"))
+    assert any(e.get("key") == KEY and e.get("code") == 503 for e in logged)
+
+
+def test_queued_bodies_refused_at_establishment_are_logged_with_the_key(
+        h: Harness, logged) -> None:
+    h.gw.msg_to_msrp(request(), KEY, "text/plain")
+    _refusing_ua(h, 503, "send queue full")
+    h.ua.establish(h.ua.last().session_id)
+    assert any(e.get("key") == KEY and e.get("code") == 503 for e in logged)
+
+
+@pytest.mark.parametrize("uri,ok", [
+    ("tel:+15551234", True),
+    ("tel:+1-555-123-4567;ext=22", True),
+    ("tel:7042;phone-context=example.com", True),
+    ("tel:863-1234;phone-context=+1-914-555", True),
+    ("TEL:+4420(7946)0000", True),
+    ("tel:abc", False),  # hex digits are a local number: it needs a phone-context
+    ("tel:1234", False),
+    ("tel:+", False),
+    ("tel:+-.()", False),
+    ("tel:", False),
+    ("tel:+1 555", False),
+    ("tel:+15551234;x=a b", False),
+    ("tel:+1<script>", False),
+    ("tel:12;phone-context=", False),
+    pytest.param("tel:+1" + "2" * 5000, False, id="tel-too-long"),
+])
+def test_tel_uri_params_need_rfc3966_number_syntax(h: Harness, uri: str, ok: bool) -> None:
+    invite = request("INVITE", ctype="application/sdp", body=b"v=0\r\n")
+    rc = h.gw.msrp_gw_answer(invite, KEY, "text/plain", BOB, ALICE, uri)
+    assert (rc, status(invite)) == ((OK, 200) if ok else (ERR_PARAMS, 400))
+
+
+def test_tel_uri_check_refuses_hostile_input() -> None:
+    from msrp_gateway.registry import valid_uri
+
+    # long runs that a backtracking DIGIT split would chew on: refused (how fast is for
+    # bench/, not a test)
+    for bad in ("tel:" + "a-" * 2000 + ";", "tel:a" + ";p=1" * 1000 + "x",
+                "tel:+" + "-" * 4000, "tel:1;phone-context=" + "a." * 2000 + "-"):
+        assert not valid_uri(bad)

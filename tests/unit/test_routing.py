@@ -379,3 +379,56 @@ def test_trusted_answer_per_source_is_remembered_but_right_for_each() -> None:
         assert not RequestView(txn(source="192.0.2.1"), trust).trusted
         assert not RequestView(txn(source="not-an-ip"), trust).trusted
     assert RequestView(txn(source="10.1.1.1"), nets).trusted  # a plain list still works
+
+
+# -- audit fixes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,name,line", [
+    ("async def route(req, gw):\n    pass\n", "route", 1),
+    ("def route(req, gw):\n    pass\n\n\nasync def on_event(name, params, gw):\n    pass\n",
+     "on_event", 5),
+    ("class R:\n    async def __call__(self, req, gw):\n        pass\n\nroute = R()\n",
+     "route", None),
+    ("async def route(req, gw):\n    yield 1\n", "route", 1),
+])
+def test_async_def_route_or_on_event_is_refused_at_load_naming_the_file(
+        tmp_path, text: str, name: str, line: int | None) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RoutingScriptError) as e:
+        Router(World().gw, script=path)
+    assert e.value.path == path and e.value.line == line
+    assert f"{name} is an async def" in str(e.value) and path in str(e.value)
+
+
+def test_the_default_on_event_failure_message_that_fails_is_logged_with_the_key(
+        world: World, logged) -> None:
+    world.router(txn())
+    key = world.gw.list_sessions()[0]["key"]
+    world.ua.fail(world.ua.last().session_id, 486, "Busy Here")
+    world.sip.answer(0, 404, "Not Found")  # the failure notice itself is refused
+    warned = [e for e in logged if e.get("key") == key and e.get("status") == 404]
+    assert warned and warned[0]["log_level"].name == "warn"
+
+
+@pytest.mark.parametrize("value", [v for v in NAME_ADDRS if v not in (
+    '"unterminated <sip:u@h>;tag=x',)])
+def test_cached_from_to_values_are_frozen_not_shared_mutable_objects(value: str) -> None:
+    from dataclasses import FrozenInstanceError, fields
+
+    from msrp_gateway.routing import _parse_addr
+    from msrp_gateway.sip.uri import SIPParseError
+
+    try:
+        first = _parse_addr(value)
+    except SIPParseError:
+        return  # refused every time (test above): nothing cached
+    second = _parse_addr(value)
+    for f in fields(first):  # nothing inside can be changed in place either
+        assert isinstance(getattr(first, f.name), (str, type(None))), f.name
+    with pytest.raises(FrozenInstanceError):
+        first.uri = "sip:mallory@evil.example"
+    assert second.uri == _parse_addr(value).uri != "sip:mallory@evil.example"
+    # and a view of a later request sees its own values, whatever an earlier one did
+    view = RequestView(txn(frm=value, cseq=9))
+    assert view.from_uri == second.uri and view.from_tag == second.tag
