@@ -12,6 +12,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
+from .grammar import (
+    _END_MARK,
+    _IDENT_OUT_RE,
+    _IDENT_STR_IN_RE,
+    _REPORT_VALUES,
+    _check_path,
+    _check_text,
+)
 from .message import ByteRange, MSRPHeaders, MSRPParseError, MSRPRequest, new_ident
 
 __all__ = [
@@ -36,6 +44,29 @@ def _path_text(path: Sequence[str] | str) -> str:
     return path if isinstance(path, str) else " ".join(path)
 
 
+def path_head(to_path: Sequence[str] | str, from_path: Sequence[str] | str) -> bytes:
+    """The `To-Path`/`From-Path` lines of every frame a session sends, checked once.
+
+    A session builds them when its paths are set and hands them to each `Chunker`, which
+    then writes them as they are (ValueError for a path s.9 forbids).
+    """
+    lines = []
+    for name, value in (("To-Path", _path_text(to_path)), ("From-Path", _path_text(from_path))):
+        _check_text(name, value)
+        try:
+            _check_path(name, value)
+        except MSRPParseError as e:
+            raise ValueError(e.reason) from None
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("utf-8")
+
+
+def _wire_contains_end_line(body: bytes, end_line: bytes) -> bool:
+    """Would a parser see `end_line` + flag + CRLF inside this body (or ending it early)?"""
+    framed = b"\r\n" + body + b"\r\n"
+    return any(b"\r\n" + end_line + f + b"\r\n" in framed for f in (b"+", b"$", b"#"))
+
+
 class Chunker:
     """One outgoing message as a lazy series of SEND requests (`+` ... `$`, or `#`).
 
@@ -57,6 +88,7 @@ class Chunker:
         success_report: str | None = None,
         extra_headers: Iterable[tuple[str, str]] = (),
         new_transaction_id: Callable[[], str] = new_ident,
+        path_head: bytes | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("MSRP chunk_size must be a positive number of bytes")
@@ -75,6 +107,8 @@ class Chunker:
         self._offset = 0
         self._started = False
         self._finished = False
+        self._path_head = path_head
+        self._wire: tuple[bytes, bytes] | None = None  # (head lines, Content-Type block)
 
     @property
     def total(self) -> int:
@@ -121,6 +155,89 @@ class Chunker:
         if flag == "$":
             self._finished = True
         return self._request(start, self.body[start:end], flag)
+
+    def next_wire(self) -> tuple[str, bytes] | None:
+        """`next_chunk()` already serialized: (transaction id, wire bytes), or None.
+
+        The hot path of every SEND: the message's caller-supplied parts (Message-ID,
+        content type, report flags, paths unless the session gave `path_head`) are checked
+        once, on the first chunk; each chunk then only adds its Byte-Range, body and
+        end-line, written exactly as `MSRPRequest.to_bytes()` would. Raises ValueError for
+        what s.9 forbids (as `to_bytes()`); a body holding the end-line of its transaction
+        id gets another id. Messages with `extra_headers` take the checked slow path.
+        """
+        if self._extra:
+            req = self.next_chunk()
+            if req is None:
+                return None
+            return self._serialize_checked(req)
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = self._build_wire()
+        if self._finished:
+            return None
+        if self._started and self._offset >= self.total:
+            self._finished = True
+            return None
+        self._started = True
+        start = self._offset
+        total = len(self.body)
+        end = min(start + self.chunk_size, total)
+        self._offset = end
+        if end >= total:
+            self._finished = True
+            flag = b"$"
+        else:
+            flag = b"+"
+        data = self.body[start:end] if (start or end < total) else self.body
+        head, ct = wire
+        rng = f"Byte-Range: {start + 1}-{end}/{total}\r\n".encode("ascii")
+        for _ in range(4):
+            tid = self._new_tid()
+            if not _IDENT_OUT_RE.match(tid):
+                raise ValueError(f"MSRP transaction id {tid!r} is not a valid ident")
+            tid_b = tid.encode("ascii")
+            end_line = _END_MARK + tid_b
+            if data and end_line in data and _wire_contains_end_line(data, end_line):
+                continue  # pick another id (RFC 4975 s.7.1: the body must not hold it)
+            if data and ct:
+                return tid, b"".join((b"MSRP ", tid_b, b" SEND\r\n", head, rng, ct, data,
+                                      b"\r\n", end_line, flag, b"\r\n"))
+            return tid, b"".join((b"MSRP ", tid_b, b" SEND\r\n", head, rng, end_line, flag,
+                                  b"\r\n"))
+        raise ValueError("MSRP body contains its own end-line; pick another id")
+
+    def _build_wire(self) -> tuple[bytes, bytes]:
+        """Check the message's own parts once; the header lines every chunk repeats."""
+        if not _IDENT_STR_IN_RE.match(self.message_id):
+            raise ValueError(f"Message-ID {self.message_id!r} is not an ident")
+        head = self._path_head
+        if head is None:
+            head = path_head(self._to_path, self._from_path)
+        lines = [f"Message-ID: {self.message_id}\r\n"]
+        for name, value in (("Success-Report", self._success_report),
+                            ("Failure-Report", self._failure_report)):
+            if value is not None:
+                if value.lower() not in _REPORT_VALUES[name]:
+                    raise ValueError(f"{name}: {value!r} is not allowed")
+                lines.append(f"{name}: {value}\r\n")
+        ct = b""
+        if self.content_type is not None:
+            _check_text("Content-Type", self.content_type)
+            if "/" not in self.content_type:
+                raise ValueError(f"Content-Type {self.content_type!r} is not a media type")
+            ct = f"Content-Type: {self.content_type}\r\n\r\n".encode("utf-8")
+        return head + "".join(lines).encode("utf-8"), ct
+
+    def _serialize_checked(self, req: MSRPRequest) -> tuple[str, bytes]:
+        for _ in range(3):
+            try:
+                return req.transaction_id, req.to_bytes()
+            except ValueError as e:
+                if "end-line" not in str(e):
+                    raise
+                req.transaction_id = self._new_tid()
+        return req.transaction_id, req.to_bytes()
 
     def abort(self) -> MSRPRequest | None:
         """A bodiless `#` SEND telling the peer to drop what it has (None if already done)."""

@@ -8,6 +8,8 @@ matches the requests it reads to sessions.
 
 from __future__ import annotations
 
+import heapq
+import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Callable
 
@@ -66,7 +68,17 @@ class LinkCore:
         self._own_uri = own_uri
         self.counters = counters if counters is not None else MSRPCounters()
         self.sessions: set[MSRPSession] = set()
-        self.pending: dict[str, tuple[OutgoingMessage, Timer | None]] = {}
+        # SENDs awaiting their response: tid -> message. Their deadlines wait in one heap
+        # under one DelayedCall (the earliest), not one timer per SEND.
+        self.pending: dict[str, OutgoingMessage] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._deadline_call: Timer | None = None
+        self._deadline_at = 0.0
+        self._deadline_seq = 0
+        # Transaction ids need only be unique on this connection (RFC 4975 s.7.1): a
+        # random prefix per connection and a counter (Message-IDs stay from `secrets`).
+        self._tid_prefix = secrets.token_hex(6)
+        self._tid_seq = 0
         self._queue: deque[OutgoingMessage] = deque()
         self._queued_bytes = 0
         self._inflight: set[OutgoingMessage] = set()
@@ -83,6 +95,12 @@ class LinkCore:
         self.on_lost: Callable[[str], None] | None = None
         self._arm_idle()
 
+    def new_tid(self) -> str:
+        """A transaction id unique on this connection: `<random prefix>.<counter>` (the
+        dot keeps it apart from the hex ids of `new_id`, e.g. a relay's AUTH)."""
+        self._tid_seq += 1
+        return f"{self._tid_prefix}.{self._tid_seq:x}"
+
     # -- sessions -----------------------------------------------------------------------
     def attach(self, session: MSRPSession) -> None:
         self.sessions.add(session)
@@ -95,10 +113,11 @@ class LinkCore:
         for msg in [m for m in self._queue if m.session is session]:
             self._queue.remove(msg)
             self._queued_bytes -= msg.size
-        for tid, (msg, _) in list(self.pending.items()):
+        for tid, msg in list(self.pending.items()):
             if msg.session is session:
                 del self.pending[tid]
         self._fail_session_messages(session, why)
+        self._arm_deadline()
         if not self.sessions:
             self._arm_idle()
 
@@ -154,10 +173,11 @@ class LinkCore:
             raise SessionError(CONNECTION_LOST, "connection lost")
         if len(self._queue) >= self.settings.max_queued_messages:
             raise SessionError(QUEUE_FULL, f"send queue full "
-                               f"({self.settings.max_queued_messages} messages)")
+                               f"({self.settings.max_queued_messages} messages, "
+                               f"max_queued_messages)")
         if self._queued_bytes + msg.size > self.settings.max_queued_bytes:
             raise SessionError(QUEUE_FULL, f"send queue full "
-                               f"({self.settings.max_queued_bytes} bytes)")
+                               f"({self.settings.max_queued_bytes} bytes, max_queued_bytes)")
         self._queue.append(msg)
         self._queued_bytes += msg.size
         self._inflight.add(msg)
@@ -188,10 +208,9 @@ class LinkCore:
             queue.append(msg)
             tid, data = frame
             if msg.failure_report != "no":
-                call = self.clock.callLater(self.settings.response_timeout,
-                                            self._timeout, tid)
-                self.pending[tid] = (msg, call)
-                msg.outstanding[tid] = call
+                self.pending[tid] = msg
+                msg.outstanding[tid] = None
+                self._add_deadline(tid)
             self._write(data)
 
     def _fail(self, msg: OutgoingMessage, code: int, comment: str | None) -> None:
@@ -202,17 +221,67 @@ class LinkCore:
         """
         for tid in list(msg.outstanding):
             self.pending.pop(tid, None)
+        if not self.pending and self._deadline_call is not None:
+            self._arm_deadline()
         if code != 413 and not self.lost and not msg.done:
             data = msg.abort_frame()
             if data is not None:
                 self._write(data)
         msg.fail(code, comment)
 
-    def _timeout(self, tid: str) -> None:
-        entry = self.pending.pop(tid, None)
-        if entry is None:
+    # -- response deadlines: one heap, one DelayedCall for the earliest -----------------
+    def _add_deadline(self, tid: str) -> None:
+        clock = self.clock
+        deadline = clock.seconds() + self.settings.response_timeout
+        self._deadline_seq += 1
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, self._deadline_seq, tid))
+        # Answered SENDs leave their entry behind (dropped when it reaches the top);
+        # rebuild when they outnumber the live ones, so the heap stays O(in flight).
+        if len(heap) > 64 + 2 * len(self.pending):
+            pending = self.pending
+            heap[:] = [e for e in heap if e[2] in pending]
+            heapq.heapify(heap)
+        call = self._deadline_call
+        if call is None or not call.active() or deadline < self._deadline_at:
+            self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        """(Re)arm the one DelayedCall for the earliest live deadline; none when idle."""
+        heap, pending = self._deadlines, self.pending
+        while heap and heap[0][2] not in pending:
+            heapq.heappop(heap)
+        call = self._deadline_call
+        if not heap or self.lost:
+            heap.clear()
+            if call is not None and call.active():
+                call.cancel()
+            self._deadline_call = None
             return
-        msg = entry[0]
+        first = heap[0][0]
+        if call is not None and call.active():
+            if self._deadline_at <= first:
+                return  # fires first and re-arms then
+            call.cancel()
+        self._deadline_at = first
+        self._deadline_call = self.clock.callLater(max(0.0, first - self.clock.seconds()),
+                                                   self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_call = None
+        heap = self._deadlines
+        # A hair of tolerance: `now + (first - now)` may round one ulp below `first`.
+        now = self.clock.seconds() + 1e-9
+        while heap and heap[0][0] <= now and not self.lost:
+            tid = heapq.heappop(heap)[2]
+            if tid in self.pending:
+                self._timeout(tid)
+        self._arm_deadline()
+
+    def _timeout(self, tid: str) -> None:
+        msg = self.pending.pop(tid, None)
+        if msg is None:
+            return
         msg.outstanding.pop(tid, None)
         if msg.failure_report == "partial":
             msg.maybe_succeed()  # no news is good news: only negatives are sent
@@ -340,12 +409,12 @@ class LinkCore:
                 waiting[1].cancel()
             waiting[0].callback(resp)
             return
-        entry = self.pending.pop(resp.transaction_id, None)
-        if entry is None:
+        pending = self.pending
+        msg = pending.pop(resp.transaction_id, None)
+        if msg is None:
             return  # late (after a timeout) or not ours: nothing to do
-        msg, call = entry
-        if call is not None and call.active():
-            call.cancel()
+        if not pending and self._deadline_call is not None:
+            self._arm_deadline()  # nothing left to time out: no timer left behind
         msg.outstanding.pop(resp.transaction_id, None)
         if resp.status >= 300:
             self._fail(msg, resp.status, resp.comment)  # 413 included: stop the rest
@@ -400,10 +469,8 @@ class LinkCore:
             if c is not None and c.active():
                 c.cancel()
         self._idle_call = self._frame_call = None
-        for _, call in self.pending.values():
-            if call is not None and call.active():
-                call.cancel()
         self.pending.clear()
+        self._arm_deadline()
         self._queue.clear()
         self._queued_bytes = 0
         inflight = list(self._inflight)

@@ -6,7 +6,7 @@ each chunk goes out and feeds the responses back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer
 
@@ -27,7 +27,11 @@ class OutgoingMessage:
                  "deferred", "outstanding", "_chunker", "written_all", "done")
 
     def __init__(self, session: MSRPSession, content_type: str | None, body: bytes,
-                 failure_report: str, success_report: str, chunk_size: int) -> None:
+                 failure_report: str, success_report: str, chunk_size: int, *,
+                 new_tid: Callable[[], str] = new_id, path_head: bytes | None = None) -> None:
+        """`new_tid` gives transaction ids unique on the connection (the link's);
+        `path_head` is the session's To-Path/From-Path lines, built once (see
+        `chunks.path_head`). The Message-ID stays unguessable (`secrets`)."""
         self.session = session
         self.message_id = new_id()
         self.size = len(body)
@@ -42,15 +46,14 @@ class OutgoingMessage:
             from_path=session.local_uri, content_type=content_type, chunk_size=chunk_size,
             failure_report=None if failure_report == "yes" else failure_report,
             success_report=None if success_report == "no" else success_report,
-            new_transaction_id=new_id)
+            new_transaction_id=new_tid, path_head=path_head)
 
     def next_frame(self) -> tuple[str, bytes] | None:
         """(transaction id, wire bytes) of the next chunk; None once all are out."""
-        req = self._chunker.next_chunk()
-        if req is None:
+        frame = self._chunker.next_wire()
+        if frame is None:
             self.written_all = True
-            return None
-        return _serialize_fresh(req)
+        return frame
 
     def abort_frame(self) -> bytes | None:
         """A bodiless `#` chunk telling the peer to drop what it has, if chunks remain."""
@@ -61,7 +64,7 @@ class OutgoingMessage:
             return None
         self.written_all = True
         try:
-            return _serialize_fresh(req)[1]
+            return self._chunker._serialize_checked(req)[1]
         except ValueError:
             return None
 
@@ -79,19 +82,3 @@ class OutgoingMessage:
         if not self.done and self.written_all and not self.outstanding:
             self.done = True
             self.deferred.callback(200)
-
-
-def _serialize_fresh(req: MSRPRequest) -> tuple[str, bytes]:
-    """Serialize, picking another transaction id in the (rare) case the body holds ours.
-
-    Raises ValueError for anything else RFC 4975 s.9 forbids (e.g. a bad content type).
-    """
-    for _ in range(3):
-        try:
-            return req.transaction_id, req.to_bytes()
-        except ValueError as e:
-            if "end-line" not in str(e):
-                raise
-            req.transaction_id = new_id()
-    return req.transaction_id, req.to_bytes()
-

@@ -352,11 +352,14 @@ def _build(
                     raise MSRPParseError(f"duplicate MSRP header {name}")
                 seen[key] = value
             items.append((name, key, value))
-    headers = MSRPHeaders._from_parsed(items)
+    # What is checked here is kept on the headers: the session asks for it again.
+    memo: dict[str, object] = {}
     for key, label in (("to-path", "To-Path"), ("from-path", "From-Path")):
         if key not in seen:
             raise MSRPParseError(f"missing {label}")
         _check_path(label, seen[key])
+        memo[key] = tuple(seen[key].split())
+    headers = MSRPHeaders._from_parsed(items, memo)
     if _STATUS_START_RE.match(start_s):
         if has_body and (body or "content-type" in seen):
             raise MSRPParseError("an MSRP response carries no body")
@@ -374,7 +377,7 @@ def _build(
             raise MSRPParseError("malformed Message-ID")
     br = seen.get("byte-range")
     if br is not None:
-        parse_byte_range(br)
+        memo["byte-range"] = parse_byte_range(br)
     st = seen.get("status")
     if st is not None:
         parse_report_status(st)

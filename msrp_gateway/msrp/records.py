@@ -7,7 +7,7 @@ s.9 allows; the parser builds these records from the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Union
+from typing import Callable, Iterable, Iterator, Mapping, Union
 
 from .grammar import (
     ByteRange,
@@ -22,14 +22,21 @@ __all__ = ["HeadersArg", "MSRPFrame", "MSRPHeaders", "MSRPRequest", "MSRPRespons
 
 
 class MSRPHeaders:
-    """Ordered, case-insensitive multimap of header name -> str value; names kept as written."""
+    """Ordered, case-insensitive multimap of header name -> str value; names kept as written.
 
-    __slots__ = ("_items",)
+    An incoming SEND is asked for the same headers many times on its way (matching,
+    reassembly, the response): the first `get` indexes the block, and typed values (paths,
+    Byte-Range, report flags) are kept in `_memo`; every change forgets both.
+    """
+
+    __slots__ = ("_items", "_index", "_memo")
 
     def __init__(
         self, items: Iterable[tuple[str, str]] | Mapping[str, str] | None = None
     ) -> None:
         self._items: list[tuple[str, str, str]] = []
+        self._index: dict[str, str] | None = None
+        self._memo: dict[str, object] | None = None
         if items is None:
             return
         pairs = items.items() if isinstance(items, Mapping) else items
@@ -37,17 +44,38 @@ class MSRPHeaders:
             self._items.append((name, name.lower(), value))
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> "MSRPHeaders":
+    def _from_parsed(cls, items: list[tuple[str, str, str]],
+                     memo: dict[str, object] | None = None) -> "MSRPHeaders":
         h = cls.__new__(cls)
         h._items = items
+        h._index = None
+        h._memo = memo
         return h
 
+    def _changed(self) -> None:
+        self._index = None
+        self._memo = None
+
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.lower()
-        for _, k, v in self._items:
-            if k == key:
-                return v
-        return default
+        index = self._index
+        if index is None:
+            index = {}
+            for _, k, v in self._items:
+                if k not in index:
+                    index[k] = v
+            self._index = index
+        return index.get(name.lower(), default)
+
+    def _typed(self, key: str, make: Callable[[str | None], object]) -> object:
+        """`make(value of header key)`, computed once until the headers change."""
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        elif key in memo:
+            return memo[key]
+        value = make(self.get(key))
+        memo[key] = value
+        return value
 
     def get_all(self, name: str) -> list[str]:
         key = name.lower()
@@ -55,10 +83,13 @@ class MSRPHeaders:
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, name.lower(), value))
+        if self._index is not None or self._memo is not None:
+            self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of `name` by one, at the first one's place (else append)."""
         key = name.lower()
+        self._changed()
         for i, (_, k, _) in enumerate(self._items):
             if k == key:
                 self._items[i] = (name, key, value)
@@ -69,6 +100,7 @@ class MSRPHeaders:
     def remove(self, name: str) -> int:
         key = name.lower()
         before = len(self._items)
+        self._changed()
         self._items = [t for t in self._items if t[1] != key]
         return before - len(self._items)
 
@@ -76,7 +108,7 @@ class MSRPHeaders:
         return [(n, v) for n, _, v in self._items]
 
     def copy(self) -> "MSRPHeaders":
-        return MSRPHeaders._from_parsed(list(self._items))
+        return MSRPHeaders._from_parsed(list(self._items), None)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -99,6 +131,27 @@ class MSRPHeaders:
         return f"MSRPHeaders({self.items()!r})"
 
 
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple((value or "").split())
+
+
+def _stripped(value: str | None) -> str | None:
+    return None if value is None else value.strip()
+
+
+def _byte_range(value: str | None) -> ByteRange | None:
+    # A bad value raises MSRPParseError each time it is asked for (nothing is kept).
+    return None if value is None else parse_byte_range(value)
+
+
+def _failure(value: str | None) -> str:
+    return "yes" if value is None else value.strip().lower()
+
+
+def _success(value: str | None) -> str:
+    return "no" if value is None else value.strip().lower()
+
+
 HeadersArg = Union[MSRPHeaders, Iterable[tuple[str, str]], Mapping[str, str], None]
 
 
@@ -114,16 +167,15 @@ class _Accessors:
 
     @property
     def to_path(self) -> list[str]:
-        return (self.headers.get("To-Path") or "").split()
+        return list(self.headers._typed("to-path", _split))  # type: ignore[call-overload]
 
     @property
     def from_path(self) -> list[str]:
-        return (self.headers.get("From-Path") or "").split()
+        return list(self.headers._typed("from-path", _split))  # type: ignore[call-overload]
 
     @property
     def message_id(self) -> str | None:
-        value = self.headers.get("Message-ID")
-        return None if value is None else value.strip()
+        return self.headers._typed("message-id", _stripped)  # type: ignore[return-value]
 
     @property
     def use_path(self) -> list[str]:
@@ -162,26 +214,23 @@ class MSRPRequest(_Accessors):
     @property
     def byte_range(self) -> ByteRange:
         """The Byte-Range header; absent means the body is the whole message."""
-        value = self.headers.get("Byte-Range")
-        if value is None:
+        br = self.headers._typed("byte-range", _byte_range)
+        if br is None:  # absent: depends on the body, so not kept
             n = len(self.body)
             return ByteRange(1, n, n)
-        return parse_byte_range(value)
+        return br  # type: ignore[return-value]
 
     @property
     def content_type(self) -> str | None:
-        value = self.headers.get("Content-Type")
-        return None if value is None else value.strip()
+        return self.headers._typed("content-type", _stripped)  # type: ignore[return-value]
 
     @property
     def failure_report(self) -> str:
-        value = self.headers.get("Failure-Report")
-        return "yes" if value is None else value.strip().lower()
+        return self.headers._typed("failure-report", _failure)  # type: ignore[return-value]
 
     @property
     def success_report(self) -> str:
-        value = self.headers.get("Success-Report")
-        return "no" if value is None else value.strip().lower()
+        return self.headers._typed("success-report", _success)  # type: ignore[return-value]
 
     @property
     def status(self) -> ReportStatus | None:

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from .chunks import (
     BUDGET_EXHAUSTED,
+    path_head,
     AssembledMessage,
     Reassembler,
     ReassemblyBudget,
@@ -114,6 +115,9 @@ class MSRPSession:
             max_open=settings.max_reassemblies, timeout=settings.reassembly_timeout,
             budget=stack.reassembly_budget)
         self._expiry: Timer | None = None
+        # The To-Path/From-Path lines of what we send, built once per remote path.
+        self._head: bytes | None = None
+        self._head_for: list[str] | None = None
 
     # -- set-up -------------------------------------------------------------------
     @property
@@ -180,9 +184,18 @@ class MSRPSession:
             return defer.fail(ValueError("a non-empty MSRP body needs a content type"))
         if self.closed or self.link is None:
             return defer.fail(MSRPSendError(NOT_CONNECTED, "session is not connected"))
-        msg = OutgoingMessage(self, content_type, body, fr, sr, self.settings.chunk_size)
+        link = self.link
+        head = self._head
+        if head is None or self._head_for is not self.remote_path:
+            try:
+                head = self._head = path_head(self.send_path, self.local_uri)
+            except ValueError as e:
+                return defer.fail(MSRPSendError(400, f"cannot send on this path: {e}"))
+            self._head_for = self.remote_path
+        msg = OutgoingMessage(self, content_type, body, fr, sr, self.settings.chunk_size,
+                              new_tid=link.new_tid, path_head=head)
         try:
-            self.link.enqueue(msg)
+            link.enqueue(msg)
         except SessionError as e:
             return defer.fail(MSRPSendError(e.code, e.comment))
         return msg.deferred
