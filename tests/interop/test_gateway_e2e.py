@@ -288,7 +288,8 @@ def test_mi_end_session_byes_the_msrp_side(world: World) -> None:
     w.peer.expect("established", timeout=10, sid=sid)
     key = f"sip:{paul}@127.0.0.1-sip:{opal}@127.0.0.1"
     assert w.gw.mi("msrp_gw_end_session", {"key": key})["result"] == "OK"
-    assert w.peer.expect("terminated", timeout=10, sid=sid)["why"]
+    # the gateway's BYE, not a dropped connection, is what ends it at the peer
+    assert "BYE" in w.peer.expect("terminated", timeout=10, sid=sid)["why"]
     assert w.session(key) is None
     gone = w.gw.mi("msrp_gw_end_session", {"key": key})
     assert gone["error"] == {"code": 404, "message": "Session doesn't exist"}
@@ -454,7 +455,7 @@ def test_message_timeout_and_session_timeout_end_sessions_with_bye(small: World,
     sid = w.peer.expect("invite", timeout=10, has="sip:rita@")["sid"]
     opened = time.monotonic()
     term = w.peer.expect("terminated", timeout=10, sid=sid)
-    assert term["why"] and time.monotonic() - opened >= 2
+    assert "BYE" in term["why"] and time.monotonic() - opened >= 2
     # MESSAGEs every second but no SEND: session_timeout (4 s) ends it
     assert raw_message(w.gw, udp, "tina", "uma", w.peer.sip_port, "m0", 1) == "202"
     sid = w.peer.expect("invite", timeout=10, has="sip:tina@")["sid"]
@@ -469,6 +470,7 @@ def test_message_timeout_and_session_timeout_end_sessions_with_bye(small: World,
             break
         assert time.monotonic() - opened < 10, "session_timeout never ended the session"
     assert time.monotonic() - opened >= 3.5
+    assert "BYE" in ended[0]["why"], ended
 
 
 def test_sigterm_byes_every_session_and_exits(small: World, udp: socket.socket) -> None:
@@ -484,26 +486,55 @@ def test_sigterm_byes_every_session_and_exits(small: World, udp: socket.socket) 
     began = time.monotonic()
     w.gw.stop(timeout=10)
     assert time.monotonic() - began < 8
-    for sid in sids:  # each peer session hears the gateway's BYE
-        assert w.peer.expect("terminated", timeout=5, sid=sid)["why"]
+    for sid in sids:  # each peer session hears the gateway's BYE (not only a closed socket)
+        assert "BYE" in w.peer.expect("terminated", timeout=5, sid=sid)["why"]
     assert "msrpgw stopped" in w.gw.log()
+
+
+def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_small_run(small: World) -> None:
+    """After the bounds, timeouts and shutdown above (503s, BYEs, the SIGTERM) on the small
+    gateway: its own capture is analysed too."""
+    w = small
+    usable_capture(w)
+    w.capture.stop()
+    sip_ports = [w.gw.sip_port, w.peer.sip_port] + w.sipp_ports
+    msrp_ports = [w.gw.msrp_port, w.peer.msrp_port]
+    sip = w.capture.tshark(sip_ports, msrp_ports, "sip.Method", "sip.Status-Code",
+                           display="sip")
+    for seen in ("MESSAGE", "INVITE", "BYE", "202", "503"):
+        assert seen in sip, f"{seen} missing from the small run's capture"
+    msrp = w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
+    assert "SEND" in msrp
+    assert_no_malformed(w, sip_ports, msrp_ports)
 
 
 # -- the capture ----------------------------------------------------------------------------
 
 
-def test_zz_tshark_sees_no_malformed_sip_or_msrp(world: World) -> None:
-    """Runs last in the module: a short exchange of its own, then the whole capture."""
+def usable_capture(w: World) -> None:
+    """Skip (fail under CI) when there is no capture to analyse."""
     if not HAVE_CAPTURE:
         if IN_CI:
             pytest.fail("dumpcap/tshark missing under CI")
         pytest.skip("needs dumpcap and tshark")
-    w = world
     if w.capture is None or w.capture.error:
         why = w.capture.error if w.capture else "no capture"
         if IN_CI:
             pytest.fail(f"dumpcap could not capture: {why}")
         pytest.skip(f"dumpcap could not capture: {why}")
+
+
+def assert_no_malformed(w: World, sip_ports: list[int], msrp_ports: list[int]) -> None:
+    bad = w.capture.tshark(sip_ports, msrp_ports,
+                           display="(sip or msrp) and (_ws.malformed or _ws.expert.severity "
+                                   ">= \"error\")")
+    assert bad.strip() == "", bad
+
+
+def test_zz_tshark_sees_no_malformed_sip_or_msrp(world: World) -> None:
+    """Runs last in the module: a short exchange of its own, then the whole capture."""
+    w = world
+    usable_capture(w)
     xena, yuri = user("xena"), user("yuri")
     phone = w.receiver(1)
     s = w.send_messages(xena, phone.port, yuri, 1, text="capture me")
@@ -521,7 +552,4 @@ def test_zz_tshark_sees_no_malformed_sip_or_msrp(world: World) -> None:
     msrp = w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
     assert "MESSAGE" in sip and "INVITE" in sip and "200" in sip
     assert "SEND" in msrp
-    bad = w.capture.tshark(sip_ports, msrp_ports,
-                           display="(sip or msrp) and (_ws.malformed or _ws.expert.severity "
-                                   ">= \"error\")")
-    assert bad.strip() == "", bad
+    assert_no_malformed(w, sip_ports, msrp_ports)
