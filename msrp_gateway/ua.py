@@ -271,6 +271,10 @@ class MSRPUserAgent:
         """Send one message; fires with the final MSRP status, errbacks `MSRPSendError`.
 
         Before the session is bound the message waits (bounded) and goes out on binding.
+        Refusals known at once (unknown session 481, a=max-size 413, a full queue 503:
+        the set-up queue or the connection's `max_queued_messages`) come back as a
+        Deferred that has already failed when returned, never as an exception, so the
+        caller can still answer its MESSAGE 503 instead of 202.
         """
         s = self._sessions.get(session_id)
         if s is None:
@@ -319,12 +323,38 @@ class MSRPUserAgent:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def stop(self) -> defer.Deferred[None]:
-        """End every session; fires when the BYEs sent so far are answered or timed out."""
+    def stop(self, deadline: float | None = None) -> defer.Deferred[None]:
+        """End every session; fires when the BYEs sent so far are answered or timed out.
+
+        With `deadline` (seconds) it fires by then at the latest, whatever the peers do (a
+        frozen peer, a UAS dialog still waiting for its ACK: up to 64*T1 each), and says
+        in one log line how many BYEs were still unanswered. SIGTERM stays bounded.
+        """
         for sid in list(self._sessions):
             self.end(sid)
         pending = list(self._byes)
-        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+        waited = defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+        if deadline is None or not pending:
+            return waited
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def give_up() -> None:
+            if not done.called:
+                left = sum(1 for d in pending if not d.called)
+                log.warn("UA stop: {n} of {total} BYE(s) unanswered after {t}s; not waiting "
+                         "for them", n=left, total=len(pending), t=deadline)
+                done.callback(None)
+
+        call = self._clock.callLater(max(0.0, deadline), give_up)
+
+        def finished(_: object) -> None:
+            if call.active():
+                call.cancel()
+            if not done.called:
+                done.callback(None)
+
+        waited.addBoth(finished)
+        return done
 
     # ------------------------------------------------------------------ set-up
 

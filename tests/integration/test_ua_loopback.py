@@ -84,7 +84,8 @@ class Party:
     """One user agent with its own SIP and MSRP listeners."""
 
     def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain",
-                 actpass_answer: str = "passive", host: str = "127.0.0.1") -> None:
+                 actpass_answer: str = "passive", host: str = "127.0.0.1",
+                 msrp_settings: SessionSettings | None = None) -> None:
         self.name = name
         self.host = host
         bracketed = f"[{host}]" if ":" in host else host
@@ -95,7 +96,7 @@ class Party:
         self.sip_port = self.transport.listen(f"tcp:{bracketed}:0").getHost().port
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{bracketed}:{self.sip_port}",
                             router=self.route, timers=FAST)
-        self.msrp = MSRPStack(reactor, tls=tls)
+        self.msrp = MSRPStack(reactor, tls=tls, settings=msrp_settings)
         scheme = "msrps" if tls else "msrp"
         self.msrp.listen(f"{scheme}:{bracketed}:0")
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp,
@@ -134,10 +135,12 @@ async def parties(tmp_path):
     made: list[Party] = []
 
     def make(kind: str = "tcp", types_b: str = "text/plain",
-             answer_b: str = "passive") -> tuple[Party, Party]:
+             answer_b: str = "passive",
+             msrp_settings_a: SessionSettings | None = None) -> tuple[Party, Party]:
         tls = make_tls(tmp_path) if kind == "tls" else None
         host = "::1" if kind == "tcp6" else "127.0.0.1"
-        a, b = Party("alice", tls, host=host), Party("bob", tls, types_b, answer_b, host=host)
+        a = Party("alice", tls, host=host, msrp_settings=msrp_settings_a)
+        b = Party("bob", tls, types_b, answer_b, host=host)
         made.extend([a, b])
         return a, b
 
@@ -183,6 +186,23 @@ async def test_messages_both_ways_then_bye_from_the_offerer(parties, kind):
     assert a.h.endings() == [("terminated", sid_a, "ended locally")]
     assert b.h.endings() == [("terminated", sid_b, "BYE from peer")]
     assert a.ua.sessions() == [] and b.ua.sessions() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_beyond_the_connection_queue_fails_at_once_and_the_rest_arrive(parties):
+    """The gateway answers a MESSAGE 503 instead of 202 only if ua.send fails on the spot."""
+    a, b = parties(msrp_settings_a=SessionSettings(max_inflight=1, max_queued_messages=2))
+    sid_a, sid_b = await establish(a, b)
+    d1 = a.ua.send(sid_a, "text/plain", b"one")
+    d2 = a.ua.send(sid_a, "text/plain", b"two")
+    d3 = a.ua.send(sid_a, "text/plain", b"three")
+    assert d3.called  # already failed when returned (no exception is raised)
+    failures: list[Any] = []
+    d3.addErrback(failures.append)
+    assert failures[0].value.code == 503 and "max_queued_messages" in failures[0].value.comment
+    assert await d1 == 200 and await d2 == 200
+    await b.h.wait("message", 2)
+    assert [e[3] for e in b.h.of("message")] == [b"one", b"two"]
 
 
 @pytest.mark.parametrize("kind", ["tcp", "tls"])
