@@ -18,6 +18,8 @@ stdin, one JSON object per line:
     {"cmd": "quiet", "on": true, "sample": 10}   # print only every 10th `message` event
                                                  # (load runs count them with `stats`)
     {"cmd": "stats"}                 # -> {"event": "stats", "messages": N, "sessions": N}
+    {"cmd": "stall", "on": true}     # stop (false: resume) reading every MSRP connection,
+                                     # as an overloaded peer does: the sender's queue fills
     {"cmd": "quit"}
 
 `send` with `"count": N` and `"rate": R` sends N messages at R per second (round-robin over
@@ -154,6 +156,8 @@ class Peer:
             self.quiet = bool(cmd.get("on", True))
             self.sample = int(cmd.get("sample", 0))
             emit(event="ok", cmd=name)
+        elif name == "stall":
+            emit(event="ok", cmd=name, connections=self.stall(bool(cmd.get("on", True))))
         elif name == "stats":
             emit(event="stats", messages=self.messages, sessions=len(self.established))
         elif name == "quit":
@@ -161,6 +165,20 @@ class Peer:
             d.addBoth(lambda _: self.reactor.stop())
         else:
             emit(event="error", error=f"unknown command {name!r}")
+
+    def stall(self, on: bool) -> int:
+        """Stop or resume reading our MSRP connections (a test tool may look inside the
+        stack it drives: the stack has no public switch for this)."""
+        protocols = list(getattr(self.msrp, "_protocols", ()))
+        for proto in protocols:
+            transport = proto.transport
+            if transport is None:
+                continue
+            if on:
+                transport.pauseProducing()
+            else:
+                transport.resumeProducing()
+        return len(protocols)
 
     def _body(self, cmd: dict[str, Any], i: int = 0) -> bytes:
         if "size" in cmd:

@@ -383,6 +383,13 @@ def test_setup_failure_raises_event_and_pages_the_sender(answering: World, mode,
 
 def raw_message(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user: str,
                 to_port: int, body: str, n: int) -> str:
+    """One MESSAGE over UDP from `sock`; the status code of its final answer."""
+    return raw_answer(gw, sock, from_user, to_user, to_port, body, n).split(" ", 2)[1]
+
+
+def raw_answer(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user: str,
+               to_port: int, body: str, n: int) -> str:
+    """One MESSAGE over UDP from `sock`; the text of its final answer."""
     port = sock.getsockname()[1]
     branch = uuid.uuid4().hex
     text = (f"MESSAGE sip:{to_user}@127.0.0.1:{to_port} SIP/2.0\r\n"
@@ -399,7 +406,7 @@ def raw_message(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user
         except socket.timeout:
             continue
         if data.startswith("SIP/2.0 ") and branch in data and not data.startswith("SIP/2.0 1"):
-            return data.split(" ", 2)[1]
+            return data
     raise TimeoutError("no final answer to MESSAGE")
 
 
@@ -505,6 +512,64 @@ def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_small_run(small: World) 
         assert seen in sip, f"{seen} missing from the small run's capture"
     msrp = w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
     assert "SEND" in msrp
+    assert_no_malformed(w, sip_ports, msrp_ports)
+
+
+# -- page -> session overload: the MSRP connection's send queue bound -----------------------
+
+
+@pytest.fixture(scope="module")
+def overload(tmp_path_factory):
+    # 256 SENDs may await their 200 (max_inflight), then max_send_queue more wait unsent
+    w = start_world(str(tmp_path_factory.mktemp("gw-e2e-overload")),
+                    msrp={"max_send_queue": 2})
+    yield w
+    stop_world(w)
+
+
+def test_full_msrp_send_queue_answers_503_with_retry_after_and_loses_nothing(
+        overload: World, udp: socket.socket) -> None:
+    w = overload
+    assert raw_message(w.gw, udp, "zed", "amy", w.peer.sip_port, "b0", 0) == "202"
+    sid = w.peer.expect("invite", timeout=10, has="sip:zed@")["sid"]
+    w.peer.expect("established", timeout=10, sid=sid)
+    assert w.peer.expect("message", sid=sid)["body"] == "b0"
+    w.peer.send(cmd="stall", on=True)  # the peer stops reading: no 200s, the queue fills
+    assert w.peer.expect("ok", cmd="stall")["connections"] >= 1
+    accepted = ["b0"]
+    refused = ""
+    try:
+        for i in range(1, 400):
+            answer = raw_answer(w.gw, udp, "zed", "amy", w.peer.sip_port, f"b{i}", i)
+            code = answer.split(" ", 2)[1]
+            if code != "202":
+                refused = answer
+                break
+            accepted.append(f"b{i}")
+    finally:
+        w.peer.send(cmd="stall", on=False)
+    assert refused.startswith("SIP/2.0 503 "), refused or "every MESSAGE got 202"
+    assert int(header(refused, "Retry-After")) > 0
+    assert len(accepted) >= 3  # the bound is the MSRP link's, not a first-MESSAGE failure
+    key = "sip:amy@127.0.0.1-sip:zed@127.0.0.1"
+    wait_for(lambda: "MESSAGE refused 503" in w.gw.log(), 10, "the refusal in the log")
+    assert any(key in line for line in w.gw.log().splitlines() if "refused 503" in line)
+    # every body that got 202 arrives once the peer reads again, in order: nothing lost
+    got = [w.peer.expect("message", timeout=20, sid=sid)["body"] for _ in accepted[1:]]
+    assert got == accepted[1:]
+    assert raw_message(w.gw, udp, "zed", "amy", w.peer.sip_port, "after", 999) == "202"
+    assert w.peer.expect("message", timeout=10, sid=sid)["body"] == "after"
+
+
+def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_overload_run(overload: World) -> None:
+    w = overload
+    usable_capture(w)
+    w.capture.stop()
+    sip_ports = [w.gw.sip_port, w.peer.sip_port] + w.sipp_ports
+    msrp_ports = [w.gw.msrp_port, w.peer.msrp_port]
+    sip = w.capture.tshark(sip_ports, msrp_ports, "sip.Status-Code", display="sip")
+    assert "503" in sip and "202" in sip
+    assert "SEND" in w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
     assert_no_malformed(w, sip_ports, msrp_ports)
 
 
