@@ -683,7 +683,7 @@ def _reason(code: int) -> str:
             503: "Service Unavailable"}.get(code, "Error")
 
 
-def _status_of(error: BaseException) -> int:
+def _status_of(error: BaseException | None) -> int:
     code = getattr(error, "code", None)
     return code if isinstance(code, int) and 400 <= code <= 699 else 500
 

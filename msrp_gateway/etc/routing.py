@@ -16,7 +16,12 @@
 # answer the request themselves (202 for a MESSAGE, the UA's 200 for an INVITE, or the
 # error), so the route needs no reply of its own after calling them.
 #
-# A route that returns without answering gets a 500 sent for it.
+# msg_to_msrp is for MESSAGE only (anything else: 500); a MESSAGE the MSRP side cannot
+# take at once (its send queue full) gets 503 with Retry-After, not 202.
+#
+# A route that returns without answering gets a 500 sent for it. route and on_event are
+# plain functions (def, not async def: loading refuses those); to wait for something,
+# return a Deferred (e.g. Deferred.fromCoroutine(coro)).
 
 
 def route(req, gw):
