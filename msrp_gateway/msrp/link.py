@@ -205,13 +205,19 @@ class LinkCore:
                 if msg.done:
                     self._inflight.discard(msg)
                 continue
-            queue.append(msg)
             tid, data = frame
             if msg.failure_report != "no":
                 self.pending[tid] = msg
                 msg.outstanding[tid] = None
                 self._add_deadline(tid)
             self._write(data)
+            if msg.written_all:  # its last chunk is out: it waits for responses only
+                self._queued_bytes -= msg.size
+                msg.maybe_succeed()
+                if msg.done:
+                    self._inflight.discard(msg)
+            else:
+                queue.append(msg)
 
     def _fail(self, msg: OutgoingMessage, code: int, comment: str | None) -> None:
         """Fail a message and forget its other transactions (their timers are cancelled).

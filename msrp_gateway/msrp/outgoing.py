@@ -50,8 +50,9 @@ class OutgoingMessage:
 
     def next_frame(self) -> tuple[str, bytes] | None:
         """(transaction id, wire bytes) of the next chunk; None once all are out."""
-        frame = self._chunker.next_wire()
-        if frame is None:
+        chunker = self._chunker
+        frame = chunker.next_wire()
+        if frame is None or chunker.done:
             self.written_all = True
         return frame
 

@@ -99,9 +99,12 @@ class SessionSettings:
     reassembly_timeout: float = 120.0   # an incomplete message is dropped and reported after this
     idle_timeout: float = 30.0          # a connection with no session closes after this
     frame_timeout: float = 60.0         # one frame must arrive whole within this
-    max_queued_messages: int = 1024     # outgoing messages waiting per connection
-    max_queued_bytes: int = 64 * 1024 * 1024
-    max_inflight: int = 256             # SENDs awaiting their response per connection
+    # Per connection, so shared by every session to one next hop ([msrp] max_send_queue,
+    # max_send_queue_bytes, max_in_flight in the config). A send past the queue bounds
+    # fails at once (503 naming the setting).
+    max_queued_messages: int = 1024     # outgoing messages with chunks still to write
+    max_queued_bytes: int = 64 * 1024 * 1024  # their bodies together
+    max_inflight: int = 256             # SEND transactions awaiting their response
     max_unsent_bytes: int = 4 * 1024 * 1024  # responses/REPORTs piled up for a peer that
                                              # does not read: beyond this, close
     max_sessions: int = 100_000

@@ -193,16 +193,18 @@ async def test_send_beyond_the_connection_queue_fails_at_once_and_the_rest_arriv
     """The gateway answers a MESSAGE 503 instead of 202 only if ua.send fails on the spot."""
     a, b = parties(msrp_settings_a=SessionSettings(max_inflight=1, max_queued_messages=2))
     sid_a, sid_b = await establish(a, b)
+    # one in flight, two waiting in the connection's queue, the fourth refused
     d1 = a.ua.send(sid_a, "text/plain", b"one")
     d2 = a.ua.send(sid_a, "text/plain", b"two")
     d3 = a.ua.send(sid_a, "text/plain", b"three")
-    assert d3.called  # already failed when returned (no exception is raised)
+    d4 = a.ua.send(sid_a, "text/plain", b"four")
+    assert not d3.called and d4.called  # d4 already failed when returned (no exception)
     failures: list[Any] = []
-    d3.addErrback(failures.append)
+    d4.addErrback(failures.append)
     assert failures[0].value.code == 503 and "max_queued_messages" in failures[0].value.comment
-    assert await d1 == 200 and await d2 == 200
-    await b.h.wait("message", 2)
-    assert [e[3] for e in b.h.of("message")] == [b"one", b"two"]
+    assert [await d1, await d2, await d3] == [200, 200, 200]
+    await b.h.wait("message", 3)
+    assert [e[3] for e in b.h.of("message")] == [b"one", b"two", b"three"]
 
 
 @pytest.mark.parametrize("kind", ["tcp", "tls"])
