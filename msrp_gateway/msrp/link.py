@@ -159,6 +159,9 @@ class LinkCore:
             log.warn("MSRP connection {name}: cannot write frame: {why}", name=self.name,
                      why=str(e))
             return
+        self._put(data)
+
+    def _put(self, data: bytes) -> None:
         if self.paused:
             self._unsent += len(data)
             if self._unsent > self.settings.max_unsent_bytes:
@@ -432,13 +435,14 @@ class LinkCore:
             self.pump()
 
     def _on_request(self, req: MSRPRequest) -> None:
+        """A request from the parser (so its id and paths are already checked)."""
         method = req.method
         to_path, from_path = req.to_path, req.from_path
         if to_path and from_path:
             self._last_hops = (from_path[0], to_path[0])
         if method == "REPORT":
             try:
-                session = self.table.match(req, self)
+                session = self.table.match(req, self, to_path, from_path)
             except SessionError:
                 return  # REPORTs are never answered
             if session.link is None:
@@ -449,7 +453,7 @@ class LinkCore:
             self._answer(req, 501)
             return
         try:
-            session = self.table.match(req, self)
+            session = self.table.match(req, self, to_path, from_path)
             if session.link is None:
                 session.bind(self)
             status = session.receive_send(req)
@@ -463,8 +467,22 @@ class LinkCore:
             fr = req.failure_report
         except MSRPParseError:
             fr = "yes"
-        if wants_response(fr, status):
-            self.write_frame(build_response(req, status, comment))
+        if not wants_response(fr, status):
+            return
+        reason = REASONS.get(status)
+        if comment is None or comment == reason:
+            # Built from parts the parser checked (id, paths) and our own reason phrase:
+            # the bytes `build_response(req, status).to_bytes()` gives, without re-checking.
+            to_path, from_path = req.from_path, req.to_path
+            if to_path and from_path:
+                if self.lost or self.closing:
+                    return
+                tid = req.transaction_id
+                start = f"{status:03d}" if reason is None else f"{status:03d} {reason}"
+                self._put(f"MSRP {tid} {start}\r\nTo-Path: {to_path[0]}\r\nFrom-Path: "
+                          f"{from_path[0]}\r\n-------{tid}$\r\n".encode("utf-8"))
+                return
+        self.write_frame(build_response(req, status, comment))
 
     def connection_lost(self, reason: str) -> None:
         """Fail everything in flight, tell every session once, leave nothing behind."""

@@ -213,8 +213,9 @@ class MSRPSession:
     # -- receiving ------------------------------------------------------------------
     def receive_send(self, req: MSRPRequest) -> int:
         """Handle a SEND matched to us; return the status to answer (raise SessionError)."""
-        if req.body and req.byte_range.start == 1 or req.content_type is not None:
-            if not content_type_accepted(req.content_type, self.accept_types):
+        ctype = req.content_type
+        if ctype is not None or req.body and req.byte_range.start == 1:
+            if not content_type_accepted(ctype, self.accept_types):
                 raise SessionError(415)
         try:
             result = self._reassembler.receive(req, self.stack.clock.seconds())
@@ -367,10 +368,16 @@ class SessionTable:
     def get(self, session_id: str) -> MSRPSession | None:
         return self._by_id.get(session_id)
 
-    def match(self, req: MSRPRequest, link: LinkCore) -> MSRPSession:
-        """The session a request is for, or SessionError(400 | 481 | 506)."""
-        to_path = req.to_path
-        from_path = req.from_path
+    def match(self, req: MSRPRequest, link: LinkCore,
+              to_path: Sequence[str] | None = None,
+              from_path: Sequence[str] | None = None) -> MSRPSession:
+        """The session a request is for, or SessionError(400 | 481 | 506).
+
+        `to_path`/`from_path`: the request's paths when the caller already read them."""
+        if to_path is None:
+            to_path = req.to_path
+        if from_path is None:
+            from_path = req.from_path
         if not to_path or not from_path:
             raise SessionError(400, "To-Path and From-Path are required")
         sid = _uri_session_id(to_path[0])

@@ -308,3 +308,40 @@ def test_in_flight_bound_is_a_setting_and_holds_the_rest_in_the_queue():
     assert len(w.take()) == 4
     assert [d.called for d in ds] == [True] * 4 + [False] * 6
     assert SessionSettings().max_inflight == 256 and SessionSettings().max_queued_messages == 1024
+
+
+# ---- responses to incoming SENDs, written without re-checking -----------------------------
+
+def incoming(to: str, body: bytes = b"hi", ctype: str = "text/plain", extra: str = "") -> bytes:
+    return (f"MSRP in{len(body)}x SEND\r\nTo-Path: {to}\r\nFrom-Path: {PEER}\r\n"
+            f"Message-ID: mm{len(body)}\r\n{extra}Byte-Range: 1-{len(body)}/{len(body)}\r\n"
+            f"Content-Type: {ctype}\r\n\r\n").encode() + body + \
+        f"\r\n-------in{len(body)}x$\r\n".encode()
+
+
+@pytest.mark.parametrize("case, status", [
+    ("known", 200), ("unknown", 481), ("wrong type", 415), ("partial ok", None),
+    ("partial refused", 415),
+])
+def test_answers_to_parsed_sends_are_the_bytes_build_response_writes(case, status):
+    from msrp_gateway.msrp.session import build_response
+
+    host = Host()
+    s, w = bound(host)
+    got: list[Any] = []
+    s.on_message = got.append
+    to = s.local_uri if case != "unknown" else "msrp://10.0.0.1:2855/nosuch;tcp"
+    ctype = "image/png" if "refused" in case or case == "wrong type" else "text/plain"
+    extra = "Failure-Report: partial\r\n" if case.startswith("partial") else ""
+    data = incoming(to, ctype=ctype, extra=extra)
+    [req] = parse_frames(data)
+    before = len(w.raw)
+    w.core.data_received(data)
+    written = w.raw[before:]
+    if status is None:
+        assert written == [] and len(got) == 1  # partial: no 200, message delivered
+        return
+    assert written == [build_response(req, status).to_bytes()]
+    [resp] = parse_frames(written[0])
+    assert resp.status == status and resp.to_path == [PEER] and resp.from_path == [to]
+    assert len(got) == (1 if status == 200 else 0)
