@@ -7,7 +7,7 @@ s.9 allows; the parser builds these records from the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Union
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar, Union
 
 from .grammar import (
     ByteRange,
@@ -19,6 +19,8 @@ from .grammar import (
 from .serializer import serialize
 
 __all__ = ["HeadersArg", "MSRPFrame", "MSRPHeaders", "MSRPRequest", "MSRPResponse"]
+
+_T = TypeVar("_T")
 
 
 class MSRPHeaders:
@@ -66,13 +68,13 @@ class MSRPHeaders:
             self._index = index
         return index.get(name.lower(), default)
 
-    def _typed(self, key: str, make: Callable[[str | None], object]) -> object:
+    def _typed(self, key: str, make: Callable[[str | None], _T]) -> _T:
         """`make(value of header key)`, computed once until the headers change."""
         memo = self._memo
         if memo is None:
             memo = self._memo = {}
         elif key in memo:
-            return memo[key]
+            return memo[key]  # type: ignore[return-value]  # stored by `make` below
         value = make(self.get(key))
         memo[key] = value
         return value
@@ -167,15 +169,15 @@ class _Accessors:
 
     @property
     def to_path(self) -> list[str]:
-        return list(self.headers._typed("to-path", _split))  # type: ignore[call-overload]
+        return list(self.headers._typed("to-path", _split))
 
     @property
     def from_path(self) -> list[str]:
-        return list(self.headers._typed("from-path", _split))  # type: ignore[call-overload]
+        return list(self.headers._typed("from-path", _split))
 
     @property
     def message_id(self) -> str | None:
-        return self.headers._typed("message-id", _stripped)  # type: ignore[return-value]
+        return self.headers._typed("message-id", _stripped)
 
     @property
     def use_path(self) -> list[str]:
@@ -218,19 +220,19 @@ class MSRPRequest(_Accessors):
         if br is None:  # absent: depends on the body, so not kept
             n = len(self.body)
             return ByteRange(1, n, n)
-        return br  # type: ignore[return-value]
+        return br
 
     @property
     def content_type(self) -> str | None:
-        return self.headers._typed("content-type", _stripped)  # type: ignore[return-value]
+        return self.headers._typed("content-type", _stripped)
 
     @property
     def failure_report(self) -> str:
-        return self.headers._typed("failure-report", _failure)  # type: ignore[return-value]
+        return self.headers._typed("failure-report", _failure)
 
     @property
     def success_report(self) -> str:
-        return self.headers._typed("success-report", _success)  # type: ignore[return-value]
+        return self.headers._typed("success-report", _success)
 
     @property
     def status(self) -> ReportStatus | None:
