@@ -446,7 +446,7 @@ class Gateway:
         status = int(response.status)
         reason = str(response.reason)
         if status >= 300:
-            log.warn("MESSAGE for gateway session {key} failed: {status} {reason}",
+            log.warn("gateway session {key}: MESSAGE failed: {status} {reason}",
                      key=key, status=status, reason=reason)
         return (status, reason)
 
@@ -455,10 +455,10 @@ class Gateway:
         # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
         code = getattr(f.value, "code", None)
         if code == 408 or type(f.value).__name__ == "SIPTimeout":
-            log.warn("MESSAGE for gateway session {key} failed: {status} no final answer "
+            log.warn("gateway session {key}: MESSAGE failed: {status} no final answer "
                      "(timeout)", key=key, status=408)
             return (408, "Request Timeout")
-        log.warn("MESSAGE for gateway session {key} failed: {status} not sent: {error}",
+        log.warn("gateway session {key}: MESSAGE failed: {status} not sent: {error}",
                  key=key, status=503, error=f.getErrorMessage())
         return (503, "Service Unavailable")
 
