@@ -1,22 +1,29 @@
 """``mypy --strict`` holds on the sans-IO protocol cores (STYLE.md "Shape of the code").
 
 The cores are what every layer trusts with hostile bytes; strict typing there catches the
-Optional access and wrong container types that tests miss. The SIP package's Twisted side
-is held to strict mode too; where Twisted's or zope's stubs are noise, the line carries a
-narrow ``# type: ignore[code]`` with the reason.
+Optional access and wrong container types that tests miss. The SIP and MSRP packages
+whole (Twisted sides included) and the UA are held to strict mode too; where Twisted's or
+zope's stubs are noise, the line carries a narrow ``# type: ignore[code]`` with the reason.
+
+mypy is in setup.cfg's test extra: without it these tests skip locally and fail under
+``CI=true``, as a missing interop tool does.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import sys
+from types import ModuleType
 
 import pytest
-
-mypy_api = pytest.importorskip("mypy.api", reason="mypy is in the test extra (setup.cfg)")
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SANS_IO_CORES = [
+    # below every layer: socket strings; configuration
+    "msrp_gateway/sockets.py",
+    "msrp_gateway/config.py",
     # SIP: message.py re-exports headers, records and parser; peers holds the s.18 rules
     "msrp_gateway/sip/message.py",
     "msrp_gateway/sip/headers.py",
@@ -38,22 +45,61 @@ SANS_IO_CORES = [
     "msrp_gateway/sdp.py",
 ]
 
+# The Twisted sides held to the same rule: each stack's whole package (links, outgoing
+# messages, relays, sessions, transports; dialogs, stack) and the UA on top of both.
+STRICT_PACKAGES = ["msrp_gateway/sip", "msrp_gateway/msrp", "msrp_gateway/ua.py"]
+
+
+def mypy_api() -> ModuleType:
+    """mypy.api; a skip without it, a failure under CI=true (the project's tool rule)."""
+    try:
+        from mypy import api
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mypy is required under CI=true: install the test extra "
+                        "(pip install '.[test]', setup.cfg)")
+        pytest.skip("mypy is not installed (it is in setup.cfg's test extra)")
+    return api
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """One cache for the module's runs: Twisted's stubs are read once, not per test."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
 
 def strict(paths: list[str], cache: pathlib.Path) -> tuple[int, str]:
-    stdout, stderr, status = mypy_api.run([
+    stdout, stderr, status = mypy_api().run([
         "--strict", "--warn-unused-ignores", "--no-error-summary", "--show-error-codes",
         "--cache-dir", str(cache), *(str(ROOT / p) for p in paths),
     ])
     return status, stdout + stderr
 
 
-def test_the_sans_io_cores_are_mypy_strict_clean(tmp_path):
+def test_the_sans_io_cores_are_mypy_strict_clean(cache):
     missing = [f for f in SANS_IO_CORES if not (ROOT / f).exists()]
     assert not missing, f"listed cores not found (moved? update the list): {missing}"
-    status, report = strict(SANS_IO_CORES, tmp_path / "mypy-cache")
+    status, report = strict(SANS_IO_CORES, cache)
     assert status == 0, f"mypy --strict reports:\n{report}"
 
 
-def test_the_whole_sip_package_is_mypy_strict_clean(tmp_path):
-    status, report = strict(["msrp_gateway/sip"], tmp_path / "mypy-cache")
+def test_both_stacks_and_the_ua_are_mypy_strict_clean(cache):
+    status, report = strict(STRICT_PACKAGES, cache)
     assert status == 0, f"mypy --strict reports:\n{report}"
+
+
+def test_the_check_sees_a_type_error(cache, tmp_path):
+    """Not vacuous: the same run reports an Optional used as if always set."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(x: int | None) -> int:\n    return x + 1\n")
+    status, report = strict([str(bad)], cache)
+    assert status == 1 and "[operator]" in report
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception),
+                                         ("", pytest.skip.Exception)])
+def test_missing_mypy_fails_under_ci_and_skips_locally(monkeypatch, ci, outcome):
+    monkeypatch.setitem(sys.modules, "mypy", None)  # makes ``from mypy import api`` fail
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome):
+        mypy_api()
