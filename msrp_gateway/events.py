@@ -11,7 +11,6 @@ other subscribers.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from .sockets import MAX_SOCKET_LENGTH, SocketStringError, parse_socket_string
 
 __all__ = [
     "EVENT_SETUP_FAILED",
@@ -38,8 +39,15 @@ log = Logger()
 EVENT_SETUP_FAILED = "E_MSRP_GW_SETUP_FAILED"
 #: OpenSIPS' DEFAULT_EXPIRE for event_subscribe without an expire parameter.
 DEFAULT_EXPIRE = 3600
-#: Longest socket string we parse (OpenSIPS has no such bound; we do).
-MAX_SOCKET_LENGTH = 256
+_SOCKET_PROTOCOLS: dict[str, int | None] = {"udp": None, "tcp": None}  # port required
+_METHOD_PROTOCOLS = frozenset({"tcp"})
+# What a subscriber is told, by the part of its socket string that is wrong.
+_SOCKET_PROBLEMS = {
+    "protocol": "transport must be udp: or tcp:",
+    "host": "host must be an IP address (IPv6 in brackets)",
+    "port": "expected HOST:PORT with a port 1-65535",
+    "method": "/method is only for tcp: and is letters, digits or '_-.:'",
+}
 MAX_EVENT_NAME_LENGTH = 128
 #: Largest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
@@ -83,34 +91,13 @@ def parse_socket(text: str) -> SocketSpec:
     if not isinstance(text, str) or not text or len(text) > MAX_SOCKET_LENGTH:
         raise EventError("socket must be a non-empty string of at most "
                          f"{MAX_SOCKET_LENGTH} characters")
-    transport, sep, rest = text.partition(":")
-    transport = transport.lower()
-    if not sep or transport not in ("udp", "tcp"):
-        raise EventError(f"socket {text!r}: transport must be udp: or tcp:")
-    method = None
-    if "/" in rest:
-        rest, _, method = rest.partition("/")
-        if transport != "tcp":
-            raise EventError(f"socket {text!r}: /method is only for tcp:")
-        if not method or not all(c.isalnum() or c in "_-.:" for c in method):
-            raise EventError(f"socket {text!r}: bad method name")
-    if rest.startswith("["):
-        host, sep, port_text = rest[1:].partition("]:")
-        if not sep:
-            raise EventError(f"socket {text!r}: expected [IPv6]:PORT")
-    else:
-        host, sep, port_text = rest.rpartition(":")
-        if not sep:
-            raise EventError(f"socket {text!r}: expected HOST:PORT")
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise EventError(f"socket {text!r}: host must be an IP address") from None
-    if isinstance(addr, ipaddress.IPv6Address) and not rest.startswith("["):
-        raise EventError(f"socket {text!r}: IPv6 addresses go in brackets")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise EventError(f"socket {text!r}: port must be 1-65535")
-    return SocketSpec(transport, str(addr), int(port_text), method)
+        addr = parse_socket_string(text, _SOCKET_PROTOCOLS, names=False, min_port=1,
+                                   methods=_METHOD_PROTOCOLS)
+    except SocketStringError as e:
+        raise EventError(f"socket {text!r}: {_SOCKET_PROBLEMS.get(e.part, e.expected)}"
+                         ) from None
+    return SocketSpec(addr.protocol, addr.host, addr.port, addr.method)
 
 
 def encode_notification(method: str, params: Any) -> bytes:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]  # no py.typed
 
+from ..sockets import SocketStringError, parse_socket_string
 from .chunks import ReassemblyBudget
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
 from .relay import RelayAuthError, RelayClient
@@ -42,23 +43,20 @@ __all__ = ["MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError"]
 log = Logger()
 
 CONNECT_TIMEOUT = 10.0
-_SOCKET_RE = re.compile(
-    r"(msrps?):(\[[0-9A-Fa-f:.]+\]|[^:\[\]/;@\s]+)(?::([0-9]{1,5}))?\Z", re.I)
+_SOCKET_PROTOCOLS = {"msrp": DEFAULT_PORT, "msrps": DEFAULT_PORT}
 
 
 def parse_socket(text: str) -> tuple[bool, str, int]:
     """`msrp:HOST[:PORT]` / `msrps:HOST[:PORT]` -> (tls, host, port); port 2855 if left
     out, 0 lets the OS choose; ValueError says the fix."""
-    m = _SOCKET_RE.match(text.strip())
-    if m is None:
-        raise ValueError(f"bad MSRP socket {text!r}: write msrp:HOST:PORT or msrps:HOST:PORT")
-    port = int(m.group(3)) if m.group(3) is not None else DEFAULT_PORT
-    if port > 65535:
-        raise ValueError(f"bad MSRP socket {text!r}: port {port} is above 65535")
-    host = m.group(2)
-    if host.startswith("["):
-        host = host[1:-1]
-    return m.group(1).lower() == "msrps", host, port
+    try:
+        addr = parse_socket_string(text.strip(), _SOCKET_PROTOCOLS)
+    except SocketStringError as e:
+        if e.part == "port":
+            raise ValueError(f"bad MSRP socket {text!r}: expected {e.expected}") from None
+        raise ValueError(f"bad MSRP socket {text!r}: write msrp:HOST:PORT or "
+                         "msrps:HOST:PORT") from None
+    return addr.protocol == "msrps", addr.host, addr.port
 
 
 @dataclass(slots=True)

@@ -112,3 +112,29 @@ def test_every_ip_and_port_parses_back(proto, ip, port):
     host = f"[{ip}]" if ip.version == 6 else str(ip)
     assert parse_socket_string(f"{proto}:{host}:{port}", SIP) == SocketAddress(
         proto, str(ip), port)
+
+
+# --- the callers: one parser, each with its own rules and error type --------------------
+
+def test_config_msrp_listeners_and_event_subscribers_share_the_parser():
+    from msrp_gateway import config, events
+    from msrp_gateway.msrp import transport
+
+    canonical = "msrps:[2001:DB8::0001]"
+    assert str(config.parse_socket(canonical)) == "msrps:[2001:db8::1]:2855"
+    assert transport.parse_socket(canonical) == (True, "2001:db8::1", 2855)
+    assert str(events.parse_socket("tcp:[2001:DB8::0001]:9/m")) == "tcp:[2001:db8::1]:9/m"
+    # each keeps its own rules ...
+    assert transport.parse_socket(" msrp:gw.example.net ") == (False, "gw.example.net", 2855)
+    with pytest.raises(events.EventError, match="host must be an IP address"):
+        events.parse_socket("udp:gw.example.net:9")
+    with pytest.raises(events.EventError, match="/method is only for tcp:"):
+        events.parse_socket("udp:127.0.0.1:9/m")
+    # ... and its own error type and wording
+    with pytest.raises(ValueError, match=r"bad MSRP socket 'msrp:1\.2\.3\.4:70000': expected "
+                                         r"a port 0\.\.65535"):
+        transport.parse_socket("msrp:1.2.3.4:70000")
+    with pytest.raises(ValueError, match="write msrp:HOST:PORT or msrps:HOST:PORT"):
+        transport.parse_socket("udp:127.0.0.1")
+    with pytest.raises(ValueError, match="a socket string starting with one of udp:, tcp:"):
+        config.parse_socket("sctp:127.0.0.1", ("udp", "tcp"))
