@@ -109,14 +109,24 @@ class Headers:
 
     Values are stored as they came (one entry per header line); ``get_all`` splits comma
     lists of list headers. Compact names are stored under their long names.
+    ``_typed`` holds values the message accessors parsed from these lines (top Via, CSeq,
+    tags...): every method that changes a line clears it, so a value is parsed once per
+    message and never outlives the text it came from. Code in this package that writes
+    ``_items`` directly calls ``_changed()``.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_typed")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []  # (lower name, name, value)
+        self._typed: dict[str, object] = {}
         for name, value in items:
             self.add(name, value)
+
+    def _changed(self) -> None:
+        """Forget the parsed values (a line was added, changed or removed)."""
+        if self._typed:
+            self._typed.clear()
 
     def get(self, name: str, default: str | None = None) -> str | None:
         key = canonical(name)[1]
@@ -142,14 +152,19 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         canon, key = canonical(name)
         self._items.append((key, canon, value))
+        if self._typed:
+            self._typed.clear()
 
     def prepend(self, name: str, value: str) -> None:
         canon, key = canonical(name)
         self._items.insert(0, (key, canon, value))
+        if self._typed:
+            self._typed.clear()
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by one, kept at the first one's place."""
         canon, key = canonical(name)
+        self._changed()
         for i, item in enumerate(self._items):
             if item[0] == key:
                 self._items[i] = (key, item[1], value)
@@ -160,6 +175,7 @@ class Headers:
     def replace_first_value(self, name: str, value: str) -> None:
         """Replace the first list element of ``name`` (e.g. the top Via), keeping the rest."""
         key = canonical(name)[1]
+        self._changed()
         for i, (lname, canon, old) in enumerate(self._items):
             if lname == key:
                 rest = split_list(old)[1:] if key in LIST_HEADERS else []
@@ -169,6 +185,7 @@ class Headers:
 
     def remove(self, name: str) -> int:
         key = canonical(name)[1]
+        self._changed()
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
         return before - len(self._items)
@@ -179,6 +196,8 @@ class Headers:
     def copy(self) -> Headers:
         new = Headers()
         new._items = list(self._items)
+        if self._typed:  # values are immutable or copied on the way out: safe to share
+            new._typed = dict(self._typed)
         return new
 
     def __contains__(self, name: object) -> bool:

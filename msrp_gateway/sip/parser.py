@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .headers import FAST_VIA_RE, KNOWN_NAMES, TOKEN_RE, Headers, canonical
+from .headers import KNOWN_NAMES, TOKEN_RE, Headers, canonical
 from .records import CSEQ_RE, MAX_CSEQ, SIP_VERSION, SIPMessage, SIPRequest, SIPResponse
 from .uri import SIPParseError, parse_uri, validate_absolute_uri, validate_name_addr, validate_uri
 
@@ -190,6 +190,7 @@ def _validate(msg: SIPMessage, index: dict[str, int]) -> None:
         m = CSEQ_RE.fullmatch(cseq)
         if m is None or int(m.group(1)) > MAX_CSEQ:
             raise SIPParseError(f"malformed CSeq {cseq[:40]!r}")
+        msg.headers._typed["cseq"] = (int(m.group(1)), m.group(2))
         if isinstance(msg, SIPRequest):
             if m.group(2) != msg.method:
                 raise SIPParseError("CSeq method does not match the request method")
@@ -216,9 +217,7 @@ def _validate(msg: SIPMessage, index: dict[str, int]) -> None:
             for contact in msg.headers.get_all("Contact"):
                 if contact != "*":
                     validate_name_addr(contact)
-        via = items[index["via"]][2]
-        if "," in via or FAST_VIA_RE.fullmatch(via) is None:
-            msg.top_via  # noqa: B018 - validates
+        msg._peek_top_via()  # validates, and keeps it for stamp_via, response routing, keys
     except SIPParseError as e:
         e.message = msg
         raise

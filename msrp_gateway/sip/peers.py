@@ -108,7 +108,7 @@ def response_peer(request: SIPRequest, source: Peer) -> Peer:
     port."""
     if source.reliable:
         return source
-    via = request.top_via
+    via = request._peek_top_via()
     maddr = via.params.get("maddr")
     if maddr:
         return Peer("udp", maddr.strip("[]"), via.port or DEFAULT_PORTS["udp"])

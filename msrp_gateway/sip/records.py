@@ -19,35 +19,58 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 s.8.1.1.5: CSeq number < 2**31
 CSEQ_RE = re.compile(r"(\d{1,10})[ \t\r\n]+([A-Za-z0-9\-.!%*_+`'~]+)")
 
 
+_MISSING = object()
+
+
 class _MessageBase:
-    """Typed header accessors shared by requests and responses (parsed on each call)."""
+    """Typed header accessors shared by requests and responses. Each value is parsed once
+    per message and kept in ``headers._typed`` until a header line changes; only immutable
+    values are kept there (the top Via is handed out as a fresh copy), so a caller can
+    never change what the next caller reads. Malformed values raise every time."""
 
     __slots__ = ()
     headers: Headers
 
     @property
     def call_id(self) -> str | None:
-        return self.headers.get("Call-ID")
+        typed = self.headers._typed
+        value = typed.get("call-id", _MISSING)
+        if value is _MISSING:
+            value = typed["call-id"] = self.headers.get("Call-ID")
+        return value  # type: ignore[return-value]  # str | None, stored just above
 
     @property
     def cseq(self) -> tuple[int, str]:
+        typed = self.headers._typed
+        cached = typed.get("cseq")
+        if cached is not None:
+            return cached  # type: ignore[return-value]  # a tuple, stored below
         value = self.headers.get("CSeq")
         if value is None:
             raise SIPParseError("missing CSeq")
         m = CSEQ_RE.fullmatch(value.strip(" \t\r\n"))
         if m is None or int(m.group(1)) > MAX_CSEQ:
             raise SIPParseError(f"malformed CSeq {value[:40]!r}")
-        return int(m.group(1)), m.group(2)
+        result = typed["cseq"] = (int(m.group(1)), m.group(2))
+        return result
 
     @property
     def from_tag(self) -> str | None:
-        value = self.headers.get("From")
-        return tag_of(value) if value is not None else None
+        typed = self.headers._typed
+        tag = typed.get("from-tag", _MISSING)
+        if tag is _MISSING:
+            value = self.headers.get("From")
+            tag = typed["from-tag"] = tag_of(value) if value is not None else None
+        return tag  # type: ignore[return-value]  # str | None, stored just above
 
     @property
     def to_tag(self) -> str | None:
-        value = self.headers.get("To")
-        return tag_of(value) if value is not None else None
+        typed = self.headers._typed
+        tag = typed.get("to-tag", _MISSING)
+        if tag is _MISSING:
+            value = self.headers.get("To")
+            tag = typed["to-tag"] = tag_of(value) if value is not None else None
+        return tag  # type: ignore[return-value]  # str | None, stored just above
 
     @property
     def vias(self) -> list[Via]:
@@ -55,19 +78,35 @@ class _MessageBase:
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.get("Via")
-        if value is None:
-            raise SIPParseError("missing Via")
-        return parse_via(split_list(value)[0])
+        """The top Via, a copy the caller may change (``set_top_via`` writes it back)."""
+        via = self._peek_top_via()
+        return Via(via.protocol, via.host, via.port, dict(via.params))
+
+    def _peek_top_via(self) -> Via:
+        """The kept top Via itself, for this package's read-only uses (transaction keys,
+        response routing): never change it."""
+        via = self.headers._typed.get("via")
+        if via is None:
+            value = self.headers.get("Via")
+            if value is None:
+                raise SIPParseError("missing Via")
+            via = self.headers._typed["via"] = parse_via(split_list(value)[0])
+        return via  # type: ignore[return-value]  # a Via, stored just above
 
     def set_top_via(self, via: Via) -> None:
-        """Replace the top Via (e.g. after adding received/rport), keeping the others."""
+        """Replace the top Via (e.g. after adding received/rport), keeping the others; a
+        copy of ``via`` becomes the kept top Via (the caller may go on changing its own)."""
         self.headers.replace_first_value("Via", str(via))
+        self.headers._typed["via"] = Via(via.protocol, via.host, via.port, dict(via.params))
 
     @property
     def content_type(self) -> str | None:
-        value = self.headers.get("Content-Type")
-        return value.strip(" \t\r\n") if value is not None else None
+        typed = self.headers._typed
+        ct = typed.get("content-type", _MISSING)
+        if ct is _MISSING:
+            value = self.headers.get("Content-Type")
+            ct = typed["content-type"] = value.strip(" \t\r\n") if value is not None else None
+        return ct  # type: ignore[return-value]  # str | None, stored just above
 
     @property
     def max_forwards(self) -> int | None:

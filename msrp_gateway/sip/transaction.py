@@ -130,7 +130,7 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 
 def response_key(resp: SIPResponse) -> tuple[str, str] | None:
     """Key of the client transaction a response belongs to, or None if it has no branch."""
-    branch = resp.top_via.branch
+    branch = resp._peek_top_via().branch
     if not branch:
         return None
     return (branch, resp.cseq[1])
@@ -146,7 +146,7 @@ def server_key(req: SIPRequest, method: str | None = None) -> tuple[object, ...]
     """
     if method is None:
         method = "INVITE" if req.method == "ACK" else req.method
-    via = req.top_via
+    via = req._peek_top_via()
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):
         return (branch, via.host.lower(), via.port, method)
@@ -206,7 +206,7 @@ class ClientTransaction(_Machine):
 
     @property
     def key(self) -> tuple[str, str]:
-        return client_key(self.request.top_via.branch or "", self.request.method)
+        return client_key(self.request._peek_top_via().branch or "", self.request.method)
 
 
 class InviteClientTransaction(ClientTransaction):
