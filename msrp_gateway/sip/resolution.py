@@ -10,10 +10,10 @@ from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from zope.interface import implementer  # type: ignore[import-untyped]  # no stubs
 
 from .message import SIPParseError
-from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, Peer, TransportError, family
+from .peers import DEFAULT_PORTS, MTU_SIZE_LIMIT, Peer, TransportError, family, is_ip
 from .uri import parse_uri
 
-__all__ = ["first_address", "next_hop", "udp_fallback"]
+__all__ = ["NextHopCache", "first_address", "next_hop", "udp_fallback"]
 
 
 def next_hop(uri_text: str, size: int = 0, *, upgrade: bool = True) -> tuple[str, str, int]:
@@ -35,6 +35,43 @@ def next_hop(uri_text: str, size: int = 0, *, upgrade: bool = True) -> tuple[str
         transport = "tcp"
     host = uri.param("maddr") or uri.host
     return transport, host, uri.port or DEFAULT_PORTS[transport]
+
+
+Hop = tuple[str, str, int, "Peer | None"]
+
+
+class NextHopCache:
+    """``next_hop`` remembered per (URI text, over 1300 bytes?, upgrade?): the same R-URI is
+    parsed once, not for every MESSAGE sent to it. Entries are immutable tuples
+    ``(transport, host, port, peer)`` — ``peer`` is the final ``Peer`` when the host is an
+    IP literal, else None (a name to look up). URIs that cannot be routed are not kept
+    (each one raises again). At most ``max_entries``, oldest dropped first."""
+
+    __slots__ = ("max_entries", "_entries")
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, bool, bool], Hop] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(self, uri_text: str, size: int, upgrade: bool) -> Hop:
+        """As ``next_hop(uri_text, size, upgrade=upgrade)`` plus the Peer for an IP host;
+        raises TransportError as it does."""
+        key = (uri_text, size > MTU_SIZE_LIMIT, upgrade)
+        hop = self._entries.get(key)
+        if hop is None:
+            transport, host, port = next_hop(uri_text, size, upgrade=upgrade)
+            bare = host.strip("[]")
+            hop = (transport, host, port, Peer(transport, bare, port) if is_ip(bare) else None)
+            if len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = hop
+        return hop
 
 
 def udp_fallback(uri_text: str, peer: Peer) -> Peer | None:

@@ -40,7 +40,7 @@ from .peers import (
     response_peer,
     stamp_via,
 )
-from .resolution import first_address, next_hop
+from .resolution import NextHopCache, first_address
 
 __all__ = ["ListenError", "Peer", "SIPTransport", "TransportError", "parse_listen_string", "DEFAULT_PORTS",
            "MTU_SIZE_LIMIT", "PONG"]
@@ -140,6 +140,8 @@ class SIPTransport:
         self._client_tls: Any = None
         self._tls_names: dict[Peer, str] = {}  # resolved TLS peer -> the name to verify
         self._local_ip_cache: dict[tuple[int, str], str] = {}
+        self._hops = NextHopCache()
+        self._upgrade = False  # a TCP listener exists: large requests may move to TCP
         self._log_window = float("-inf")
         self._log_count = 0
         self._log_suppressed = 0
@@ -173,6 +175,7 @@ class SIPTransport:
                 self._udp_listener_of.setdefault(None, udp)  # now 2+: start routing
             self._udp.setdefault(family(local.host), udp)
         self._ports.append((actual, port, None))
+        self._listeners_changed()
         log.info("SIP listening on {sock}", sock=str(actual))
         return port
 
@@ -200,6 +203,9 @@ class SIPTransport:
             port = self.reactor.listenSSL(local.port, ServerFactory(self, "tls"), context,
                                           interface=local.host)
         return port, None
+
+    def _listeners_changed(self) -> None:
+        self._upgrade = any(p.transport == "tcp" for p, _, _ in self._ports)
 
     @property
     def listening(self) -> list[Peer]:
@@ -229,6 +235,7 @@ class SIPTransport:
         ds = [defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload, misc]
               for _, port, _ in self._ports]
         self._ports.clear()
+        self._listeners_changed()
         self._udp.clear()
         self._udp_listener_of.clear()
         for factory in list(self._connecting.values()):
@@ -475,17 +482,16 @@ class SIPTransport:
         request moves from UDP to TCP only when we listen on TCP (else our Via could not
         name a TCP sent-by); without one, a request too large for UDP fails here.
         Errbacks TransportError."""
-        upgrade = any(p.transport == "tcp" for p in self.listening)
         try:
-            transport, host, port = next_hop(uri_text, size, upgrade=upgrade)
+            transport, host, port, peer = self._hops.lookup(uri_text, size, self._upgrade)
         except TransportError as e:
             return defer.fail(e)
         if transport == "udp" and size > MAX_UDP_SIZE:
             return defer.fail(TransportError(
                 f"a request of {size} bytes does not fit a UDP datagram "
                 f"({MAX_UDP_SIZE} bytes) and there is no TCP listener to send it over"))
-        if is_ip(host.strip("[]")):
-            return defer.succeed(Peer(transport, host.strip("[]"), port))
+        if peer is not None:
+            return defer.succeed(peer)
         d = self._lookup(host, transport)
 
         def resolved(ip: str) -> Peer:
