@@ -7,6 +7,7 @@ paths) that both directions check against.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -163,6 +164,13 @@ def parse_byte_range(value: str) -> ByteRange:
     if total is not None and start > total + 1:
         raise MSRPParseError("Byte-Range start is past its total")
     return ByteRange(start, end, total)
+
+
+@functools.lru_cache(maxsize=4096)
+def byte_range_cached(value: str) -> ByteRange:
+    """`parse_byte_range` for the parser's hot path: chat messages repeat their few sizes,
+    so a bounded cache of the (immutable) results saves the regex; errors are not kept."""
+    return parse_byte_range(value)
 
 
 def parse_report_status(value: str) -> ReportStatus:

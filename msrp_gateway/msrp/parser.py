@@ -24,7 +24,7 @@ from .grammar import (
     Limits,
     MSRPParseError,
     _check_path,
-    parse_byte_range,
+    byte_range_cached,
     parse_report_status,
 )
 from .records import MSRPHeaders, MSRPRequest, MSRPResponse
@@ -377,7 +377,7 @@ def _build(
             raise MSRPParseError("malformed Message-ID")
     br = seen.get("byte-range")
     if br is not None:
-        memo["byte-range"] = parse_byte_range(br)
+        memo["byte-range"] = byte_range_cached(br)
     st = seen.get("status")
     if st is not None:
         parse_report_status(st)
