@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from ..sockets import SocketStringError, parse_socket_string
 from .message import SIPRequest, Via
 
 __all__ = ["DEFAULT_PORTS", "MTU_SIZE_LIMIT", "Peer", "TransportError", "family", "is_ip",
@@ -44,26 +45,14 @@ class Peer:
 def parse_listen_string(text: str) -> Peer:
     """``udp:HOST:PORT`` / ``tcp:…`` / ``tls:…`` (IPv6 as ``[::1]``; port optional, 0 = any
     free port) -> Peer. Raises ValueError naming what was expected."""
-    proto, sep, rest = text.strip().partition(":")
-    proto = proto.lower()
-    if not sep or proto not in DEFAULT_PORTS:
-        raise ValueError(f"socket {text!r}: expected udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT")
-    if rest.startswith("["):
-        close = rest.find("]")
-        if close < 0:
-            raise ValueError(f"socket {text!r}: unterminated IPv6 reference")
-        host, tail = rest[1:close], rest[close + 1:]
-    else:
-        host, _, port_text = rest.partition(":")
-        tail = ":" + port_text if port_text else ""
-    port = DEFAULT_PORTS[proto]
-    if tail:
-        if not tail.startswith(":") or not tail[1:].isdigit() or int(tail[1:]) > 65535:
-            raise ValueError(f"socket {text!r}: expected a port 0..65535 after the host")
-        port = int(tail[1:])
-    if not host:
-        raise ValueError(f"socket {text!r}: no host")
-    return Peer(proto, host, port)
+    try:
+        addr = parse_socket_string(text.strip(), DEFAULT_PORTS)
+    except SocketStringError as e:
+        if e.part == "protocol":
+            raise ValueError(f"socket {text!r}: expected udp:HOST:PORT, tcp:HOST:PORT or "
+                             "tls:HOST:PORT") from None
+        raise ValueError(f"socket {text!r}: expected {e.expected}") from None
+    return Peer(addr.protocol, addr.host, addr.port)
 
 
 def is_reliable(peer: Any) -> bool:

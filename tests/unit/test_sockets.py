@@ -116,10 +116,17 @@ def test_every_ip_and_port_parses_back(proto, ip, port):
 
 # --- the callers: one parser, each with its own rules and error type --------------------
 
-def test_config_msrp_listeners_and_event_subscribers_share_the_parser():
+def test_config_sip_and_msrp_listeners_and_event_subscribers_share_the_parser():
     from msrp_gateway import config, events
     from msrp_gateway.msrp import transport
+    from msrp_gateway.sip.peers import Peer, parse_listen_string
 
+    assert parse_listen_string("TLS:[2001:DB8::0001]") == Peer("tls", "2001:db8::1", 5061)
+    with pytest.raises(ValueError, match="expected udp:HOST:PORT, tcp:HOST:PORT or tls:"):
+        parse_listen_string("msrp:127.0.0.1")
+    with pytest.raises(ValueError, match=r"socket 'udp:::1:5060': expected an IPv6 address "
+                                         r"in brackets"):
+        parse_listen_string("udp:::1:5060")
     canonical = "msrps:[2001:DB8::0001]"
     assert str(config.parse_socket(canonical)) == "msrps:[2001:db8::1]:2855"
     assert transport.parse_socket(canonical) == (True, "2001:db8::1", 2855)
