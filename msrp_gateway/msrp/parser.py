@@ -32,6 +32,7 @@ from .records import MSRPHeaders, MSRPRequest, MSRPResponse
 __all__ = ["FrameParser", "parse_frames"]
 
 _S_START, _S_HEADERS, _S_BODY, _S_SKIP, _S_DEAD = range(5)
+_REPORT_CHECKS = tuple((name, name.lower(), allowed) for name, allowed in _REPORT_VALUES.items())
 
 
 class FrameParser:
@@ -334,7 +335,8 @@ def _build(
             block.count("\n") != len(lines) - 1
         ):
             raise MSRPParseError("control character in MSRP headers")
-        max_line = limits.max_line_length
+        # No line can be longer than the whole block: skip the per-line check then.
+        max_line = limits.max_line_length if len(block) > limits.max_line_length else -1
         for line in lines:
             name, colon, value = line.partition(":")
             key = _KNOWN_LOWER.get(name)
@@ -344,7 +346,7 @@ def _build(
                 key = name.lower()
             elif not colon:
                 raise MSRPParseError(f"malformed MSRP header line {line[:40]!r}")
-            if len(line) > max_line:
+            if max_line >= 0 and len(line) > max_line:
                 raise MSRPParseError(f"MSRP header {name} too long")
             value = value.strip(" \t")
             if key in _SINGLE:
@@ -360,7 +362,7 @@ def _build(
         _check_path(label, seen[key])
         memo[key] = tuple(seen[key].split())
     headers = MSRPHeaders._from_parsed(items, memo)
-    if _STATUS_START_RE.match(start_s):
+    if start_s[:1].isdigit() and _STATUS_START_RE.match(start_s):
         if has_body and (body or "content-type" in seen):
             raise MSRPParseError("an MSRP response carries no body")
         comment = start_s[4:] if len(start_s) > 3 else None
@@ -383,8 +385,8 @@ def _build(
         parse_report_status(st)
     if start_s == "REPORT" and st is None:
         raise MSRPParseError("REPORT without Status")
-    for hname, allowed in _REPORT_VALUES.items():
-        v = seen.get(hname.lower())
+    for hname, key, allowed in _REPORT_CHECKS:
+        v = seen.get(key)
         if v is not None and v.lower() not in allowed:
             raise MSRPParseError(f"{hname} must be one of {', '.join(allowed)}")
     return MSRPRequest(tid, start_s, headers, body, flag)
