@@ -86,6 +86,10 @@ class TransactionTable:
         self._completed: dict[Any, tuple[SIPResponse, Any, Any]] = {}
         self._completed_fifo: deque[tuple[float, Any]] = deque()
         self._completed_sweep: DelayedCall | None = None
+        # Timer K, compactly: the entry stays in ``clients`` (its machine absorbs retransmitted
+        # responses) and waits in expiry order for one shared call, not a DelayedCall each
+        self._absorbing: deque[tuple[float, Entry]] = deque()
+        self._absorbing_sweep: DelayedCall | None = None
         # s.8.2.2.2: out-of-dialog requests in progress or answered, by From tag, Call-ID and
         # CSeq: the same request on another branch (forked back to us) is a merged request
         self._merged: dict[Any, Any] = {}
@@ -132,6 +136,8 @@ class TransactionTable:
                     continue  # e.g. a send that failed at once already ended the machine
                 if action.name == "J" and entry.is_server:
                     self._keep_completed(entry, action.delay)
+                    continue
+                if action.name == "K" and not entry.is_server and self._absorb(entry, action.delay):
                     continue
                 old = entry.timers.get(action.name)
                 if old is not None and old.active():
@@ -210,6 +216,32 @@ class TransactionTable:
             self._completed_sweep = self.reactor.callLater(max(fifo[0][0] - now, 0.0),
                                                            self._sweep_completed)
 
+    def _absorb(self, entry: Entry, delay: float) -> bool:
+        """Timer K (s.17.1.2.2) through the shared sweep; False when its expiry would come
+        before one already waiting (another T4), so that it takes a timer of its own."""
+        due = self.reactor.seconds() + delay
+        fifo = self._absorbing
+        if fifo and fifo[-1][0] > due:
+            return False
+        fifo.append((due, entry))
+        if self._absorbing_sweep is None:
+            self._absorbing_sweep = self.reactor.callLater(delay, self._sweep_absorbing)
+        return True
+
+    def _sweep_absorbing(self) -> None:
+        """Fire Timer K of every entry due by now (1 ns of float slack: a rescheduled call
+        lands on the due time, not one rounding step before it), then wait for the next."""
+        self._absorbing_sweep = None
+        now = self.reactor.seconds()
+        fifo = self._absorbing
+        while fifo and fifo[0][0] <= now + 1e-9:
+            entry = fifo.popleft()[1]
+            if self.clients.get(entry.key) is entry:
+                self.perform(entry, entry.core.on_timer("K"))
+        if fifo and not self.stopped:
+            self._absorbing_sweep = self.reactor.callLater(max(fifo[0][0] - now, 0.0),
+                                                           self._sweep_absorbing)
+
     def _forget_completed(self, key: Any) -> None:
         done = self._completed.pop(key, None)
         if done is not None:
@@ -229,6 +261,10 @@ class TransactionTable:
         if self._completed_sweep is not None and self._completed_sweep.active():
             self._completed_sweep.cancel()
         self._completed_sweep = None
+        if self._absorbing_sweep is not None and self._absorbing_sweep.active():
+            self._absorbing_sweep.cancel()
+        self._absorbing_sweep = None
+        self._absorbing.clear()
         self._completed.clear()
         self._completed_fifo.clear()
         self._merged.clear()
