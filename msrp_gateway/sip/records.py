@@ -12,7 +12,7 @@ from .headers import Headers, Via, parse_via, split_list
 from .uri import SIPParseError, tag_of
 
 __all__ = ["MAX_CSEQ", "REASON_PHRASES", "SIPMessage", "SIPRequest", "SIPResponse",
-           "SIP_VERSION", "make_response", "reason_phrase"]
+           "SIP_VERSION", "make_response", "reason_phrase", "wire_length"]
 
 SIP_VERSION = "SIP/2.0"
 MAX_CSEQ = 2**31 - 1  # RFC 3261 s.8.1.1.5: CSeq number < 2**31
@@ -145,6 +145,32 @@ def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
     out.append("")
     out.append("")
     return "\r\n".join(out).encode("utf-8", "surrogateescape") + body
+
+
+def _encoded_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
+def wire_length(msg: SIPMessage) -> int:
+    """``len(msg.to_bytes())`` without building the bytes or touching the headers (the
+    stack sizes a request for s.18.1.1 before its Via is added and it is sent)."""
+    if isinstance(msg, SIPRequest):
+        total = _encoded_len(msg.method) + _encoded_len(msg.uri) + _encoded_len(msg.version) + 2
+    else:
+        total = _encoded_len(f"{msg.version} {msg.status} {msg.reason}")
+    n = str(len(msg.body))
+    seen_cl = False
+    for lname, name, value in msg.headers._items:
+        if lname == "content-length":
+            if seen_cl:
+                continue
+            seen_cl = True
+            value = n
+        total += _encoded_len(name) + len(value) + 4 if value.isascii() else \
+            _encoded_len(name) + _encoded_len(value) + 4  # name, ": ", value, CRLF
+    if not seen_cl:
+        total += 16 + len(n) + 2  # "Content-Length: " n CRLF
+    return total + 4 + len(msg.body)  # CRLF after the start line, CRLF ending the head
 
 
 @dataclass(slots=True, eq=True)

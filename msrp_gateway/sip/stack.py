@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from .dialog import ALLOW, Dialog, new_tag
 from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
+from .records import wire_length
 from .invite import MAX_FORKS, TIMER_C, InviteClient  # noqa: F401 - constants re-exported
 from .peers import Peer, is_reliable
 from .resolution import udp_fallback
@@ -359,7 +360,7 @@ class SIPStack:
             target = self._target(req)
         except SIPTransportError as e:
             return defer.fail(e)
-        size = len(req.to_bytes()) + 80  # + our Via, added once the transport is known
+        size = wire_length(req) + 80  # + our Via, added once the transport is known
         return defer.maybeDeferred(self.transport.resolve, target, size)
 
     def _udp_fallback(self, req: SIPRequest, peer: Any) -> Peer | None:

@@ -149,6 +149,15 @@ def test_parse_of_serialize_is_identity(m):
 
 
 @FAST
+@given(messages)
+def test_wire_length_equals_the_serialized_length(m):
+    from msrp_gateway.sip.records import wire_length
+
+    assert wire_length(m) == len(m.to_bytes())
+    assert wire_length(parse_message(m.to_bytes())) == len(m.to_bytes())
+
+
+@FAST
 @given(requests())
 def test_typed_views_of_generated_requests_match_what_was_generated(m):
     parsed = parse_message(m.to_bytes())

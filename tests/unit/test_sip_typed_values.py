@@ -108,3 +108,22 @@ def test_a_copy_of_the_headers_does_not_share_later_changes():
     copy.set("CSeq", "9 MESSAGE")
     assert msg.cseq == (7, "MESSAGE")
     assert msg.headers == parse_message(RAW).headers
+
+
+def test_wire_length_is_the_length_of_the_wire_bytes():
+    from msrp_gateway.sip.message import Headers, SIPRequest, SIPResponse
+    from msrp_gateway.sip.records import wire_length
+
+    cases = [
+        parse_message(RAW),
+        SIPRequest("MESSAGE", "sip:b@h", Headers([
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("Content-Length", "99"),
+            ("Subject", "h\u00e9llo"), ("l", "3"), ("X-Raw", "\udce9x")]), b"abcde"),
+        SIPRequest("MESSAGE", "sip:b\u00e9@h", Headers([("To", "<sip:x@y>")])),
+        SIPResponse(200, "OK \u00e9", Headers([("To", "x"), ("Content-Length", "0")]), b"xx"),
+    ]
+    for msg in cases:
+        before = msg.headers.copy()
+        size = wire_length(msg)
+        assert msg.headers == before  # sizing leaves the headers as they were
+        assert size == len(msg.to_bytes())
