@@ -12,6 +12,12 @@ not) and writes JSON.
 
     python bench/sip_message_rate.py [--transport udp|tcp] [--start 1000] [--step 1000]
         [--max 20000] [--seconds 3] [--budget 180] [--json bench/results/sip_message_rate.json]
+
+``--in-process [N]`` instead times the SIP layer alone, without sockets or sipp: CPU
+microseconds per MESSAGE for the page side (datagram in -> parse -> stack -> route -> 200
+written) and the send side (send_request -> MESSAGE written, its 200 in -> result), N
+MESSAGEs per round, best of 5 rounds (the machine is shared: compare runs made back to
+back). Writes nothing.
 """
 
 from __future__ import annotations
@@ -136,8 +142,97 @@ def run_step(sipp: str, workdir: str, gw: GatewayProcess, transport: str, rate: 
     return result
 
 
+def in_process(n: int, rounds: int = 5) -> dict[str, float]:
+    """CPU us per MESSAGE of the SIP layer on each side (best of ``rounds``); the UDP
+    listener is a stub that keeps what would be written, the reactor never runs except to
+    flush its timer queue every 50 messages, as its loop would."""
+    import socket as _socket
+
+    from twisted.internet import reactor
+
+    sys.path.insert(0, ROOT)
+    from msrp_gateway.sip.peers import Peer
+    from msrp_gateway.sip.stack import SIPStack
+    from msrp_gateway.sip.transport import SIPTransport
+
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes, addr: object) -> None:
+            written.append(data)
+
+    class Listener:  # what SIPTransport needs of its UDP protocol
+        transport = Writer()
+
+    def fresh() -> tuple[SIPTransport, SIPStack]:
+        t = SIPTransport(reactor)
+        t._udp[_socket.AF_INET] = Listener()  # type: ignore[assignment]  # bench stub
+        t._ports.append((Peer("udp", "127.0.0.1", 5060), None, None))  # type: ignore[arg-type]
+        stack = SIPStack(reactor, t, local_uri_host="127.0.0.1",
+                         router=lambda txn: txn.respond(200))
+        return t, stack
+
+    source = Peer("udp", "127.0.0.1", 5070)
+
+    def message(i: int) -> bytes:
+        return (f"MESSAGE sip:bob@127.0.0.1:5060 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{i};rport\r\n"
+                f"From: <sip:alice@127.0.0.1:5070>;tag={i}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                f"Call-ID: {i}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").encode()
+
+    def answer(data: bytes) -> bytes:
+        lines = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        keep = [h if not h.startswith(b"To:") else h + b";tag=x" for h in lines
+                if h.split(b":")[0] in (b"Via", b"From", b"To", b"Call-ID", b"CSeq")]
+        return b"SIP/2.0 200 OK\r\n" + b"\r\n".join(keep) + b"\r\nContent-Length: 0\r\n\r\n"
+
+    page: list[float] = []
+    for r in range(rounds):
+        t, stack = fresh()
+        datas = [message(r * n + i) for i in range(n)]
+        written.clear()
+        t0 = time.process_time()
+        for i, d in enumerate(datas):
+            t._datagram_received(Listener, d, source)  # type: ignore[arg-type]  # bench stub
+            if i % 50 == 0:
+                reactor.runUntilCurrent()  # type: ignore[attr-defined]
+        page.append((time.process_time() - t0) / n * 1e6)
+        assert len(written) == n, f"{len(written)} answers to {n} MESSAGEs"
+        stack.stop()
+        reactor.runUntilCurrent()  # type: ignore[attr-defined]
+    send: list[float] = []
+    for _ in range(rounds):
+        t, stack = fresh()
+        results: list[object] = []
+        reqs = [stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:bob@127.0.0.1",
+                                  "sip:bob@127.0.0.1:5070", body=b"hello",
+                                  content_type="text/plain") for _ in range(n)]
+        spent = 0.0
+        for b in range(0, n, 50):  # 50 out, their 200s in: no Timer E fires meanwhile
+            written.clear()
+            t0 = time.process_time()
+            for req in reqs[b:b + 50]:
+                stack.send_request(req).addCallback(results.append)
+            spent += time.process_time() - t0
+            answers = [answer(d) for d in written]  # the peer's work: not timed
+            t0 = time.process_time()
+            for a in answers:
+                t._datagram_received(Listener, a, source)  # type: ignore[arg-type]
+            reactor.runUntilCurrent()  # type: ignore[attr-defined]
+            spent += time.process_time() - t0
+        assert len(results) == n, f"{len(results)} results for {n} MESSAGEs"
+        send.append(spent / n * 1e6)
+        stack.stop()
+        reactor.runUntilCurrent()  # type: ignore[attr-defined]
+    return {"page_side_us": min(page), "send_side_us": min(send),
+            "page_rounds": page, "send_rounds": send}  # type: ignore[dict-item]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--in-process", type=int, nargs="?", const=8000, default=None,
+                    metavar="N", help="time the SIP layer alone, N MESSAGEs per round")
     ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
     ap.add_argument("--start", type=int, default=1000)
     ap.add_argument("--step", type=int, default=1000)
@@ -146,6 +241,12 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=180.0, help="total seconds for all steps")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "sip_message_rate.json"))
     a = ap.parse_args()
+    if a.in_process is not None:
+        r = in_process(max(a.in_process, 100))
+        for side in ("page", "send"):
+            rounds = ", ".join(f"{x:.1f}" for x in r[f"{side}_rounds"])  # type: ignore[attr-defined]
+            print(f"{side} side: {r[f'{side}_side_us']:.1f} us/MESSAGE (best of 5: {rounds})")
+        return 0
     sipp = shutil.which("sipp")
     if sipp is None:
         print("sipp is not installed", file=sys.stderr)
