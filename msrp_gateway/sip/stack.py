@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .dialog import ALLOW, Dialog, new_tag
-from .message import Headers, SIPParseError, SIPRequest, SIPResponse, make_response
+from .message import Headers, SIPParseError, SIPRequest, SIPResponse, Via, make_response
 from .records import wire_length
 from .invite import MAX_FORKS, TIMER_C, InviteClient  # noqa: F401 - constants re-exported
 from .peers import Peer, is_reliable
@@ -387,11 +387,14 @@ class SIPStack:
     def _add_via(self, req: SIPRequest, peer: Any) -> None:
         """Our Via on top (replacing one already added on a retry), fresh branch, rport."""
         proto, host, port = self.transport.local_via(peer)
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        via = f"SIP/2.0/{proto.upper()} {host}:{port};branch={new_branch()};rport"
+        bare = host.strip("[]")
+        branch = new_branch()
+        sent_by = f"[{bare}]" if ":" in bare else bare
         req.headers.remove("Via")
-        req.headers.prepend("Via", via)
+        req.headers.prepend("Via", f"SIP/2.0/{proto.upper()} {sent_by}:{port};branch={branch};rport")
+        # what parsing that line gives, kept so the transaction key does not parse it again
+        req.headers._typed["via"] = Via(proto.upper(), bare, int(port),
+                                        {"branch": branch, "rport": None})
         if req.method == "INVITE" and req.headers.get("Contact") == self.contact():
             req.headers.set("Contact", self.contact_for(peer))
 

@@ -127,3 +127,23 @@ def test_wire_length_is_the_length_of_the_wire_bytes():
         size = wire_length(msg)
         assert msg.headers == before  # sizing leaves the headers as they were
         assert size == len(msg.to_bytes())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]"])
+def test_the_via_kept_for_a_request_we_send_is_what_its_line_parses_to(host):
+    from twisted.internet import task
+
+    from msrp_gateway.sip.headers import parse_via, split_list
+    from msrp_gateway.sip.stack import SIPStack
+    from msrp_gateway.testing import FakeSIPTransport
+
+    transport = FakeSIPTransport(host, 5060)
+    stack = SIPStack(task.Clock(), transport, local_uri_host="127.0.0.1:5060",
+                     router=lambda t: None)
+    req = stack.new_request("MESSAGE", "sip:a@127.0.0.1", "sip:b@192.0.2.7",
+                            "sip:b@192.0.2.7:5062", body=b"x", content_type="text/plain")
+    stack.send_request(req)
+    line = split_list(req.headers.get("Via"))[0]
+    assert req.top_via == parse_via(line)
+    assert transport.sent[0][0].top_via == req.top_via  # and what went on the wire
+    stack.stop()
