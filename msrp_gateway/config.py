@@ -204,9 +204,17 @@ class SIPSettings:
     max_headers: int = _opt(_between(8, 4096), 128)
     max_line_length: int = _opt(_between(256, 1024 * 1024), 8192)
     max_transactions: int = _opt(_between(1), 65536)
-    max_dialogs: int = _opt(_between(1), 20000)
+    max_dialogs: int = _opt(_between(1), 100000)
     max_connections: int = _opt(_between(1), 4096)
     tcp_idle_timeout: float = _opt(_between(1), 300.0)
+    # RFC 3261 s.17.1.1.1 timers; Timer B/F/H = 64*T1.  T1 < T2 is checked across keys.
+    timer_t1: float = _opt(_between(0.001, 60), 0.5)
+    timer_t2: float = _opt(_between(0.001, 600), 4.0)
+    timer_t4: float = _opt(_between(0.001, 600), 5.0)
+    max_completed: int = _opt(_between(1), 400000)
+    connect_timeout: float = _opt(_between(0.1), 10.0)
+    max_pending_per_connection: int = _opt(_between(1), 256)
+    max_write_backlog: int = _opt(_between(4096), 4 * 1024 * 1024)
 
     @property
     def sockets(self) -> tuple[SocketAddress, ...]:
@@ -229,6 +237,8 @@ class MSRPSettings:
     reassembly_timeout: float = _opt(_between(1), 60.0)
     send_timeout: float = _opt(_between(0.1), 30.0)
     max_send_queue: int = _opt(_between(1), 1024)
+    max_send_queue_bytes: int = _opt(_between(1024), 64 * 1024 * 1024)
+    max_in_flight: int = _opt(_between(1), 256)
     idle_timeout: float = _opt(_between(0), 30.0)
     frame_timeout: float = _opt(_between(1), 60.0)
     max_connections: int = _opt(_between(1), 10000)
@@ -445,6 +455,18 @@ def from_dict(data: dict[str, Any], source: str = "") -> Settings:
 
 def _cross_checks(s: Settings, source: str) -> None:
     gw = s.msrp_gateway
+    sip = s.sip
+    if sip.timer_t1 >= sip.timer_t2:
+        raise ConfigError("[sip] timer_t1", f"a value below timer_t2 ({sip.timer_t2})",
+                          sip.timer_t1, source)
+    # Each session is one INVITE dialog: a session limit above max_dialogs would answer
+    # 202 and then fail the set-up on a full dialog table instead of refusing with 503.
+    for section, limit in (("msrp_gateway", gw.max_sessions),
+                           ("msrp_ua", s.msrp_ua.max_sessions)):
+        if limit > sip.max_dialogs:
+            raise ConfigError(f"[{section}] max_sessions",
+                              f"a value <= [sip] max_dialogs ({sip.max_dialogs}), as each "
+                              "session needs a SIP dialog", limit, source)
     if gw.session_timeout < gw.message_timeout:
         raise ConfigError("[msrp_gateway] session_timeout",
                           f"a value >= message_timeout ({gw.message_timeout}), as in OpenSIPS",

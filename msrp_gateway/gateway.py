@@ -162,7 +162,7 @@ class Gateway:
         ua_stop = getattr(self.ua, "stop", None)
         if callable(ua_stop):  # the UA's stop waits for the answers to our BYEs
             try:
-                waiting.append(defer.maybeDeferred(ua_stop))
+                waiting.append(defer.maybeDeferred(ua_stop, deadline=self.settings.stop_timeout))
             except Exception:  # noqa: BLE001
                 log.failure("UA stop failed")
             waiting = [d for d in waiting if not d.called]

@@ -30,6 +30,7 @@ from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.routing import Router, RoutingScriptError
 from msrp_gateway.sip.message import Limits as SIPLimits
 from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transaction import TimerSettings
 from msrp_gateway.sip.transport import SIPTransport
 from msrp_gateway.ua import MSRPUserAgent
 
@@ -238,6 +239,7 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         frame_timeout=m.frame_timeout, max_connections=m.max_connections,
         max_reassembly_bytes=m.max_reassembly_bytes,
         max_queued_messages=m.max_send_queue,
+        max_queued_bytes=m.max_send_queue_bytes, max_inflight=m.max_in_flight,
         max_sessions=settings.msrp_gateway.max_sessions,
         session_id_matching=(m.session_matching == "session-id"))
     limits = MSRPLimits(max_header_bytes=m.max_header_size,
@@ -286,13 +288,18 @@ def build_service(settings: Settings, reactor: Any,
         limits=SIPLimits(max_message_size=sip.max_message_size,
                          max_headers=sip.max_headers,
                          max_line_length=sip.max_line_length),
-        max_connections=sip.max_connections, idle_timeout=sip.tcp_idle_timeout)
+        max_connections=sip.max_connections, idle_timeout=sip.tcp_idle_timeout,
+        connect_timeout=sip.connect_timeout,
+        max_pending_per_connection=sip.max_pending_per_connection,
+        max_write_backlog=sip.max_write_backlog)
     # Stops after the gateway and the UA (first_to_stop): closes ports and connections.
     _Stopper("sip-transport", transport.stop).setServiceParent(root)
     stack = root.sip = SIPStack(
         reactor, transport, local_uri_host=_sip_local_host(settings),
         outbound_proxy=settings.sip.outbound_proxy or None, router=_refuse_until_routed,
-        max_transactions=settings.sip.max_transactions, max_dialogs=settings.sip.max_dialogs)
+        max_transactions=sip.max_transactions, max_dialogs=sip.max_dialogs,
+        max_completed=sip.max_completed,
+        timers=TimerSettings(sip.timer_t1, sip.timer_t2, sip.timer_t4))
     ua = root.ua = MSRPUserAgent(reactor, stack, msrp, settings.msrp_ua)
 
     def emit_event(name: str, params: dict[str, Any]) -> None:
@@ -309,7 +316,8 @@ def build_service(settings: Settings, reactor: Any,
     for sock in settings.sip.socket:
         ListenerService(sock, lambda s=sock: transport.listen(s), stack_owned=True
                         ).setServiceParent(root)
-    ua_svc = _Stopper("ua", ua.stop)
+    # Bounded: BYEs to a frozen peer or a dialog never ACKed must not hold SIGTERM.
+    ua_svc = _Stopper("ua", lambda: ua.stop(deadline=settings.msrp_gateway.stop_timeout))
     ua_svc.setServiceParent(root)
     stack_svc = _Stopper("sip-stack", stack.stop)
     stack_svc.setServiceParent(root)
