@@ -456,6 +456,9 @@ def from_dict(data: dict[str, Any], source: str = "") -> Settings:
 def _cross_checks(s: Settings, source: str) -> None:
     gw = s.msrp_gateway
     sip = s.sip
+    if not sip.socket:
+        raise ConfigError("[sip] socket", "at least one SIP socket string (the first one "
+                          "gives the Via and Contact of what we send)", [], source)
     if sip.timer_t1 >= sip.timer_t2:
         raise ConfigError("[sip] timer_t1", f"a value below timer_t2 ({sip.timer_t2})",
                           sip.timer_t1, source)

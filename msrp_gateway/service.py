@@ -186,6 +186,15 @@ class GatewayService(MultiService):
         self.router: Router | None = None
         self.first_to_stop: list[Service] = []
         self.gc_tuning = GCTuning(settings.process)
+        self._stop_by: float | None = None
+
+    def stop_time_left(self) -> float:
+        """Seconds left of ``[msrp_gateway] stop_timeout`` since stopping began: every
+        step that waits for peers shares that one budget, so SIGTERM stays bounded by it."""
+        budget = self.settings.msrp_gateway.stop_timeout
+        if self._stop_by is None:
+            return budget
+        return max(0.0, self._stop_by - self.reactor.seconds())
 
     def startService(self) -> None:
         try:
@@ -205,6 +214,7 @@ class GatewayService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
         log.info("msrpgw stopping")
+        self._stop_by = self.reactor.seconds() + self.settings.msrp_gateway.stop_timeout
         Service.stopService(self)
         for svc in self.first_to_stop:
             if svc.running:
@@ -317,7 +327,7 @@ def build_service(settings: Settings, reactor: Any,
         ListenerService(sock, lambda s=sock: transport.listen(s), stack_owned=True
                         ).setServiceParent(root)
     # Bounded: BYEs to a frozen peer or a dialog never ACKed must not hold SIGTERM.
-    ua_svc = _Stopper("ua", lambda: ua.stop(deadline=settings.msrp_gateway.stop_timeout))
+    ua_svc = _Stopper("ua", lambda: ua.stop(deadline=root.stop_time_left()))
     ua_svc.setServiceParent(root)
     stack_svc = _Stopper("sip-stack", stack.stop)
     stack_svc.setServiceParent(root)

@@ -358,3 +358,91 @@ def test_loaded_file_values_reach_settings(tmp_path):
     s = load(path)
     assert s.msrp_gateway.hash_size == 4 and s.sip.socket == ("udp:127.0.0.1:0",)
     assert s.source == str(path)
+
+
+# --- SIP timers and transport bounds, MSRP per-connection bounds (issue 2/5 follow-up) ------
+
+def test_sip_timers_and_transport_bounds_default_and_are_settable():
+    d = from_dict({}).sip
+    assert (d.timer_t1, d.timer_t2, d.timer_t4, d.max_completed, d.connect_timeout,
+            d.max_pending_per_connection, d.max_write_backlog) == (
+        0.5, 4.0, 5.0, 400000, 10.0, 256, 4 * 1024 * 1024)
+    s = from_dict({"sip": {"timer_t1": 0.05, "timer_t2": 1, "timer_t4": 2,
+                           "max_completed": 10, "connect_timeout": 3,
+                           "max_pending_per_connection": 4,
+                           "max_write_backlog": 65536}}).sip
+    assert (s.timer_t1, s.timer_t2, s.timer_t4, s.max_completed, s.connect_timeout,
+            s.max_pending_per_connection, s.max_write_backlog) == (
+        0.05, 1.0, 2.0, 10, 3.0, 4, 65536)
+    assert isinstance(s.timer_t2, float) and isinstance(s.connect_timeout, float)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("timer_t1", 0, "a number from 0.001 to 60"),
+    ("timer_t1", "0.5", "a number"),
+    ("timer_t2", -1, "a number from 0.001 to 600"),
+    ("timer_t4", 0, "a number from 0.001 to 600"),
+    ("max_completed", 0, "a number >= 1"),
+    ("max_completed", 1.5, "an integer"),
+    ("connect_timeout", 0, "a number >= 0.1"),
+    ("max_pending_per_connection", 0, "a number >= 1"),
+    ("max_write_backlog", 100, "a number >= 4096"),
+])
+def test_sip_timers_and_bounds_refuse_bad_values_in_one_line(key, value, expected):
+    assert error_of({"sip": {key: value}}) == (
+        f"gw.toml: [sip] {key}: expected {expected}, found {value!r}")
+
+
+def test_timer_t1_must_be_below_timer_t2():
+    assert error_of({"sip": {"timer_t1": 4.0, "timer_t2": 4.0}}) == (
+        "gw.toml: [sip] timer_t1: expected a value below timer_t2 (4.0), found 4.0")
+    assert error_of({"sip": {"timer_t1": 5}}) == (
+        "gw.toml: [sip] timer_t1: expected a value below timer_t2 (4.0), found 5.0")
+
+
+def test_msrp_per_connection_bounds_default_and_are_settable():
+    d = from_dict({}).msrp
+    assert (d.max_in_flight, d.max_send_queue_bytes) == (256, 64 * 1024 * 1024)
+    m = from_dict({"msrp": {"max_in_flight": 2, "max_send_queue_bytes": 4096}}).msrp
+    assert (m.max_in_flight, m.max_send_queue_bytes) == (2, 4096)
+    assert error_of({"msrp": {"max_in_flight": 0}}) == (
+        "gw.toml: [msrp] max_in_flight: expected a number >= 1, found 0")
+    assert error_of({"msrp": {"max_send_queue_bytes": 10}}) == (
+        "gw.toml: [msrp] max_send_queue_bytes: expected a number >= 1024, found 10")
+
+
+def test_gateway_bounds_and_stop_timeout_are_settable_and_checked():
+    g = from_dict({"msrp_gateway": {"max_queued_bytes": 10, "max_pending_messages": 3,
+                                    "stop_timeout": 1}}).msrp_gateway
+    assert (g.max_queued_bytes, g.max_pending_messages, g.stop_timeout) == (10, 3, 1.0)
+    assert error_of({"msrp_gateway": {"stop_timeout": 0}}) == (
+        "gw.toml: [msrp_gateway] stop_timeout: expected a number >= 0.1, found 0")
+    assert error_of({"msrp_gateway": {"max_pending_messages": 0}}) == (
+        "gw.toml: [msrp_gateway] max_pending_messages: expected a number >= 1, found 0")
+
+
+def test_default_session_limits_fit_in_the_dialog_table():
+    """Session 20,001 used to get 202 and then 'dialog table full': defaults now agree."""
+    s = from_dict({})
+    assert s.msrp_gateway.max_sessions <= s.sip.max_dialogs
+    assert s.msrp_ua.max_sessions <= s.sip.max_dialogs
+
+
+@pytest.mark.parametrize("section", ["msrp_gateway", "msrp_ua"])
+def test_session_limit_above_max_dialogs_is_refused(section):
+    data = {"sip": {"max_dialogs": 20000}, "msrp_gateway": {"max_sessions": 20000},
+            "msrp_ua": {"max_sessions": 20000}}
+    data[section] = {"max_sessions": 20001}
+    assert error_of(data) == (
+        f"gw.toml: [{section}] max_sessions: expected a value <= [sip] max_dialogs (20000), "
+        "as each session needs a SIP dialog, found 20001")
+    s = from_dict({"sip": {"max_dialogs": 20000}, "msrp_gateway": {"max_sessions": 20000},
+                   "msrp_ua": {"max_sessions": 20000}})
+    assert s.sip.max_dialogs == 20000
+
+
+def test_sip_needs_at_least_one_socket():
+    """An empty list used to pass and then fail start-up with an IndexError."""
+    assert error_of({"sip": {"socket": []}}) == (
+        "gw.toml: [sip] socket: expected at least one SIP socket string (the first one gives "
+        "the Via and Contact of what we send), found an array []")

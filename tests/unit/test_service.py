@@ -457,3 +457,69 @@ def test_clean_reactor_check_sees_a_pending_call_and_an_open_port():
         port.stopListening()
     assert call not in check._pending_calls(reactor)
     assert port not in check._selectables(reactor)  # closing: let pass
+
+
+def test_sip_timers_and_bounds_reach_the_sip_stack_and_transport():
+    from msrp_gateway.sip.transaction import TimerSettings
+    _reactor, root = make({"sip": {"timer_t1": 0.05, "timer_t2": 1.0, "timer_t4": 2.0,
+                                   "max_completed": 77, "max_dialogs": 100000,
+                                   "connect_timeout": 3, "max_pending_per_connection": 5,
+                                   "max_write_backlog": 65536}})
+    assert root.sip.timers == TimerSettings(0.05, 1.0, 2.0)
+    assert (root.sip.max_completed, root.sip.max_dialogs) == (77, 100000)
+    t = root.sip.transport
+    assert (t.connect_timeout, t.max_pending_per_connection, t.max_write_backlog) == (
+        3.0, 5, 65536)
+
+
+def test_msrp_per_connection_bounds_reach_the_msrp_stack():
+    _reactor, root = make({"msrp": {"max_in_flight": 3, "max_send_queue_bytes": 8192,
+                                    "max_send_queue": 9}})
+    s = root.msrp.settings
+    assert (s.max_inflight, s.max_queued_bytes, s.max_queued_messages) == (3, 8192, 9)
+
+
+def test_gateway_bounds_reach_the_gateway():
+    _reactor, root = make({"msrp_gateway": {"max_pending_messages": 4,
+                                            "max_queued_messages": 2}})
+    s = root.gateway.settings
+    assert (s.max_pending_messages, s.max_queued_messages) == (4, 2)
+
+
+
+class _Slow(Service):
+    """Takes `delay` seconds of the reactor's clock to stop; notes the budget left then."""
+
+    def __init__(self, name, reactor, root, delay, seen):
+        self.setName(name)
+        self.reactor, self.root, self.delay, self.seen = reactor, root, delay, seen
+
+    def stopService(self):
+        super().stopService()
+        d = defer.Deferred()
+
+        def done():
+            self.seen.append(self.root.stop_time_left())
+            d.callback(None)
+        self.reactor.callLater(self.delay, done)
+        return d
+
+
+def test_stop_steps_share_one_stop_timeout_budget():
+    """The UA's BYE wait gets what is left of stop_timeout after the gateway's own wait,
+    not a fresh stop_timeout (SIGTERM stays within stop_timeout, not a multiple of it)."""
+    reactor, root = make({"msrp_gateway": {"stop_timeout": 5.0}})
+    seen: list[float] = []
+    first = _Slow("slow-1", reactor, root, 3.0, seen)
+    second = _Slow("slow-2", reactor, root, 4.0, seen)
+    for svc in (first, second):
+        svc.setServiceParent(root)
+    root.first_to_stop[:0] = [first, second]
+    assert root.stop_time_left() == 5.0
+    root.startService()
+    d = root.stopService()
+    reactor.advance(3.0)
+    reactor.advance(4.0)
+    assert seen == [2.0, 0.0]
+    reactor.advance(0)
+    assert d.called
