@@ -11,8 +11,6 @@ traffic and nothing malformed. Missing sipp/tshark: skip locally, fail under CI=
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,19 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require_tool
+
 SCENARIO = Path(__file__).parent / "sipp" / "uac_message.xml"
 CALLS = 1000
 RATE = 500  # calls per second: the run takes ~2 s; the benchmark goes higher
 SIPP_TIMEOUT = 120
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI (see .ci/run)")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 ROUTE = """
@@ -117,7 +108,7 @@ def check_calls(calls_file: Path) -> None:
 ], ids=["udp", "tcp", "udp-lost"])
 def test_sipp_1000_messages_all_answered_200_route_called_once_each(
         msrpgw, tmp_path, transport, extra):
-    sipp, tshark = tool("sipp"), tool("tshark")
+    sipp, tshark = require_tool("sipp"), require_tool("tshark")
     calls = tmp_path / "calls.txt"
     gw = msrpgw.start(routing_script=ROUTE.format(path=str(calls)), log_level="warn")
     capture = Capture(tshark, tmp_path, gw.sip_port)
@@ -160,7 +151,7 @@ DIALOGS = 50
 def test_sipp_invite_200_ack_bye_dialogs_against_a_script_that_answers_invite(
         msrpgw, tmp_path, transport):
     """sipp's built-in UAC: INVITE, 200 from the route, ACK, BYE answered 200 by the dialog."""
-    sipp, tshark = tool("sipp"), tool("tshark")
+    sipp, tshark = require_tool("sipp"), require_tool("tshark")
     calls = tmp_path / "calls.txt"
     gw = msrpgw.start(routing_script=INVITE_ROUTE.format(path=str(calls)), log_level="warn")
     capture = Capture(tshark, tmp_path, gw.sip_port)
@@ -191,7 +182,7 @@ def test_a_2000_byte_send_reaches_a_udp_only_phone_through_the_udp_fallback(tmp_
     2,000-byte SEND toward a phone (sipp) that listens on UDP only. The MESSAGE is over
     1,300 bytes, so s.18.1.1 tries TCP first; the connection is refused and the request
     must be retried over UDP (it used to end as "MESSAGE failed: 503")."""
-    tool("sipp")
+    require_tool("sipp")
     from bench.gateway_harness import (
         HOST,
         SIPP_MESSAGE_UAS,
