@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import time
 import uuid
@@ -338,14 +339,10 @@ def next_event(sock: socket.socket, key: str, timeout: float) -> dict:
     raise TimeoutError(f"no E_MSRP_GW_SETUP_FAILED for {key} within {timeout} s")
 
 
-@pytest.mark.parametrize("mode,code,reason,words,wait", [
-    ("reject:486", 486, "Busy Here", "486 Busy Here", 15),
-    # a UDP port that swallows the INVITE without a word: Timer B (64*T1 = 32 s)
-    ("black-hole", None, None, "no answer", 45),
-], ids=["486", "invite-timeout"])
-def test_setup_failure_raises_event_and_pages_the_sender(answering: World, mode, code, reason,
-                                                         words, wait) -> None:
-    w = answering
+def check_setup_failure(w: World, mode: str, code: int | None, reason: str | None,
+                        words: str, wait: float) -> None:
+    """A MESSAGE whose session cannot be set up: 202 (queued), then the event with fresh
+    params, the failure MESSAGE to the sender's phone, and no session left."""
     mona, ned = user("mona"), user("ned")
     sock = subscribe(w)
     hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -376,6 +373,28 @@ def test_setup_failure_raises_event_and_pages_the_sender(answering: World, mode,
     finally:
         sock.close()
         hole.close()
+
+
+def test_setup_failure_486_raises_event_and_pages_the_sender(answering: World) -> None:
+    check_setup_failure(answering, "reject:486", 486, "Busy Here", "486 Busy Here", 15)
+
+
+FAST_T1 = 0.05  # [sip] timer_t1: Timer B = 64*T1 = 3.2 s instead of 32 s
+
+
+@pytest.fixture(scope="module")
+def fast_timers(tmp_path_factory):
+    w = start_world(str(tmp_path_factory.mktemp("gw-e2e-fast-t1")), sip={"timer_t1": FAST_T1})
+    yield w
+    stop_world(w)
+
+
+def test_invite_timeout_raises_event_and_pages_the_sender(fast_timers: World) -> None:
+    """A UDP port that swallows the INVITE without a word: Timer B (64*T1) ends the set-up;
+    the configured T1 is what the running gateway uses (3.2 s, not the default 32 s)."""
+    began = time.monotonic()
+    check_setup_failure(fast_timers, "black-hole", None, None, "no answer", 15)
+    assert time.monotonic() - began < 15
 
 
 # -- bounds, timeouts and shutdown on a gateway with small limits -----------------------------
@@ -496,6 +515,50 @@ def test_sigterm_byes_every_session_and_exits(small: World, udp: socket.socket) 
     for sid in sids:  # each peer session hears the gateway's BYE (not only a closed socket)
         assert "BYE" in w.peer.expect("terminated", timeout=5, sid=sid)["why"]
     assert "msrpgw stopped" in w.gw.log()
+
+
+STOP_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def frozen_peer_world(tmp_path):
+    """A gateway with a short stop_timeout and a peer we may SIGSTOP; the peer is always
+    continued and closed, the gateway always stopped, whatever the test did."""
+    gw = GatewayProcess(str(tmp_path), msrp_gateway={"stop_timeout": STOP_TIMEOUT})
+    gw.start()
+    try:
+        peer = PeerProcess(str(tmp_path), proxy=f"sip:{HOST}:{gw.sip_port};lr")
+    except BaseException:
+        gw.stop()
+        raise
+    try:
+        yield World(str(tmp_path), gw, peer, None)
+    finally:
+        if peer.proc.poll() is None:
+            peer.proc.send_signal(signal.SIGCONT)
+        gw.stop(timeout=10)
+        peer.close()
+
+
+def test_sigterm_with_a_frozen_peer_exits_within_stop_timeout(frozen_peer_world: World,
+                                                              udp: socket.socket) -> None:
+    """The peer is SIGSTOPped with a session up: our BYE is never answered (its Timer F is
+    64*T1 = 32 s) and yet SIGTERM ends the process within stop_timeout + 3 s (it took
+    32-63 s before the UA's stop got a deadline)."""
+    w = frozen_peer_world
+    assert raw_message(w.gw, udp, "xavi", "yves", w.peer.sip_port, "then freeze", 1) == "202"
+    sid = w.peer.expect("invite", timeout=10, has="sip:xavi@")["sid"]
+    w.peer.expect("established", timeout=10, sid=sid)
+    assert w.peer.expect("message", timeout=10, sid=sid)["body"] == "then freeze"
+    w.peer.proc.send_signal(signal.SIGSTOP)
+    began = time.monotonic()
+    status = w.gw.stop(timeout=STOP_TIMEOUT + 10)
+    took = time.monotonic() - began
+    assert status in (0, -signal.SIGTERM), f"exit status {status} (-9: it had to be killed)"
+    assert took < STOP_TIMEOUT + 3, f"SIGTERM took {took:.1f} s"
+    log = w.gw.log()
+    assert "msrpgw stopped" in log
+    assert "unanswered" in log or "did not end within" in log, w.gw.log_tail()
 
 
 def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_small_run(small: World) -> None:
