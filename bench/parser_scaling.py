@@ -67,7 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs per case; the best counts")
     args = ap.parse_args()
-    print("command:", shlex.join([os.path.basename(sys.executable), *sys.argv]))
+    script = os.path.join("bench", os.path.basename(sys.argv[0]))
+    print("command:", shlex.join(["python", script, *sys.argv[1:]]))
     cases = [
         ("MSRP frame in 1 KiB reads", "1 MiB", msrp_frame(1 << 20), "8 MiB", msrp_frame(8 << 20)),
         ("SIP message, 1 byte per read", "8 KB", sip_dribble(8_000), "64 KB", sip_dribble(64_000)),
