@@ -57,7 +57,7 @@ def run_other(path: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     began = time.time()
     try:
-        done = subprocess.run([sys.executable, path], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, os.path.relpath(path, root)], capture_output=True, text=True, env=env,
                               cwd=root, timeout=OTHERS_TIMEOUT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {OTHERS_TIMEOUT} s"}
