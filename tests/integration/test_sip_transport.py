@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 
 import pytest
@@ -297,6 +298,13 @@ async def test_a_request_without_from_or_to_is_dropped_not_answered_with_a_broke
     assert len(client.received) == 1
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name from a Via: never resolved or sent to from a test
+        return False
+
+
 @pytest_twisted.ensureDeferred
 async def test_every_rfc4475_invalid_message_gets_a_well_formed_answer_or_none(
         transports, udp_client):
@@ -312,8 +320,12 @@ async def test_every_rfc4475_invalid_message_gets_a_well_formed_answer_or_none(
     original_send = server.send
 
     def recording_send(msg, peer):
+        # The corpus' Vias name hosts such as 192.0.2.x: record those answers, but only
+        # what goes back to this machine is really sent (tests talk to loopback only).
         sent.append(msg)
-        return original_send(msg, peer)
+        if _is_loopback(peer.host):
+            return original_send(msg, peer)
+        return defer.succeed(None)
 
     server.send = recording_send
     client, _ = udp_client
