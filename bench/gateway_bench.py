@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.gateway_harness import (
     HOST,
+    SIPP_MESSAGE_UAS,
     GatewayProcess,
     PeerProcess,
     SippProcess,
@@ -51,23 +52,8 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 """
 
-UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="msrpgw bench MESSAGE receiver">
-  <recv request="MESSAGE" />
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]-[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"""
+# The page-mode phone: answers every MESSAGE 200 (the harness's receiver, status filled in).
+UAS = SIPP_MESSAGE_UAS.replace("[status] OK", "200 OK")
 
 
 class Setup:
