@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer, task
 
 from msrp_gateway.msrp.chunks import Chunker, path_head
 from msrp_gateway.msrp.message import (
@@ -31,29 +30,13 @@ from msrp_gateway.msrp.session import (
     LinkCore,
     MSRPSendError,
     MSRPSession,
-    SessionHost,
     SessionSettings,
-    SessionTable,
     new_id,
 )
+from tests.unit.test_msrp_session import Host  # the same smallest stack
 
 PEER = "msrp://10.0.0.2:7777/peer1;tcp"
 OURS = "msrp://10.0.0.1:2855/ours1;tcp"
-
-
-class Host(SessionHost):
-    def __init__(self, settings: SessionSettings | None = None) -> None:
-        self.clock = task.Clock()
-        self.settings = settings or SessionSettings()
-        self.table = SessionTable(self.settings)
-        self.link: LinkCore | None = None
-
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        assert self.link is not None
-        return defer.succeed(self.link)
-
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
 
 
 class Wire:
