@@ -12,7 +12,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from bench.ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
@@ -32,27 +33,6 @@ def env() -> dict[str, str]:
     e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e["PYTHONUNBUFFERED"] = "1"
     return e
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, both: bool = True) -> int:
-    """A port free for UDP and TCP alike (SIP listens on both with one number)."""
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, kind)
-        s.bind((HOST, 0))
-        port = s.getsockname()[1]
-        s.close()
-        if not both:
-            return port
-        other = socket.socket(socket.AF_INET,
-                              socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM)
-        try:
-            other.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            other.close()
-        return port
-    raise RuntimeError("no free port pair found")
 
 
 def cpu_seconds_of(pid: int) -> float:
@@ -106,9 +86,9 @@ class GatewayProcess:
 
     def __init__(self, workdir: str, **sections: dict[str, Any]) -> None:
         self.workdir = workdir
-        self.sip_port = free_port()
-        self.msrp_port = free_port(socket.SOCK_STREAM, both=False)
-        self.mi_port = free_port(socket.SOCK_STREAM, both=False)
+        self.sip_port = free_port(HOST)
+        self.msrp_port = free_port(HOST, both=False)
+        self.mi_port = free_port(HOST, both=False)
         config: dict[str, dict[str, Any]] = {
             "sip": {"socket": [f"udp:{HOST}:{self.sip_port}", f"tcp:{HOST}:{self.sip_port}"]},
             "msrp": {"socket": [f"msrp:{HOST}:{self.msrp_port}"],
@@ -218,6 +198,7 @@ class PeerProcess:
                  proxy: str | None = None) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
+        self._stderr = ""
         self.log_path = os.path.join(workdir, f"peer-{id(self)}.log")
         self.proc = subprocess.Popen(
             [sys.executable, PEER, "--host", HOST, "--answer", answer, "--types", types,
@@ -268,7 +249,12 @@ class PeerProcess:
             except queue.Empty:
                 continue
             if e.get("event") == "exited":
-                raise RuntimeError(f"peer exited; stderr {self.stderr_tail()}")
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise RuntimeError(f"peer exited with {self.proc.returncode}; "
+                                   f"stderr {self.stderr_tail()}")
             if fits(e):
                 return e
             self.seen.append(e)
@@ -284,8 +270,13 @@ class PeerProcess:
         self.seen = [e for e in self.seen if e.get("event") != event]
         return got
 
-    def stderr_tail(self) -> str:
-        return ""  # stderr is read at close
+    def stderr_tail(self, limit: int = 4000) -> str:
+        """What the peer wrote to stderr, once it has exited (a live peer's pipe is read
+        only at close, so a read here cannot block)."""
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return "(peer still running)"
+        self._stderr += self.proc.stderr.read().decode("utf-8", "replace")
+        return self._stderr[-limit:]
 
     def close(self) -> str:
         if self.proc.poll() is None:
@@ -295,8 +286,9 @@ class PeerProcess:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
-        err = self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
-        return err
+        if self.proc.stderr is not None:
+            self._stderr += self.proc.stderr.read().decode("utf-8", "replace")
+        return self._stderr
 
 
 # -- sipp -----------------------------------------------------------------------------------
@@ -358,8 +350,7 @@ class SippProcess:
     def __init__(self, workdir: str, scenario: str, *args: str, port: int | None = None,
                  transport: str = "u1", keys: dict[str, Any] | None = None,
                  name: str = "sipp", trace_msg: bool = True) -> None:
-        self.port = port or free_port(socket.SOCK_DGRAM if transport.startswith("u")
-                                      else socket.SOCK_STREAM, both=False)
+        self.port = port or free_port(HOST, both=False)
         self.message_file = os.path.join(workdir, f"{name}-{self.port}-messages.log")
         self.error_file = os.path.join(workdir, f"{name}-{self.port}-errors.log")
         self.stat_file = os.path.join(workdir, f"{name}-{self.port}-stat.csv")

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from bench.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = "from twisted.scripts.twistd import run; run()"
 STARTED_MARK = "msrpgw started"
@@ -40,24 +42,6 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed (CI needs it: see .ci/run)")
         pytest.skip(f"{name} is not installed")
     return path
-
-
-def free_port(host: str = "127.0.0.1", both: bool = True) -> int:
-    """A port free for TCP (and, with ``both``, UDP too) on ``host``, from the OS."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = t.getsockname()[1]
-            if not both:
-                return port
-            with socket.socket(family, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair found")
 
 
 def _toml_value(value: Any) -> str:

@@ -86,7 +86,6 @@ class Peer:
         from msrp_gateway.msrp.session import SessionSettings
         from msrp_gateway.msrp.transport import MSRPStack
         from msrp_gateway.sip.stack import SIPStack
-        from msrp_gateway.sip.transport import SIPTransport
         from msrp_gateway.ua import MSRPUserAgent, UASettings
 
         self.reactor = reactor
@@ -98,16 +97,30 @@ class Peer:
         self.established: set[str] = set()
         self.msrp = MSRPStack(reactor, None, settings=SessionSettings(chunk_size=4096))
         mport = self.msrp.listen(f"msrp:{host}:0")
-        self.transport = SIPTransport(reactor)
-        sports = [self.transport.listen(f"udp:{host}:0")]
-        sip_port = sports[0].getHost().port
-        sports.append(self.transport.listen(f"tcp:{host}:{sip_port}"))
+        self.transport, sip_port = self._listen_udp_and_tcp(reactor, host)
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{host}:{sip_port}",
                             outbound_proxy=proxy, router=self.route)
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(max_duration=0))
         self.handler = PeerHandler(self)
         self.sip_port = sip_port
         self.msrp_port = mport.getHost().port
+
+    @staticmethod
+    def _listen_udp_and_tcp(reactor: Any, host: str) -> tuple[Any, int]:
+        """One port number for UDP and TCP. The OS picks the UDP port; TCP may find that
+        number held by some outgoing connection, so then another transport tries again."""
+        from msrp_gateway.sip.transport import ListenError, SIPTransport
+
+        for _ in range(20):
+            transport = SIPTransport(reactor)
+            port: int = transport.listen(f"udp:{host}:0").getHost().port
+            try:
+                transport.listen(f"tcp:{host}:{port}")
+            except ListenError:
+                transport.stop()
+                continue
+            return transport, port
+        raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
     def route(self, txn: Any) -> None:
         req = txn.request

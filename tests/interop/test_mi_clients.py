@@ -16,6 +16,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task, threads
 
+from bench.ports import free_port
 from msrp_gateway.events import EVENT_SETUP_FAILED, EventBus
 from msrp_gateway.mi import make_site
 from msrp_gateway.mi_commands import _gateway_errors, build_table
@@ -349,19 +350,10 @@ def test_opensips_event_gets_the_gateways_setup_failure(live, tmp_path):
 
 # --- the whole gateway: `twistd -n msrpgw` with a SIP/MSRP peer played by the test ---------
 
-import socket as _socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = shutil.which("twistd")
-
-
-def free_port(kind: int) -> int:
-    s = _socket.socket(_socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def sip_headers(data: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -472,9 +464,9 @@ def twistd_gateway(tmp_path):
     need(TWISTD, "twistd")
 
     class GW:
-        sip = free_port(_socket.SOCK_DGRAM)
-        msrp = free_port(_socket.SOCK_STREAM)
-        mi = free_port(_socket.SOCK_STREAM)
+        sip = free_port()
+        msrp = free_port(both=False)
+        mi = free_port(both=False)
 
     gw = GW()
     gw.port = gw.mi
