@@ -350,7 +350,7 @@ class SippProcess:
     def __init__(self, workdir: str, scenario: str, *args: str, port: int | None = None,
                  transport: str = "u1", keys: dict[str, Any] | None = None,
                  name: str = "sipp", trace_msg: bool = True) -> None:
-        self.port = port or free_port(HOST, both=False)
+        self.port = port or free_port(HOST)
         self.message_file = os.path.join(workdir, f"{name}-{self.port}-messages.log")
         self.error_file = os.path.join(workdir, f"{name}-{self.port}-errors.log")
         self.stat_file = os.path.join(workdir, f"{name}-{self.port}-stat.csv")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task
 
+from bench.ports import free_port
 from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transport import SIPTransport
@@ -38,12 +38,6 @@ def need(tool: str | None, name: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{name} is required under CI")
         pytest.skip(f"{name} is not installed")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc(protocol.ProcessProtocol):
@@ -184,7 +178,7 @@ def sipp_args(scenario: str, *extra: str) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_sipp_callee_answers_our_offer_and_hangs_up(gateway, tmp_path):
     gw = gateway
-    sipp_port = free_udp_port()
+    sipp_port = free_port()
     cap = Capture(tmp_path, [gw.sip_port, sipp_port], [gw.msrp_port, gw.peer_port])
     await cap.proc.ready
     peer_bound = gw.peer_session.wait_bound(TIMEOUT)
@@ -217,7 +211,7 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
     cap = Capture(tmp_path, [gw.sip_port], [gw.msrp_port, gw.peer_port])
     await cap.proc.ready
     peer_bound = gw.peer_session.wait_bound(TIMEOUT) if setup == "passive" else None
-    sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_udp_port()),
+    sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_port()),
                            "-key", "msrp_port", str(gw.peer_port),
                            "-key", "msrp_path", gw.peer_session.local_uri,
                            "-key", "msrp_setup", setup), tmp_path)
@@ -252,7 +246,7 @@ async def test_sipp_caller_without_a_common_type_gets_488_with_warning(gateway, 
     gw = gateway
     cap = Capture(tmp_path, [gw.sip_port], [])
     await cap.proc.ready
-    sipp = spawn(sipp_args("uac_msrp_refused.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_udp_port())),
+    sipp = spawn(sipp_args("uac_msrp_refused.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_port())),
                  tmp_path)
     code = await sipp.ended
     assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
