@@ -4,6 +4,8 @@ A client behind a relay keeps one connection to it, authenticates with AUTH (401
 Digest challenge, then AUTH with Authorization, RFC 4976 s.5 / RFC 2617), and gets a
 200 whose Use-Path goes before its own URI in every a=path it advertises; everything it
 sends then goes through that connection, with the Use-Path in front of the peer's path.
+A lifetime the relay will not grant (423 Interval Out-of-Bounds, RFC 4976 s.5.1) is asked
+again with the relay's Min-Expires or Max-Expires, a bounded number of times.
 
 `digest_response`, `parse_challenge` and `authorization` are pure functions; `RelayClient`
 drives a `LinkCore` on an injected clock (tests run it on `task.Clock`), and
@@ -43,6 +45,9 @@ REFRESH_SHARE = 0.8  # re-AUTH once this share of the granted lifetime has passe
 RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
 MAX_CHALLENGE = 4096  # bytes of one WWW-Authenticate value we look at
+MAX_INTERVAL_RETRIES = 2  # AUTHs re-sent per exchange after a 423 Interval Out-of-Bounds
+MAX_AUTH_REQUESTS = 6  # AUTH requests in one exchange, whatever the relay answers
+MAX_INTERVAL = 2**32 - 1  # s, the largest Expires / Min-Expires / Max-Expires (RFC 4976 s.12)
 
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|\Z)')
 _QUOTE_RE = re.compile(r"\\(.)")
@@ -85,6 +90,29 @@ def parse_challenge(value: str) -> dict[str, str]:
     if "realm" not in params or "nonce" not in params:
         raise MSRPParseError("Digest challenge without realm or nonce")
     return params
+
+
+def _allowed_interval(resp: MSRPResponse, requested: int | None) -> int:
+    """The lifetime to ask for after a 423: the relay's Min-Expires or Max-Expires.
+
+    Raises `RelayAuthError(423)` when the 423 gives neither, a malformed value, or the
+    value we just asked for (asking again could only loop).
+    """
+    for name in ("Min-Expires", "Max-Expires"):
+        value = resp.headers.get(name)
+        if value is None:
+            continue
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 10 \
+                or not 0 < int(text) <= MAX_INTERVAL:
+            raise RelayAuthError(423, f"relay's 423 has a bad {name} {text[:20]!r}")
+        allowed = int(text)
+        if allowed == requested:
+            raise RelayAuthError(423, f"relay refused the {requested} s lifetime its own "
+                                      f"{name} allows")
+        return allowed
+    raise RelayAuthError(423, "relay's 423 Interval Out-of-Bounds gives no Min-Expires "
+                              "or Max-Expires")
 
 
 def _md5(text: str) -> str:
@@ -147,13 +175,17 @@ class RelayClient:
     our URI (None until something listens). `start()` fires when the first AUTH succeeded
     or errbacks `RelayAuthError`; either way the client keeps retrying (1 s doubling to
     60 s) until `stop()`. `use_path` is empty whenever we are not authenticated.
+    `expires` is the lifetime to ask for in each AUTH (None: let the relay choose); the
+    granted one (`expires_at`) is refreshed at 80 %.
     """
 
     def __init__(self, clock: Clock, relay_uri: str, own_uri: Callable[[], str | None],
                  open_link: Callable[[str], defer.Deferred[LinkCore]], *,
                  username: str | None = None, password: str | None = None,
-                 timeout: float = AUTH_TIMEOUT) -> None:
+                 timeout: float = AUTH_TIMEOUT, expires: int | None = None) -> None:
         parse_msrp_uri(relay_uri)  # MSRPParseError for a bad relay_uri
+        if expires is not None and not 0 < expires <= MAX_INTERVAL:
+            raise ValueError(f"relay AUTH lifetime {expires!r}: expected 1..{MAX_INTERVAL} s")
         self.clock = clock
         self.relay_uri = relay_uri
         self._own_uri = own_uri
@@ -161,6 +193,9 @@ class RelayClient:
         self.username = username
         self.password = password
         self.timeout = timeout
+        # The lifetime each AUTH asks for (None: the relay's choice); a 423's Min-Expires or
+        # Max-Expires replaces it, so refreshes ask for what the relay allows.
+        self.requested_expires: int | None = expires
         self.link: LinkCore | None = None
         self.use_path: list[str] = []
         self.expires_at: float | None = None
@@ -230,38 +265,74 @@ class RelayClient:
             link.on_lost = self._lost
         return link
 
-    def _auth_request(self, credentials: str | None) -> MSRPRequest:
+    def _auth_request(self, credentials: str | None, expires: int | None) -> MSRPRequest:
         headers = MSRPHeaders([("To-Path", self.relay_uri), ("From-Path", self._from_uri)])
         if credentials is not None:
             headers.add("Authorization", credentials)
+        if expires is not None:
+            headers.add("Expires", str(expires))
         return MSRPRequest(new_id(), "AUTH", headers)
 
     def _authenticate(self, link: LinkCore) -> defer.Deferred[tuple[list[str], int | None]]:
         return defer.Deferred.fromCoroutine(self._exchange(link))
 
+    def _answer(self, challenge: dict[str, str]) -> str:
+        """Authorization for the next AUTH under `challenge` (nc counts up per nonce)."""
+        if self.username is None or self.password is None:
+            raise RelayAuthError(401, "relay asks for credentials; set relay_username "
+                                      "and relay_password")
+        self._nc += 1
+        return authorization(challenge, self.username, self.password, self.relay_uri,
+                             nc=self._nc)
+
     async def _exchange(self, link: LinkCore) -> tuple[list[str], int | None]:
-        """AUTH; on 401 AUTH again with Digest credentials; (Use-Path, Expires) of the 200."""
-        resp: MSRPResponse = await link.request(self._auth_request(None), self.timeout)
-        if resp.status == 401:
-            if self.username is None or self.password is None:
-                raise RelayAuthError(401, "relay asks for credentials; set relay_username "
-                                          "and relay_password")
-            challenge = parse_challenge(resp.headers.get("WWW-Authenticate") or "")
-            self._nc += 1
-            value = authorization(challenge, self.username, self.password,
-                                  self.relay_uri, nc=self._nc)
-            resp = await link.request(self._auth_request(value), self.timeout)
+        """AUTH until a 200: answer a 401 with Digest credentials, a 423 with the lifetime
+        the relay allows; (Use-Path, granted Expires) of the 200.
+
+        Bounded: credentials answering a fresh challenge and refused again end it (unless
+        the relay says the nonce was stale), as do more than `MAX_INTERVAL_RETRIES` 423s
+        or `MAX_AUTH_REQUESTS` requests in all.
+        """
+        credentials: str | None = None
+        challenge: dict[str, str] | None = None
+        fresh_answer = False  # the last AUTH answered a challenge just received
+        intervals = 0
+        for _ in range(MAX_AUTH_REQUESTS):
+            requested = self.requested_expires
+            resp: MSRPResponse = await link.request(
+                self._auth_request(credentials, requested), self.timeout)
             if resp.status == 401:
-                raise RelayAuthError(401, "relay refused our credentials (relay_username / "
-                                          "relay_password)")
-        if resp.status != 200:
-            raise RelayAuthError(resp.status, resp.comment or "AUTH refused")
-        use_path = resp.use_path
-        if not use_path:
-            raise RelayAuthError(resp.status, "relay's 200 to AUTH has no Use-Path")
-        for uri in use_path:
-            parse_msrp_uri(uri)
-        return use_path, resp.expires
+                new = parse_challenge(resp.headers.get("WWW-Authenticate") or "")
+                if fresh_answer and new.get("stale", "").lower() != "true":
+                    raise RelayAuthError(401, "relay refused our credentials "
+                                              "(relay_username / relay_password)")
+                challenge = new
+                self._nc = 0  # a new nonce: its count starts again
+                credentials = self._answer(challenge)
+                fresh_answer = True
+                continue
+            if resp.status == 423:
+                intervals += 1
+                if intervals > MAX_INTERVAL_RETRIES:
+                    raise RelayAuthError(423, f"relay refused {intervals} AUTH lifetimes "
+                                              f"in a row (last asked: {requested} s)")
+                self.requested_expires = _allowed_interval(resp, requested)
+                if challenge is not None:
+                    credentials = self._answer(challenge)  # same nonce, next nc
+                fresh_answer = False
+                continue
+            if resp.status != 200:
+                raise RelayAuthError(resp.status, resp.comment or "AUTH refused")
+            use_path = resp.use_path
+            if not use_path:
+                raise RelayAuthError(resp.status, "relay's 200 to AUTH has no Use-Path")
+            for uri in use_path:
+                parse_msrp_uri(uri)
+            granted = resp.expires
+            if granted is None:
+                granted = requested
+            return use_path, granted
+        raise RelayAuthError(503, f"no 200 to AUTH after {MAX_AUTH_REQUESTS} requests")
 
     def _succeeded(self, result: tuple[list[str], int | None]) -> None:
         self._busy = False

@@ -284,3 +284,168 @@ def test_the_rfc_4976_example_challenge_is_answered_for_its_relay_uri() -> None:
     assert p["response"] == md5(f"{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:00000001:"
                                 f"0a4f113b:auth:{ha2}")
     assert (p["realm"], p["uri"], p["qop"]) == ("intra.example.com", relay_uri, "auth")
+
+
+# ---- 423 Interval Out-of-Bounds (RFC 4976 s.5.1) ---------------------------------------
+
+def authed(relay: Relay) -> None:
+    """Play the challenge and its answer up to the AUTH that carries credentials."""
+    relay.answer(401, [CHALLENGE])
+
+
+def test_the_requested_lifetime_goes_in_every_auth() -> None:
+    clock = task.Clock()
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=900)
+    rc.start()
+    assert relay.last().headers.get("Expires") == "900"
+    authed(relay)
+    assert relay.last().headers.get("Expires") == "900"
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "900")])
+    assert rc.ready and rc.expires_at == 900
+
+
+def test_without_a_requested_lifetime_auth_carries_no_expires() -> None:
+    clock = task.Clock()
+    relay = Relay(clock)
+    client(clock, relay).start()
+    assert "Expires" not in relay.last().headers
+
+
+def test_423_min_expires_is_asked_again_with_fresh_digest_and_kept_for_refreshes() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=30)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    refused = relay.last()
+    relay.answer(423, [("Min-Expires", "300")], "Interval Out-of-Bounds")
+    retry = relay.last()
+    assert retry.method == "AUTH" and retry.transaction_id != refused.transaction_id
+    assert retry.headers.get("Expires") == "300"
+    before, after = (_params(m.headers.get("Authorization") or "") for m in (refused, retry))
+    assert (before["nonce"], before["nc"], after["nc"]) == ("n0nce", "00000001", "00000002")
+    expected = md5(f"{md5('alice:relay.example.net:secret')}:n0nce:00000002:{after['cnonce']}"
+                   f":auth:{md5('AUTH:' + RELAY)}")
+    assert after["response"] == expected
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "300")])
+    assert results == [None] and rc.ready and rc.requested_expires == 300
+    clock.advance(240)  # 80 % of the granted 300 s
+    assert relay.last().headers.get("Expires") == "300"  # no second 423 on refresh
+
+
+def test_423_max_expires_lowers_the_request() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=86400)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    relay.answer(423, [("Max-Expires", "3600")])
+    assert relay.last().headers.get("Expires") == "3600"
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "3600")])
+    assert results == [None] and rc.expires_at == 3600
+
+
+def test_423_before_any_challenge_then_401_is_answered() -> None:
+    """A relay may check the lifetime before the credentials."""
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=10)
+    rc.start().addBoth(results.append)
+    relay.answer(423, [("Min-Expires", "60")])
+    assert relay.last().headers.get("Expires") == "60"
+    assert "Authorization" not in relay.last().headers
+    relay.answer(401, [CHALLENGE])
+    assert "Authorization" in relay.last().headers
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "60")])
+    assert results == [None] and rc.ready
+
+
+def test_a_401_after_a_423_retry_answers_the_new_nonce() -> None:
+    """Relays that take each nonce once challenge the retry: that is not a refusal."""
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=10)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    relay.answer(423, [("Min-Expires", "60")])
+    relay.answer(401, [("WWW-Authenticate", 'Digest realm="relay.example.net", '
+                                             'nonce="second", qop="auth"')])
+    p = _params(relay.last().headers.get("Authorization") or "")
+    assert (p["nonce"], p["nc"]) == ("second", "00000001")
+    assert relay.last().headers.get("Expires") == "60"
+    relay.answer(200, [("Use-Path", USE_PATH), ("Expires", "60")])
+    assert results == [None] and rc.ready
+
+
+def test_a_stale_nonce_is_answered_again_but_a_plain_second_401_is_a_refusal() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    relay.answer(401, [("WWW-Authenticate", 'Digest realm="relay.example.net", '
+                                             'nonce="n2", stale=true, qop="auth"')])
+    assert _params(relay.last().headers.get("Authorization") or "")["nonce"] == "n2"
+    relay.answer(401, [CHALLENGE])
+    assert results[0].value.code == 401 and "relay_password" in str(results[0].value)
+
+
+@pytest.mark.parametrize("headers, why", [
+    ([], "gives no Min-Expires"),
+    ([("Min-Expires", "soon")], "bad Min-Expires"),
+    ([("Min-Expires", "0")], "bad Min-Expires"),
+    ([("Max-Expires", "99999999999")], "bad Max-Expires"),
+    ([("Min-Expires", "45")], "refused the 45 s lifetime"),  # what we asked for: a loop
+])
+def test_an_unusable_423_fails_the_exchange_and_says_why(headers: list[tuple[str, str]],
+                                                          why: str) -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=45)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    n = len(relay.sent)
+    relay.answer(423, headers)
+    assert len(relay.sent) == n  # nothing more sent in this exchange
+    err = results[0].value
+    assert isinstance(err, RelayAuthError) and err.code == 423 and why in str(err)
+    assert not rc.ready and rc.requested_expires == 45
+
+
+def test_423s_are_retried_a_bounded_number_of_times_then_later_with_back_off() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay, expires=10)
+    rc.start().addBoth(results.append)
+    authed(relay)
+    for value in ("20", "30", "40"):  # a relay that moves its bound every time
+        relay.answer(423, [("Min-Expires", value)])
+    err = results[0].value
+    assert err.code == 423 and "3 AUTH lifetimes" in str(err)
+    auths = [f for f in relay.sent if isinstance(f, MSRPRequest)]
+    assert len(auths) == 2 + 2  # challenge round + credentials, then two retries
+    clock.advance(1.0)  # the client's back-off: a new exchange, asking the last bound
+    assert relay.last().headers.get("Expires") == "30" and len(relay.sent) == len(auths) + 1
+
+
+def test_a_relay_that_never_gives_a_200_is_bounded_per_exchange() -> None:
+    clock, results = task.Clock(), []
+    relay = Relay(clock)
+    rc = client(clock, relay)
+    rc.start().addBoth(results.append)
+    for i in range(10):
+        if results:
+            break
+        relay.answer(401, [("WWW-Authenticate", f'Digest realm="r", nonce="n{i}", '
+                                                 'stale=true')])
+    assert results[0].value.code == 503 and "6 requests" in str(results[0].value)
+    assert len([f for f in relay.sent if isinstance(f, MSRPRequest)]) == 6
+
+
+def test_a_requested_lifetime_out_of_range_is_refused_at_construction() -> None:
+    clock = task.Clock()
+    relay = Relay(clock)
+    for bad in (0, -5, 2**32):
+        with pytest.raises(ValueError, match="lifetime"):
+            client(clock, relay, expires=bad)
