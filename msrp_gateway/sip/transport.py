@@ -40,7 +40,8 @@ from .peers import (
     response_peer,
     stamp_via,
 )
-from .resolution import NextHopCache, first_address
+from .dns import Located, SIPResolver
+from .resolution import NextHopCache
 
 __all__ = ["ListenError", "Peer", "SIPTransport", "TransportError", "parse_listen_string", "DEFAULT_PORTS",
            "MTU_SIZE_LIMIT", "PONG"]
@@ -466,19 +467,28 @@ class SIPTransport:
                 self._local_ip_cache[key] = cached
         return cached
 
-    def _lookup(self, host: str, transport: str) -> defer.Deferred[str]:
-        if getattr(self.reactor, "nameResolver", None) is not None:
-            families = {family(p.host) for p in self.listening if p.transport == transport}
-            return first_address(self.reactor, host, families)
-        return defer.maybeDeferred(self.reactor.resolve, host)
-
     def response_peer(self, request: SIPRequest, source: Peer) -> Peer:
         """Where responses to ``request`` go (s.18.2.2, RFC 3581 s.4; ``peers.response_peer``)."""
         return response_peer(request, source)
 
+    @property
+    def resolver(self) -> SIPResolver:
+        """The RFC 3263 locator of our requests' next hops (``dns.SIPResolver``), made on
+        first use with the system's DNS servers; set it to use others (e.g.
+        ``SIPResolver(reactor, servers=["127.0.0.1:5353"])``)."""
+        found: SIPResolver | None = self.__dict__.get("_resolver")
+        if found is None:
+            found = self.__dict__["_resolver"] = SIPResolver(self.reactor)
+        return found
+
+    @resolver.setter
+    def resolver(self, value: SIPResolver) -> None:
+        self.__dict__["_resolver"] = value
+
     def resolve(self, uri_text: str, size: int = 0) -> defer.Deferred[Peer]:
-        """Next hop for a request of ``size`` bytes to ``uri_text`` (``resolution.next_hop``:
-        s.18.1.1 / RFC 3263 without NAPTR/SRV), names resolved without blocking. A large
+        """Next hop for a request of ``size`` bytes to ``uri_text``: an IP host through
+        ``resolution.next_hop`` (s.18.1.1, no DNS), a host name through RFC 3263
+        (``self.resolver``: NAPTR, SRV, A/AAAA) among the transports we listen on. A large
         request moves from UDP to TCP only when we listen on TCP (else our Via could not
         name a TCP sent-by); without one, a request too large for UDP fails here.
         Errbacks TransportError."""
@@ -486,23 +496,26 @@ class SIPTransport:
             transport, host, port, peer = self._hops.lookup(uri_text, size, self._upgrade)
         except TransportError as e:
             return defer.fail(e)
-        if transport == "udp" and size > MAX_UDP_SIZE:
+        if peer is not None:
+            return self._fits(peer, size)
+        mine = frozenset(p.transport for p in self.listening)
+        large = size > MTU_SIZE_LIMIT and self._upgrade
+        families = {family(p.host) for p in self.listening}
+        d = self.resolver.locate(uri_text, size, transports=mine or None, large=large,
+                                 families=families)
+
+        def located(where: Located) -> defer.Deferred[Peer]:
+            if where.peer.transport == "tls":
+                if len(self._tls_names) >= 4096:
+                    self._tls_names.pop(next(iter(self._tls_names)))
+                self._tls_names[where.peer] = where.name
+            return self._fits(where.peer, size)
+
+        return d.addCallback(located)
+
+    def _fits(self, peer: Peer, size: int) -> defer.Deferred[Peer]:
+        if peer.transport == "udp" and size > MAX_UDP_SIZE:
             return defer.fail(TransportError(
                 f"a request of {size} bytes does not fit a UDP datagram "
                 f"({MAX_UDP_SIZE} bytes) and there is no TCP listener to send it over"))
-        if peer is not None:
-            return defer.succeed(peer)
-        d = self._lookup(host, transport)
-
-        def resolved(ip: str) -> Peer:
-            peer = Peer(transport, ip, port)
-            if transport == "tls":
-                if len(self._tls_names) >= 4096:
-                    self._tls_names.pop(next(iter(self._tls_names)))
-                self._tls_names[peer] = host
-            return peer
-
-        def failed(f: Failure) -> Peer:
-            raise TransportError(f"cannot resolve {host!r}: {f.getErrorMessage()}")
-
-        return d.addCallback(resolved).addErrback(failed)
+        return defer.succeed(peer)

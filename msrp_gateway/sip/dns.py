@@ -1,0 +1,396 @@
+"""RFC 3263 server location for the requests we send: NAPTR -> SRV -> A/AAAA through
+twisted.names (never blocking the reactor), answers kept within their TTLs in a bounded
+cache. The choices themselves are the pure functions of ``resolution``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.names import client, dns, error
+from twisted.python.failure import Failure
+
+from ..sockets import SocketStringError, parse_host_port
+from .peers import DEFAULT_PORTS, Peer, TransportError, family, is_ip
+from .resolution import (
+    MAX_DNS_NAME, NAPTRRecord, SRVRecord, Target, first_address, naptr_choices, order_srv,
+    refuses_service, srv_name, target_of, transport_order,
+)
+
+__all__ = ["DNSCache", "Located", "SIPResolver", "parse_servers"]
+
+log = Logger()
+
+DEFAULT_TIMEOUT = (1.0, 3.0, 5.0)  # per-try waits: a dead server costs 9 s, well inside Timer F
+RESOLV_CONF = "/etc/resolv.conf"  # resolv.conf(5): the system's name servers
+RESOLV_RECHECK = 60.0  # seconds between checks of resolv.conf's mtime (at lookup time)
+MAX_RECORDS = 32  # answers of one type we consider; the rest of a hostile answer is ignored
+MAX_TARGETS = 8  # SRV targets whose addresses we try before giving up
+
+
+def parse_servers(servers: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    """DNS servers as ``"IP"``, ``"IP:PORT"``, ``"[V6]:PORT"`` or ``(IP, PORT)`` -> (ip,
+    port) pairs (port 53 by default). Raises ValueError naming the bad entry: a server is
+    an IP literal (a name would need DNS to find DNS) with a port from 1 to 65535."""
+    if isinstance(servers, (str, bytes)):
+        raise ValueError("DNS servers must be a list, e.g. ['127.0.0.1:5353']")
+    out: list[tuple[str, int]] = []
+    for entry in servers:
+        try:
+            if isinstance(entry, tuple) and len(entry) == 2:
+                host, port = str(entry[0]).strip("[]"), entry[1]
+                if not is_ip(host) or not isinstance(port, int) or not 0 < port < 65536:
+                    raise SocketStringError("host", "an IP literal and a port 1-65535")
+            elif isinstance(entry, str):
+                host, port = parse_host_port(entry, 53, names=False, min_port=1)
+            else:
+                raise SocketStringError("host", "'IP[:PORT]' or (IP, PORT)")
+        except SocketStringError as e:
+            raise ValueError(f"bad DNS server {entry!r}: the {e.part} must be {e.expected}") \
+                from None
+        out.append((host.strip("[]"), port))
+    if not out:
+        raise ValueError("DNS servers: give at least one 'IP[:PORT]'")
+    return out
+
+
+def read_resolv_conf(path: str) -> list[tuple[str, int]]:
+    """The ``nameserver`` lines of a resolv.conf(5) file (bad lines skipped); 127.0.0.1 when
+    it names none or is missing, as the C library does."""
+    servers: list[tuple[str, int]] = []
+    try:
+        with open(path, "rb") as f:
+            for line in f.read(65536).splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == b"nameserver":
+                    host = parts[1].decode("ascii", "replace").split("%")[0]
+                    if is_ip(host) and len(servers) < 3:  # MAXNS is 3 in resolv.conf(5)
+                        servers.append((host, 53))
+    except OSError:
+        pass
+    return servers or [("127.0.0.1", 53)]
+
+
+class DNSCache:
+    """Answers by key until their TTL ends, on the injected clock; at most ``max_entries``,
+    the oldest stored dropped first past the bound (insertion order: O(1))."""
+
+    __slots__ = ("clock", "max_entries", "_entries")
+
+    def __init__(self, clock: Any, max_entries: int = 4096) -> None:
+        if max_entries < 1:
+            raise ValueError("the DNS cache needs max_entries >= 1")
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, int], tuple[float, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, int]) -> Any:
+        """The value stored for ``key`` if its TTL has not run out, else None."""
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self.clock.seconds():
+            del self._entries[key]
+            return None
+        return hit[1]
+
+    def put(self, key: tuple[str, int], value: Any, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (self.clock.seconds() + ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a request goes: ``peer`` (an IP), and ``name``, the host that a TLS server's
+    certificate must name (the URI's domain, RFC 5922 s.4, not the SRV target)."""
+
+    peer: Peer
+    name: str
+
+
+_ADDRESS_TYPES = {socket.AF_INET: dns.A, socket.AF_INET6: dns.AAAA}
+
+
+class SIPResolver:
+    """RFC 3263 s.4 for a URI: NAPTR (no transport param, no port) -> SRV (no port) ->
+    A/AAAA, ports 5060/5061 when DNS has no records. Failures errback TransportError (the
+    stack answers 503).
+
+    ``servers``: DNS servers to ask (validated by ``parse_servers``); default: resolv.conf's
+    ``nameserver`` lines, re-read when the file changes. With explicit servers, host
+    addresses come from them too; by default from the reactor's resolver (getaddrinfo:
+    the hosts file and search domains apply). ``dns_client`` replaces the twisted.names
+    client (any object with ``lookupNamingAuthorityPointer``, ``lookupService``,
+    ``lookupAddress``, ``lookupIPV6Address``), for tests. ``rng`` orders SRV weights."""
+
+    def __init__(self, reactor: Any, *, servers: Sequence[str | tuple[str, int]] | None = None,
+                 timeout: Sequence[float] = DEFAULT_TIMEOUT, max_cache_entries: int = 4096,
+                 max_ttl: float = 3600.0, negative_ttl: float = 30.0,
+                 max_pending: int = 1024, rng: random.Random | None = None,
+                 dns_client: Any = None, resolv_conf: str = RESOLV_CONF) -> None:
+        if not timeout or any(not 0 < t <= 60 for t in timeout) or sum(timeout) > 60:
+            raise ValueError("DNS timeout: one or more waits of (0, 60] s, 60 s in all")
+        if max_ttl < 0 or negative_ttl < 0:
+            raise ValueError("DNS max_ttl and negative_ttl must be >= 0")
+        if max_pending < 1:
+            raise ValueError("DNS max_pending must be >= 1")
+        self.reactor = reactor
+        self.servers = parse_servers(servers) if servers is not None else None
+        self.timeout = tuple(float(t) for t in timeout)
+        self.max_ttl = max_ttl
+        self.negative_ttl = negative_ttl
+        self.max_pending = max_pending
+        self.rng = rng or random.SystemRandom()
+        self.cache = DNSCache(reactor, max_cache_entries)
+        self._client = dns_client
+        self._dns_addresses = servers is not None or dns_client is not None
+        self._resolv_conf = resolv_conf
+        self._resolv_checked = float("-inf")
+        self._resolv_mtime: float | None = None
+        self._pending: dict[tuple[str, int], list[defer.Deferred[Any]]] = {}
+        self.queries = 0  # DNS queries sent (cache misses), for tests and operators
+
+    # -- the DNS client ------------------------------------------------------------------
+
+    def _dns(self) -> Any:
+        """The twisted.names client, made on first use (no socket and no timer before a
+        name needs DNS); without explicit servers its list follows resolv.conf."""
+        if self._client is None:
+            servers = self.servers or read_resolv_conf(self._resolv_conf)
+            self._client = client.Resolver(  # type: ignore[no-untyped-call]  # Twisted
+                servers=servers, reactor=self.reactor, timeout=self.timeout)
+            self._resolv_checked = self.reactor.seconds()
+            self._resolv_mtime = self._mtime()
+        elif self.servers is None and isinstance(self._client, client.Resolver):
+            now = self.reactor.seconds()
+            if now - self._resolv_checked >= RESOLV_RECHECK:
+                self._resolv_checked = now
+                mtime = self._mtime()
+                if mtime != self._resolv_mtime:
+                    self._resolv_mtime = mtime
+                    self._client.servers = read_resolv_conf(self._resolv_conf)
+                    log.info("DNS servers from {path}: {servers}", path=self._resolv_conf,
+                             servers=self._client.servers)
+        return self._client
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self._resolv_conf).st_mtime
+        except OSError:
+            return None
+
+    def _query(self, name: str, rtype: int) -> defer.Deferred[list[Any]]:
+        """Records of ``rtype`` for ``name`` from the cache or one query; an empty
+        list for NXDOMAIN or no data (kept ``negative_ttl``). Concurrent identical queries
+        share one. Timeouts and server failures errback TransportError and are not kept."""
+        key = (name, rtype)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return defer.succeed(hit)
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            d: defer.Deferred[list[Any]] = defer.Deferred()
+            waiting.append(d)
+            return d
+        if len(self._pending) >= self.max_pending:
+            return defer.fail(TransportError(
+                f"too many DNS lookups in progress ({self.max_pending}); {name!r} not asked"))
+        self._pending[key] = []
+        self.queries += 1
+        lookup = {dns.NAPTR: "lookupNamingAuthorityPointer", dns.SRV: "lookupService",
+                  dns.A: "lookupAddress", dns.AAAA: "lookupIPV6Address"}[rtype]
+        d = defer.maybeDeferred(getattr(self._dns(), lookup), name)
+
+        def answered(result: Any) -> list[Any]:
+            answers = [rr for rr in result[0] if rr.type == rtype][:MAX_RECORDS]
+            if answers:
+                ttl = min(float(rr.ttl or 0) for rr in answers)
+                records = [rr.payload for rr in answers]
+                self.cache.put(key, records, min(ttl, self.max_ttl))
+                return records
+            self.cache.put(key, [], self.negative_ttl)
+            return []
+
+        def failed(f: Failure) -> list[Any]:
+            if isinstance(f.value, error.DNSNameError):  # NXDOMAIN: a negative answer
+                self.cache.put(key, [], self.negative_ttl)
+                return []
+            timeout = (error.DNSQueryTimeoutError, defer.TimeoutError)
+            why = "timed out" if isinstance(f.value, timeout) \
+                else f.getErrorMessage() or type(f.value).__name__
+            raise TransportError(f"DNS {dns.QUERY_TYPES.get(rtype, rtype)} lookup of "
+                                 f"{name!r} failed: {why}")
+
+        def done(result: Any) -> Any:
+            for other in self._pending.pop(key, []):
+                if isinstance(result, Failure):
+                    other.errback(result)
+                else:
+                    other.callback(result)
+            return result
+
+        return d.addCallbacks(answered, failed).addBoth(done)
+
+    # -- RFC 3263 ------------------------------------------------------------------------
+
+    def locate(self, uri_text: str, size: int = 0, *, transports: frozenset[str] | None = None,
+               large: bool = False, families: set[int] | None = None) -> defer.Deferred[Located]:
+        """Where a request to ``uri_text`` goes: s.4.1 transport (the URI's, NAPTR, SRV
+        presence, else UDP/TLS), s.4.2 port and host (SRV in RFC 2782 order, else the URI's
+        or the default port), the address of the first target that has one (``families``
+        preferred). ``transports``: those we can send (default all); ``large``: the request
+        must not go over UDP if another transport is offered (s.18.1.1)."""
+        try:
+            target = target_of(uri_text)
+        except TransportError as e:
+            return defer.fail(e)
+        allowed = transports if transports is not None else frozenset(DEFAULT_PORTS)
+        order = transport_order(target, allowed, large)
+        fams = families or set()
+        if not target.uses_srv:
+            transport = order[0]
+            port = target.port or DEFAULT_PORTS[transport]
+            return self._address(target.host, fams).addCallback(
+                lambda ip: Located(Peer(transport, ip, port), target.host))
+        if len(target.host) > MAX_DNS_NAME:
+            return defer.fail(TransportError(f"host name too long in {uri_text!r}"))
+        return defer.ensureDeferred(self._locate_by_dns(target, order, large, fams))
+
+    async def _locate_by_dns(self, target: Target, order: list[str], large: bool,
+                             families: set[int]) -> Located:
+        domain = target.host.rstrip(".").lower()
+        choices: list[tuple[str, str]] = []
+        if target.transport is None:
+            naptrs = [_naptr(r) for r in await self._query(domain, dns.NAPTR)]
+            choices = naptr_choices([n for n in naptrs if n is not None], order, large)
+        if not choices:  # s.4.1: no (usable) NAPTR: SRV for each transport we use
+            choices = [(t, srv_name(t, domain)) for t in order]
+        refused = []
+        for transport, name in choices:
+            records = [r for r in map(_srv, await self._query(name, dns.SRV))
+                       if r is not None]
+            if refuses_service(records):
+                refused.append(name)
+                continue
+            if records:
+                return await self._first_target(transport, order_srv(records, self.rng),
+                                                domain, families)
+        if refused and len(refused) == len(choices):
+            raise TransportError(f"{domain!r} offers no SIP service "
+                                 f"(SRV target '.' at {', '.join(refused)})")
+        # s.4.2: no SRV records: the domain's own address, on the default port
+        transport = order[0]
+        ip = await self._address(domain, families)
+        return Located(Peer(transport, ip, DEFAULT_PORTS[transport]), domain)
+
+    async def _first_target(self, transport: str, records: list[SRVRecord], domain: str,
+                            families: set[int]) -> Located:
+        """The first SRV target (in RFC 2782 order) whose address can be found."""
+        errors = []
+        for r in records[:MAX_TARGETS]:
+            try:
+                ip = await self._address(r.target, families)
+            except TransportError as e:
+                errors.append(str(e))
+                continue
+            return Located(Peer(transport, ip, r.port), domain)
+        raise TransportError(f"no SRV target of {domain!r} has an address: "
+                             + "; ".join(errors[:3]))
+
+    def _address(self, host: str, families: set[int]) -> defer.Deferred[str]:
+        """One address of ``host``, a family of ``families`` first: the IP itself, else A
+        and AAAA from our DNS servers when they were given, else the reactor's resolver."""
+        bare = host.strip("[]")
+        if is_ip(bare):
+            return defer.succeed(bare)
+        if not self._dns_addresses:
+            return _system_address(self.reactor, bare, families)
+        return defer.ensureDeferred(self._dns_address(bare.rstrip(".").lower(), families))
+
+    async def _dns_address(self, host: str, families: set[int]) -> str:
+        results = await defer.DeferredList(
+            [self._query(host, rtype) for rtype in (dns.A, dns.AAAA)], consumeErrors=True)
+        found: list[str] = []
+        failures: list[str] = []
+        for ok, value in results:
+            if ok:
+                found.extend(a for a in map(_address_text, value) if a)
+            elif isinstance(value, Failure):
+                failures.append(value.getErrorMessage())
+        usable = [a for a in found if family(a) in families] or found
+        if usable:
+            return usable[0]
+        raise TransportError(f"{host!r} has no address" +
+                             (f" ({failures[0]})" if failures else ""))
+
+
+def _system_address(reactor: Any, host: str, families: set[int]) -> defer.Deferred[str]:
+    if getattr(reactor, "nameResolver", None) is not None:
+        d = first_address(reactor, host, families)
+    else:
+        d = defer.maybeDeferred(reactor.resolve, host)
+
+    def failed(f: Failure) -> str:
+        if isinstance(f.value, TransportError):
+            return f  # type: ignore[return-value]  # re-raised as it is
+        raise TransportError(f"cannot resolve {host!r}: {f.getErrorMessage()}")
+
+    return d.addErrback(failed)
+
+
+def _text(value: Any) -> str:
+    raw = getattr(value, "string", getattr(value, "name", value))
+    if isinstance(raw, bytes):
+        return raw.decode("ascii", "replace")
+    return str(raw)
+
+
+def _name(value: Any) -> str:
+    return _text(value).rstrip(".").lower()
+
+
+def _naptr(record: Any) -> NAPTRRecord | None:
+    try:
+        return NAPTRRecord(int(record.order), int(record.preference), _text(record.flags),
+                           _text(record.service), _text(record.regexp),
+                           _name(record.replacement))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _srv(record: Any) -> SRVRecord | None:
+    try:
+        target = _name(record.target) or "."
+        if len(target) > MAX_DNS_NAME or not 0 < int(record.port) < 65536 and target != ".":
+            return None
+        return SRVRecord(int(record.priority), int(record.weight), int(record.port), target)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _address_text(record: Any) -> str | None:
+    try:
+        if isinstance(record, dns.Record_A):
+            return str(ipaddress.IPv4Address(record.address))
+        if isinstance(record, dns.Record_AAAA):
+            return str(ipaddress.IPv6Address(record.address))
+    except (TypeError, ValueError):
+        pass
+    return None
