@@ -318,6 +318,12 @@ def _msrp_of(sd: SessionDescription, index: int, m: MediaLine) -> MSRPMedia:
         raise SDPError(f"a=path has too many URIs ({len(path)})")
     for uri in path:
         _split_uri(uri)
+    # Without relays the one URI is the peer we talk to: its scheme must be the transport
+    # the m= line names (msrps: for TCP/TLS/MSRP). With relays the m= line follows the
+    # endpoint's own URI, as our offers do, and the hops may differ.
+    if len(path) == 1 and (path[0][:6].lower() == "msrps:") != (m.proto.upper() == PROTO_TLS):
+        raise SDPError(f"a=path {path[0][:80]!r} does not match the m= proto {m.proto[:20]}",
+                       warn_code=WARN_MEDIA)
     setup = m.attr("setup")
     if setup is None:
         for key, val in sd.attributes:

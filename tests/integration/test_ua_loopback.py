@@ -85,7 +85,8 @@ class Party:
 
     def __init__(self, name: str, tls: TLSSettings | None, types: str = "text/plain",
                  actpass_answer: str = "passive", host: str = "127.0.0.1",
-                 msrp_settings: SessionSettings | None = None) -> None:
+                 msrp_settings: SessionSettings | None = None,
+                 schemes: tuple[str, ...] | None = None) -> None:
         self.name = name
         self.host = host
         bracketed = f"[{host}]" if ":" in host else host
@@ -97,8 +98,11 @@ class Party:
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{bracketed}:{self.sip_port}",
                             router=self.route, timers=FAST)
         self.msrp = MSRPStack(reactor, tls=tls, settings=msrp_settings)
-        scheme = "msrps" if tls else "msrp"
-        self.msrp.listen(f"{scheme}:{bracketed}:0")
+        # the first listener gives my_uri; with `schemes` one listener per scheme
+        self.msrp_ports: dict[str, int] = {}
+        for scheme in schemes or (("msrps",) if tls else ("msrp",)):
+            port = self.msrp.listen(f"{scheme}:{bracketed}:0")
+            self.msrp_ports[scheme] = port.getHost().port
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp,
                                 UASettings(setup_timeout=5, actpass_answer=actpass_answer))
         self.h = Handler()
@@ -136,11 +140,13 @@ async def parties(tmp_path):
 
     def make(kind: str = "tcp", types_b: str = "text/plain",
              answer_b: str = "passive",
-             msrp_settings_a: SessionSettings | None = None) -> tuple[Party, Party]:
-        tls = make_tls(tmp_path) if kind == "tls" else None
+             msrp_settings_a: SessionSettings | None = None,
+             schemes_b: tuple[str, ...] | None = None) -> tuple[Party, Party]:
+        tls = make_tls(tmp_path) if kind == "tls" or schemes_b else None
         host = "::1" if kind == "tcp6" else "127.0.0.1"
-        a = Party("alice", tls, host=host, msrp_settings=msrp_settings_a)
-        b = Party("bob", tls, types_b, answer_b, host=host)
+        a = Party("alice", tls, host=host, msrp_settings=msrp_settings_a,
+                  schemes=("msrps",) if kind == "tls" else ("msrp",))
+        b = Party("bob", tls, types_b, answer_b, host=host, schemes=schemes_b)
         made.extend([a, b])
         return a, b
 
@@ -240,6 +246,44 @@ async def test_offer_without_common_type_is_refused_488_and_fails_the_offerer(pa
     assert a.h.endings() == [("failed", sid_a, 488, "Not Acceptable Here")]
     assert [e.code for e in b.refused] == [488]
     assert b.h.events == [] and a.ua.sessions() == [] and b.ua.sessions() == []
+
+
+@pytest.mark.parametrize("offer_kind, answer_b", [
+    ("tcp", "passive"), ("tls", "passive"), ("tcp", "active"), ("tls", "active")])
+@pytest_twisted.ensureDeferred
+async def test_answerer_on_both_transports_answers_each_offer_on_the_transport_it_asks_for(
+        parties, offer_kind, answer_b):
+    """Bob listens on msrp: (his my_uri) and msrps:; each offer is answered on its kind."""
+    a, b = parties(offer_kind, answer_b=answer_b, schemes_b=("msrp", "msrps"))
+    assert str(b.msrp.my_uri).startswith("msrp://")  # the first listener: TCP
+    sid_a, sid_b = await establish(a, b)
+    (info_b,) = b.ua.sessions()
+    scheme = "msrps" if offer_kind == "tls" else "msrp"
+    # bob's URI names his listener of the offered kind, so a connecting peer reaches it
+    assert info_b.local_path[-1].startswith(f"{scheme}://127.0.0.1:{b.msrp_ports[scheme]}/")
+    (dialog,) = a.sip.dialogs()
+    proto = b"TCP/TLS/MSRP" if offer_kind == "tls" else b"TCP/MSRP"
+    assert f"a=path:{info_b.local_path[-1]}\r\n".encode() in dialog.remote_sdp
+    assert b" " + proto + b" *\r\n" in dialog.remote_sdp
+    await exchange(a, b, sid_a, sid_b)  # the bytes really flowed over that transport
+    assert a.ua.end(sid_a)
+    await b.h.wait("terminated")
+    assert b.h.endings() == [("terminated", sid_b, "BYE from peer")]
+
+
+@pytest.mark.parametrize("offer_kind, schemes_b", [("tls", ("msrp",)), ("tcp", ("msrps",))])
+@pytest_twisted.ensureDeferred
+async def test_offer_on_a_transport_we_do_not_listen_on_is_refused_488(
+        parties, offer_kind, schemes_b):
+    a, b = parties(offer_kind, schemes_b=schemes_b)
+    sid_a = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
+    await a.h.wait("failed")
+    assert a.h.endings() == [("failed", sid_a, 488, "Not Acceptable Here")]
+    [refused] = b.refused
+    warning = dict(refused.headers)["Warning"]
+    offered = "TCP/TLS/MSRP" if offer_kind == "tls" else "TCP/MSRP"
+    assert warning.startswith("304 ") and f"MSRP over {offered} is not offered here" in warning
+    assert b.h.events == [] and len(b.msrp.table) == 0 and b.ua.sessions() == []
 
 
 @pytest_twisted.ensureDeferred
