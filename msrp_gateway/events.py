@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]  # no py.typed
 
 from .sockets import MAX_SOCKET_LENGTH, SocketStringError, parse_socket_string
 
@@ -51,6 +51,22 @@ _SOCKET_PROBLEMS = {
 MAX_EVENT_NAME_LENGTH = 128
 #: Largest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
+
+
+class _Timer(Protocol):
+    """A pending call (`IDelayedCall`), typed here: without the mypy-zope plugin, mypy
+    reads a zope interface's methods as taking no self."""
+
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class _Clock(Protocol):
+    """The part of `IReactorTime` the bus uses (any reactor or `task.Clock`)."""
+
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,
+                  **kw: object) -> _Timer: ...
 
 
 class EventError(Exception):
@@ -131,10 +147,12 @@ class _UDPSender(protocol.DatagramProtocol):
         pass  # subscribers do not talk back; anything received is ignored
 
     def send(self, payload: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is None:
+        # Any: IUDPTransport's zope methods read as taking no self (no mypy-zope plugin).
+        transport: Any = self.transport
+        if transport is None:
             return
         try:
-            self.transport.write(payload, addr)
+            transport.write(payload, addr)
         except OSError as e:  # e.g. EHOSTUNREACH, ENOBUFS: never propagate
             log.warn("event datagram to {addr} failed: {err}", addr=addr, err=e)
 
@@ -145,6 +163,12 @@ class _UDPSender(protocol.DatagramProtocol):
 class _StreamProtocol(protocol.Protocol):
     def __init__(self, target: "_TCPTarget") -> None:
         self.target = target
+
+    @property
+    def conn(self) -> Any:
+        """The connected transport: set before connectionMade, so never None where used;
+        Any because ITransport's zope methods read as taking no self (no mypy-zope)."""
+        return self.transport
 
     def connectionMade(self) -> None:
         self.target._connected(self)
@@ -190,7 +214,7 @@ class _TCPTarget:
         self.closed = False
         self.dropped = 0
         self.backoff = bus.retry_delay
-        self.retry_call: IDelayedCall | None = None
+        self.retry_call: _Timer | None = None
         self.connector: Any = None
         self.lost_waiters: list[Any] = []
 
@@ -198,7 +222,7 @@ class _TCPTarget:
         if self.closed:
             return
         if self.proto is not None and not self.paused and not self.queue:
-            self.proto.transport.write(payload)
+            self.proto.conn.write(payload)
             return
         if len(self.queue) >= self.bus.tcp_queue_limit:
             self.queue.popleft()
@@ -222,15 +246,15 @@ class _TCPTarget:
         self.connecting = False
         self.backoff = self.bus.retry_delay
         if self.closed:
-            proto.transport.loseConnection()
+            proto.conn.loseConnection()
             return
         self.proto = proto
-        proto.transport.registerProducer(self, True)
+        proto.conn.registerProducer(self, True)
         self._flush()
 
     def _flush(self) -> None:
         while self.queue and self.proto is not None and not self.paused:
-            self.proto.transport.write(self.queue.popleft())
+            self.proto.conn.write(self.queue.popleft())
 
     def _failed(self, reason: Any) -> None:
         self.connecting = False
@@ -275,7 +299,7 @@ class _TCPTarget:
         if self.proto is not None:
             done = defer.Deferred()
             self.lost_waiters.append(done)
-            self.proto.transport.loseConnection()
+            self.proto.conn.loseConnection()
         elif self.connecting and self.connector is not None:
             self.connector.stopConnecting()
         return done
@@ -304,7 +328,7 @@ class EventBus:
         self,
         reactor: Any,
         *,
-        clock: IReactorTime | None = None,
+        clock: _Clock | None = None,
         events: Iterable[str] = (EVENT_SETUP_FAILED,),
         max_subscribers: int = 256,
         tcp_queue_limit: int = 1000,
@@ -313,7 +337,7 @@ class EventBus:
         max_retry_delay: float = 60.0,
     ) -> None:
         self.reactor = reactor
-        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.clock: _Clock = clock if clock is not None else reactor
         self.max_subscribers = max_subscribers
         self.tcp_queue_limit = tcp_queue_limit
         self.connect_timeout = connect_timeout
