@@ -426,3 +426,136 @@ async def test_binding_send_never_answered_gets_bye_and_leaves_nothing_in_the_re
     env.assert_no_leftovers()
     await env.msrp.stop()
     await silent.stopListening()
+
+
+# ---- late offer: an INVITE without SDP from a hand-written SIP peer ---------------------------
+
+class _RawSIP(Protocol):
+    """A SIP peer written by hand over one TCP connection: our stack's UAC always offers."""
+
+    def __init__(self) -> None:
+        from msrp_gateway.sip.message import StreamParser
+
+        self.parser = StreamParser()
+        self.inbox: defer.DeferredQueue = defer.DeferredQueue()
+        self.gone: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        for msg in self.parser.feed(data):
+            self.inbox.put(msg)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.gone.callback(None)
+
+    async def next(self, want: Any) -> Any:
+        """The next message for which `want(msg)` holds (others, e.g. 100 Trying, skipped)."""
+        while True:
+            msg = await self.inbox.get().addTimeout(TIMEOUT, reactor)
+            if want(msg):
+                return msg
+
+    def send(self, text: str, body: bytes = b"") -> None:
+        self.transport.write(text.replace("\n", "\r\n").encode()
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+class LatePeer:
+    """Carol: raw SIP over TCP to bob's stack, a real MSRP stack for her side of the session."""
+
+    def __init__(self, b: Party) -> None:
+        self.b = b
+        self.msrp = MSRPStack(reactor)
+        self.msrp.listen("msrp:127.0.0.1:0")
+        self.session = self.msrp.create_session(["text/plain"])
+        self.received: list[bytes] = []
+        self.session.on_message = lambda msg: self.received.append(msg.body)
+        self.sip: _RawSIP | None = None
+        self.port = 0
+        self.ok: Any = None
+
+    async def connect(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        ep = TCP4ClientEndpoint(reactor, "127.0.0.1", self.b.sip_port, timeout=TIMEOUT)
+        self.sip = await ep.connect(Factory.forProtocol(_RawSIP))
+        self.port = self.sip.transport.getHost().port
+
+    def _head(self, method: str, cseq: int, branch: str) -> str:
+        to = self.ok.headers.get("To") if self.ok is not None else f"<{self.b.uri}>"
+        return (f"{method} {self.b.uri} SIP/2.0\n"
+                f"Via: SIP/2.0/TCP 127.0.0.1:{self.port};branch=z9hG4bK{branch};alias\n"
+                "Max-Forwards: 70\nFrom: <sip:carol@127.0.0.1>;tag=carol1\n"
+                f"To: {to}\nCall-ID: late-offer-1@127.0.0.1\nCSeq: {cseq} {method}\n"
+                f"Contact: <sip:carol@127.0.0.1:{self.port};transport=tcp>\n")
+
+    async def invite(self) -> bytes:
+        """INVITE without a body; returns the offer bob's 200 carries."""
+        self.sip.send(self._head("INVITE", 1, "inv1"))
+        self.ok = await self.sip.next(lambda m: getattr(m, "status", 0) >= 200)
+        assert self.ok.status == 200 and self.ok.content_type == "application/sdp"
+        return self.ok.body
+
+    def ack(self, body: bytes) -> None:
+        ctype = "Content-Type: application/sdp\n" if body else ""
+        self.sip.send(self._head("ACK", 1, "ack1") + ctype, body)
+
+    async def close(self) -> None:
+        if self.sip is not None and self.sip.transport is not None:
+            self.sip.transport.loseConnection()
+            await self.sip.gone
+        await self.msrp.stop()
+
+
+@pytest.mark.parametrize("carol_connects", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_late_offer_our_200_offers_the_ack_answers_and_messages_flow(parties,
+                                                                           carol_connects):
+    _, b = parties("tcp")
+    carol = LatePeer(b)
+    try:
+        await carol.connect()
+        offer = await carol.invite()
+        (info_b,) = b.ua.sessions()
+        assert sdp.find_msrp_media(sdp.parse_sdp(offer)).path == info_b.local_path
+        # our offer is actpass: carol picks who connects (RFC 6135)
+        answer = sdp.build_answer(offer, carol.session.local_path, ["text/plain"],
+                                  prefer_active=carol_connects)
+        carol.session.set_remote_path(answer.peer.path)
+        carol.ack(answer.body)
+        if carol_connects:
+            await carol.session.connect().addTimeout(TIMEOUT, reactor)
+        else:
+            await carol.session.wait_bound(TIMEOUT)
+        [(_, sid_b)] = await b.h.wait("established")
+        assert b.ua.sessions()[0].remote_path == carol.session.local_path
+        assert await b.ua.send(sid_b, "text/plain", b"to carol") == 200
+        assert carol.received == [b"to carol"]
+        assert await carol.session.send("text/plain", b"to bob") == 200
+        await b.h.wait("message")
+        assert b.h.of("message") == [("message", sid_b, "text/plain", b"to bob")]
+        carol.sip.send(carol._head("BYE", 2, "bye1"))
+        bye_ok = await carol.sip.next(lambda m: getattr(m, "status", 0) >= 200)
+        assert bye_ok.status == 200
+        await b.h.wait("terminated")
+        assert b.h.endings() == [("terminated", sid_b, "BYE from peer")]
+    finally:
+        await carol.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_late_offer_whose_ack_has_no_answer_gets_a_bye(parties):
+    _, b = parties("tcp")
+    carol = LatePeer(b)
+    try:
+        await carol.connect()
+        await carol.invite()
+        carol.ack(b"")
+        bye = await carol.sip.next(lambda m: getattr(m, "method", "") == "BYE")
+        carol.sip.send(f"SIP/2.0 200 OK\nVia: {bye.headers.get('Via')}\n"
+                       f"From: {bye.headers.get('From')}\nTo: {bye.headers.get('To')}\n"
+                       f"Call-ID: {bye.call_id}\nCSeq: {bye.cseq[0]} BYE\n")
+        [(_, sid_b, why)] = await b.h.wait("terminated")
+        assert "no SDP answer" in why and b.ua.sessions() == []
+        assert b.h.of("established") == []
+    finally:
+        await carol.close()
