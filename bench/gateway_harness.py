@@ -2,7 +2,10 @@
 `twistd -n msrpgw` (GatewayProcess), the MSRP peer (PeerProcess, tests/interop/msrp_peer.py),
 sipp on the page-mode side (sipp scenarios generated here), tshark captures and the MI.
 
-Ports come from the OS (bind port 0, read it, close); every wait is bounded.
+Ports for the child processes come from bench.ports (below the ephemeral range, checked
+free); a child's port is known bound (bench.ports.wait_bound) before traffic is aimed at it;
+a capture is known live before traffic starts and known complete before it stops (probe
+datagrams it must see); every wait is bounded, with room for a slow, loaded CI machine.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from bench.ports import free_port
+from bench.ports import free_port, wait_bound
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
@@ -107,7 +112,7 @@ class GatewayProcess:
         self.log_path = os.path.join(workdir, "msrpgw.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0, *, cprofile: str = "") -> GatewayProcess:
+    def start(self, timeout: float = 60.0, *, cprofile: str = "") -> GatewayProcess:
         """With `cprofile` a path, SIGUSR2 starts cProfile in the gateway and the next
         SIGUSR2 stops it and writes its stats there (`profile_toggle()`)."""
         # twistd from this interpreter, whichever venv it is in and whatever PATH says
@@ -174,7 +179,7 @@ class GatewayProcess:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, as an operator stops it; returns the exit status."""
         if self.proc is None:
             return None
@@ -207,7 +212,7 @@ class PeerProcess:
             stderr=subprocess.PIPE)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        ready = self.expect("ready", timeout=20)
+        ready = self.expect("ready", timeout=60)
         self.sip_port: int = ready["sip_port"]
         self.msrp_port: int = ready["msrp_port"]
 
@@ -225,7 +230,7 @@ class PeerProcess:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
 
-    def expect(self, event: str, timeout: float = 10.0, *, has: str | None = None,
+    def expect(self, event: str, timeout: float = 30.0, *, has: str | None = None,
                **match: Any) -> dict[str, Any]:
         """The next event of that name whose fields equal `match` and, with `has`, whose
         JSON contains that text (others are kept in `seen`)."""
@@ -282,7 +287,7 @@ class PeerProcess:
         if self.proc.poll() is None:
             try:
                 self.send(cmd="quit")
-                self.proc.wait(10)
+                self.proc.wait(30)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
@@ -363,9 +368,21 @@ class SippProcess:
             cmd += ["-key", k, str(v)]
         cmd += list(args)
         self.cmd = cmd
+        self.transport = transport
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         self.cpu_seconds: float | None = None
+
+    def wait_bound(self, timeout: float = 30.0) -> SippProcess:
+        """Return once sipp has bound its port (UDP, or TCP for t1/tn): then traffic aimed
+        at it is not lost to a process still starting. RuntimeError if sipp exited."""
+        kind = "tcp" if self.transport.startswith("t") else "udp"
+        try:
+            wait_bound(self.port, kind, timeout, alive=lambda: self.proc.poll() is None)
+        except RuntimeError:
+            raise RuntimeError(f"sipp exited with {self.proc.wait()} before binding "
+                               f"{kind} port {self.port}: {self.errors()[-2000:]}") from None
+        return self
 
     def wait(self, timeout: float = 60.0) -> int:
         """Exit status; `cpu_seconds` is then sipp's own CPU time (read from /proc while
@@ -418,6 +435,20 @@ class SippProcess:
             text = text.lstrip("\r\n")
             if text.startswith(method + " "):
                 out.append(text)
+        return out
+
+    def transactions(self, method: str = "MESSAGE") -> list[str]:
+        """The requests sipp received, one per transaction (Call-ID, CSeq, top Via) in
+        arrival order: over UDP a request may arrive more than once, as a retransmission
+        that crossed sipp's answer (Timer E/A fires when either side is slow, as on a
+        loaded machine)."""
+        seen: set[tuple[str | None, str | None, str | None]] = set()
+        out = []
+        for raw in self.received(method):
+            key = (header(raw, "Call-ID"), header(raw, "CSeq"), header(raw, "Via"))
+            if key not in seen:
+                seen.add(key)
+                out.append(raw)
         return out
 
     def stats(self) -> dict[str, str]:
@@ -480,34 +511,101 @@ def body_of(raw: str) -> str:
 
 
 class Capture:
-    """dumpcap on the loopback interface for the ports of one run."""
+    """dumpcap on the loopback interface for the ports of one run.
 
-    def __init__(self, workdir: str, ports: list[int]) -> None:
+    Live before the constructor returns and complete before `stop()` ends it: both are
+    proved with probe datagrams (sent to a UDP port of the capture's own, inside its filter)
+    that must show up in the file. libpcap hands packets over in blocks, in order, retired
+    by a timeout, so once a probe is in the file so is everything sent before it; fixed
+    sleeps lost a short run's last 0.9 s, or its first packets on a loaded machine.
+    `error` says why there is no capture (dumpcap refused, or never went live).
+    """
+
+    def __init__(self, workdir: str, ports: list[int], timeout: float = 30.0) -> None:
         self.path = os.path.join(workdir, "run.pcapng")
         self.ports = sorted(set(ports))
-        flt = " or ".join(f"port {p}" for p in self.ports)
-        self.proc = subprocess.Popen(["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", self.path],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: os.path.exists(self.path) or self.proc.poll() is not None, 10,
-                 "dumpcap to start")
-        time.sleep(0.5)  # dumpcap opens the file before the capture is live
         self.error = ""
-        if self.proc.poll() is not None:  # e.g. no permission to capture on lo
-            self.error = (self.proc.stderr.read().decode("utf-8", "replace")
-                          if self.proc.stderr else "") or f"exit {self.proc.returncode}"
+        self._scanned = 0
+        self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._probe.bind((HOST, 0))  # held for the capture's life: no one else has it
+        self._probe.setblocking(False)
+        self.probe_port: int = self._probe.getsockname()[1]
+        flt = " or ".join([f"port {p}" for p in self.ports] + [f"udp port {self.probe_port}"])
+        self._errlog = os.path.join(workdir, f"dumpcap-{self.probe_port}.err")
+        with open(self._errlog, "wb") as err:
+            self.proc = subprocess.Popen(
+                ["dumpcap", "-q", "-i", "lo", "-f", flt, "-w", self.path],
+                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        try:
+            self.sync(timeout)
+        except TimeoutError as e:
+            self.error = f"{e}; dumpcap said: {self._stderr()[-500:]}"
+            self._end()
+        except RuntimeError as e:  # dumpcap exited: e.g. no permission to capture on lo
+            self.error = str(e)
+            self._end()
 
-    def stop(self, settle: float = 1.5) -> None:
-        """Stop after `settle` seconds: libpcap hands packets over in blocks retired by a
-        timeout, and the block still open when dumpcap stops is lost (seen: a 1 s run whose
-        last 0.9 s were missing from the file)."""
+    def _stderr(self) -> str:
+        try:
+            with open(self._errlog, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _seen(self, token: bytes) -> bool:
+        """Whether `token` is in the capture file (only the part not yet searched is read)."""
+        start = max(0, self._scanned - len(token))  # a token cut by the last read's end
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        self._scanned = start + len(data)
+        return token in data
+
+    def sync(self, timeout: float = 30.0) -> None:
+        """Return once a probe sent now is in the capture file: the capture is live and
+        holds every packet sent before this call. RuntimeError if dumpcap exited,
+        TimeoutError if the probe is not there within `timeout` s."""
+        token = b"msrpgw-capture-probe-" + secrets.token_hex(8).encode()
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dumpcap exited with {self.proc.returncode}: "
+                                   f"{self._stderr()[-1000:] or '(nothing on stderr)'}")
+            self._probe.sendto(token, (HOST, self.probe_port))
+            try:
+                while True:  # drain our own probes
+                    self._probe.recv(2048)
+            except OSError:
+                pass
+            if self._seen(token):
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"dumpcap: a probe datagram was not captured within "
+                                   f"{timeout} s")
+            time.sleep(0.05)
+
+    def stop(self, settle: float = 1.5, timeout: float = 30.0) -> None:
+        """Stop once the capture holds everything sent so far (a last probe is in the
+        file); if that cannot be shown within `timeout` s, after `settle` s at least."""
         if self.proc.poll() is None:
-            time.sleep(settle)
+            try:
+                self.sync(timeout)
+            except (TimeoutError, RuntimeError):
+                time.sleep(settle)
+        self._end()
+
+    def _end(self) -> None:
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._probe.close()
 
     def tshark(self, sip_ports: list[int], msrp_ports: list[int], *fields: str,
                display: str = "") -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import socket
+import time
+from collections.abc import Callable
 
 _handed_out: set[int] = set()
 _FLOOR = 10000
@@ -48,3 +50,43 @@ def free_port(host: str = "127.0.0.1", both: bool = True) -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port below the ephemeral range on {host}")
+
+
+_PROC_NET = {("udp", False): "/proc/net/udp", ("udp", True): "/proc/net/udp6",
+             ("tcp", False): "/proc/net/tcp", ("tcp", True): "/proc/net/tcp6"}
+_TCP_LISTEN = "0A"
+
+
+def is_bound(port: int, kind: str = "udp") -> bool:
+    """Whether some process has a `kind` ("udp" or "tcp") socket bound to `port` (for TCP:
+    listening on it), on any address. Read from /proc/net, so unlike a trial bind it never
+    holds the port for an instant (a child binding it at that moment would fail)."""
+    if kind not in ("udp", "tcp"):
+        raise ValueError(f"kind must be 'udp' or 'tcp', not {kind!r}")
+    wanted = f":{port:04X}"
+    for v6 in (False, True):
+        try:
+            with open(_PROC_NET[(kind, v6)]) as f:
+                next(f, None)  # the column titles
+                for line in f:
+                    fields = line.split()
+                    if len(fields) < 4 or not fields[1].endswith(wanted):
+                        continue
+                    if kind == "udp" or fields[3] == _TCP_LISTEN:
+                        return True
+        except FileNotFoundError:  # no IPv6 on this machine
+            continue
+    return False
+
+
+def wait_bound(port: int, kind: str = "udp", timeout: float = 30.0,
+               alive: Callable[[], bool] | None = None) -> None:
+    """Return once a child process has bound `port` (see `is_bound`); raise TimeoutError
+    after `timeout` seconds, or RuntimeError as soon as `alive()` says the child exited."""
+    end = time.monotonic() + timeout
+    while not is_bound(port, kind):
+        if alive is not None and not alive():
+            raise RuntimeError(f"the process meant to bind {kind} port {port} exited")
+        if time.monotonic() > end:
+            raise TimeoutError(f"nothing bound {kind} port {port} within {timeout} s")
+        time.sleep(0.02)

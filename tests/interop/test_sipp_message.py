@@ -11,9 +11,7 @@ traffic and nothing malformed. Missing sipp/tshark: skip locally, fail under CI=
 from __future__ import annotations
 
 import csv
-import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,32 +37,21 @@ def route(req, gw):
 
 
 class Capture:
-    """tshark writing a pcap of one port on lo; ``check()`` reads it back."""
+    """The harness's dumpcap capture of one port on lo (proved live before the traffic and
+    complete before it stops, by probe datagrams); ``frames()`` reads it back with tshark."""
 
     def __init__(self, tshark: str, workdir: Path, port: int) -> None:
+        from bench.gateway_harness import Capture as Dumpcap
+
+        require_tool("dumpcap")
         self.tshark, self.port = tshark, port
-        self.pcap = workdir / f"sip-{port}.pcapng"
-        self.errlog = workdir / "tshark.err"
-        with open(self.errlog, "wb") as err:
-            self.proc = subprocess.Popen(
-                [tshark, "-i", "lo", "-n", "-q", "-w", str(self.pcap), "-f", f"port {port}"],
-                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while b"Capturing on" not in self.errlog.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                pytest.fail(f"tshark did not start: {self.errlog.read_text()[-500:]}")
-            time.sleep(0.05)
+        self.dumpcap = Dumpcap(str(workdir), [port])
+        if self.dumpcap.error:
+            pytest.fail(f"dumpcap could not capture: {self.dumpcap.error}")
+        self.pcap = Path(self.dumpcap.path)
 
     def stop(self) -> None:
-        time.sleep(0.3)  # the last frames reach the capture
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.dumpcap.stop()
 
     def frames(self, display_filter: str) -> list[str]:
         return self.fields(display_filter, "frame.number", "_ws.col.Info")
@@ -120,7 +107,11 @@ def test_sipp_1000_messages_all_answered_200_route_called_once_each(
     assert stats["FailedCall(C)"] == "0"
     assert stats["FailedUnexpectedMessage(C)"] == "0"
     if not extra:
-        assert stats["Retransmissions(C)"] == "0"
+        # Nothing is lost on lo, so sipp resends a MESSAGE only when its 200 took over 500 ms
+        # (retrans="500"): a process descheduled that long on a loaded CI machine. A few are
+        # fine (each is still routed once: check_calls); a gateway that drops requests
+        # makes sipp resend many.
+        assert int(stats["Retransmissions(C)"]) <= CALLS // 10, stats
     else:
         # the lossy run must really exercise absorption: sipp resent requests, and the
         # gateway received some MESSAGE twice (its 200 was lost) yet routed it only once
@@ -189,9 +180,11 @@ def test_a_2000_byte_send_reaches_a_udp_only_phone_through_the_udp_fallback(tmp_
         GatewayProcess,
         PeerProcess,
         SippProcess,
+        body_of,
         header,
         write_scenario,
     )
+    from bench.ports import is_bound, wait_bound
 
     workdir = str(tmp_path)
     gw = GatewayProcess(workdir)  # listens on UDP and TCP: large requests try TCP
@@ -201,19 +194,28 @@ def test_a_2000_byte_send_reaches_a_udp_only_phone_through_the_udp_fallback(tmp_
         try:
             scenario = write_scenario(workdir, "uas.xml",
                                       SIPP_MESSAGE_UAS.replace("[status] OK", "200 OK"))
-            phone = SippProcess(workdir, scenario, "-m", "1", "-timeout", "30",
+            phone = SippProcess(workdir, scenario, "-m", "1", "-timeout", "60",
                                 transport="u1", name="udp-only-phone")
-            time.sleep(0.2)  # let sipp bind before traffic is aimed at it
+            # sipp has bound its UDP port before traffic is aimed at it (and never TCP)
+            wait_bound(phone.port, "udp", timeout=30, alive=lambda: phone.proc.poll() is None)
+            assert not is_bound(phone.port, "tcp")
             target = f"sip:bob@{HOST}:{phone.port}"
             peer.send(cmd="invite", **{"from": f"sip:alice@{HOST}", "to": target,
                                        "ruri": target})
             sid = peer.expect("started")["sid"]
             peer.expect("established", timeout=15, sid=sid)
             peer.send(cmd="send", sid=sid, ctype="text/plain", size=2000)
-            assert phone.wait(30) == 0, phone.errors()
-            [got] = phone.received("MESSAGE")
-            assert "SIP/2.0/UDP" in header(got, "Via")
-            assert int(header(got, "Content-Length")) == 2000
+            assert phone.wait(60) == 0, phone.errors()
+            # Over UDP the MESSAGE may reach sipp more than once: when sipp (or the gateway)
+            # is descheduled for longer than T1 under load, Timer E resends it before the 200
+            # is read (CI saw this). Every copy must be the same UDP transaction.
+            got = phone.received("MESSAGE")
+            assert got, phone.messages()[-2000:]
+            assert len({(header(m, "Call-ID"), header(m, "CSeq"), header(m, "Via"))
+                        for m in got}) == 1, [m[:600] for m in got]
+            assert "SIP/2.0/UDP" in header(got[0], "Via")
+            assert int(header(got[0], "Content-Length")) == 2000
+            assert len(body_of(got[0]).encode()) == 2000
             assert "retrying over UDP" in gw.log()
             assert "MESSAGE failed" not in gw.log()
             peer.send(cmd="bye", sid=sid)
