@@ -1,0 +1,214 @@
+"""Page mode to session mode: a MESSAGE's body out as a SEND on the MSRP session of its key.
+
+``msg_to_msrp`` opens the session (INVITE out, through the UA) when there is none and queues
+bodies, bounded, while it is set up; once the UA says the MSRP side is up the queue goes out
+in order.  A SEND the UA refuses on the spot turns the MESSAGE's answer into 503 or 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from msrp_gateway.registry import (
+    GatewaySession,
+    Origin,
+    QueuedBody,
+    RegistryError,
+    RegistryFull,
+    State,
+    check_key,
+    parse_content_types,
+    type_accepted,
+)
+
+from .replies import (
+    ERR_DUPLICATE,
+    ERR_LIMIT,
+    ERR_PARAMS,
+    ERR_UA,
+    OK,
+    RETRY_AFTER,
+    reason_of,
+    reply,
+    status_of,
+)
+from .sessions import GatewayBase, _SessionHandler, ua_types
+
+__all__ = ["PageToSession"]
+
+log = Logger(namespace="msrp_gateway.gateway")
+
+
+class PageToSession(GatewayBase):
+    """``msg_to_msrp`` and the SENDs it makes; see the module docstring."""
+
+    def msg_to_msrp(self, req: Any, key: str, content_types: str | Iterable[str]) -> int:
+        """Send a MESSAGE's body to the MSRP session `key`, opening it (INVITE out) if there
+        is none. Answers the MESSAGE: 202 once the body is sent or queued, else 4xx/5xx."""
+        try:
+            check_key(key)
+            types = parse_content_types(content_types)
+        except ValueError as e:
+            log.error("msg_to_msrp: {error}", error=str(e))
+            reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        if req.method != "MESSAGE":
+            # As OpenSIPS: a 202 to an INVITE would open a dialog nobody tracks.
+            log.error("msg_to_msrp called for a {method} request (only MESSAGE)",
+                      method=req.method)
+            reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        if self._stopping:
+            reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        body = req.body
+        if not body:
+            reply(req, 400, "Missing Message Body")
+            return ERR_PARAMS
+        content_type = req.content_type
+        if not content_type:
+            reply(req, 400, "Missing Content-Type")
+            return ERR_PARAMS
+
+        sess = self.registry.get(key)
+        now = self.reactor.seconds()
+        if sess is not None:
+            if not type_accepted(content_type, sess.content_types):
+                reply(req, 415, "Unsupported Media Type",
+                       headers=[("Accept", ", ".join(sess.content_types))])
+                return ERR_PARAMS
+            sess.last_message = now
+            if sess.established:
+                refused = self._send_now(sess, content_type, body)
+                if refused is not None:
+                    return self._refuse_message(req, sess, refused)
+            elif not self._enqueue(sess, req, content_type, body):
+                return ERR_LIMIT
+            reply(req, 202, "Accepted")
+            return OK
+
+        if not type_accepted(content_type, types):
+            reply(req, 415, "Unsupported Media Type", headers=[("Accept", ", ".join(types))])
+            return ERR_PARAMS
+        # The MSRP side is To; the MESSAGEs we generate go back to the MESSAGE's From.
+        sess = GatewaySession(
+            key=key, from_uri=req.to_uri, to_uri=req.from_uri, ruri=req.from_uri,
+            origin=Origin.MESSAGE, content_types=types,
+            created=now, last_send=now, last_message=now,
+        )
+        try:
+            self.registry.add(sess)
+        except RegistryError as e:
+            log.warn("msg_to_msrp {key}: {error}", key=key, error=str(e))
+            reply(req, e.code if isinstance(e, RegistryFull) else 500, reason_of(e.code))
+            return ERR_LIMIT if isinstance(e, RegistryFull) else ERR_DUPLICATE
+        if not self._enqueue(sess, req, content_type, body):
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            return ERR_LIMIT
+        try:
+            sess.ua_session_id = self.ua.start(
+                ua_types(types), req.from_uri, req.to_uri, req.ruri, _SessionHandler(self, sess)
+            )
+        except Exception as e:  # noqa: BLE001 - the UA's refusal becomes the MESSAGE's answer
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            code = status_of(e)
+            log.error("msg_to_msrp {key}: the UA could not start a session: {error}",
+                      key=key, error=str(e))
+            reply(req, code, getattr(e, "reason", None) or reason_of(code),
+                   headers=getattr(e, "headers", ()))
+            return ERR_UA
+        if sess.state is State.ENDED:  # failed synchronously; already reported by the event
+            reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        log.info("gateway session {key} opened by MESSAGE (UA session {sid})",
+                 key=key, sid=sess.ua_session_id)
+        reply(req, 202, "Accepted")
+        return OK
+
+    def _enqueue(self, sess: GatewaySession, req: Any, content_type: str, body: bytes) -> bool:
+        s = self.settings
+        if len(sess.queue) >= s.max_queued_messages or \
+                sess.queued_bytes + len(body) > s.max_queued_bytes:
+            log.warn("gateway session {key}: queue full ({n} messages, {b} bytes) while the "
+                     "MSRP side is set up", key=sess.key, n=len(sess.queue), b=sess.queued_bytes)
+            reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
+            return False
+        sess.queue.append(QueuedBody(content_type, body, defer.Deferred()))
+        sess.queued_bytes += len(body)
+        return True
+
+    def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:
+        """One queued body out as a SEND (its MESSAGE was answered already); fires the MSRP
+        status (failures logged with the key, never raised)."""
+        try:
+            d = self.ua.send(sess.ua_session_id, content_type, body,
+                             failure_report="yes", success_report="no")
+        except Exception as e:  # noqa: BLE001
+            d = defer.fail(e)
+        result: defer.Deferred[int] = d.addErrback(_send_failed, sess.key)
+        return result
+
+    def _send_now(self, sess: GatewaySession, content_type: str,
+                  body: bytes) -> tuple[int, str] | None:
+        """A MESSAGE body out as a SEND on an established session. Returns None when it is
+        on its way (a later failure is logged with the key: the explicit path a later
+        end-to-end MESSAGE answer will hang on), or (code, comment) when the UA refused it
+        on the spot: `ua.send` then returns an already failed Deferred (send queue full,
+        not connected, over the peer's max-size), so the MESSAGE can still be told."""
+        try:
+            d = self.ua.send(sess.ua_session_id, content_type, body,
+                             failure_report="yes", success_report="no")
+        except Exception as e:  # noqa: BLE001 - a refusal all the same
+            return (status_of(e), str(e))
+        if d.called:
+            failures: list[Failure] = []
+            d.addErrback(failures.append)  # takes the failure: nothing unhandled is left
+            if failures:
+                error = failures[0].value
+                return (status_of(error),
+                        str(getattr(error, "comment", None) or failures[0].getErrorMessage()))
+        d.addErrback(_send_failed, sess.key)
+        return None
+
+    def _refuse_message(self, req: Any, sess: GatewaySession,
+                        refused: tuple[int, str]) -> int:
+        """Answer a MESSAGE whose SEND the UA refused at once: a bound hit (503, with
+        Retry-After) or a body too large for the peer (413), never a 202 and a lost body."""
+        code, comment = refused
+        if code == 413:
+            log.warn("gateway session {key}: MESSAGE refused 413: {comment}", key=sess.key,
+                     comment=comment)
+            reply(req, 413, "Request Entity Too Large")
+            return ERR_PARAMS
+        log.warn("gateway session {key}: MESSAGE refused 503, SEND not accepted: {code} "
+                 "{comment}", key=sess.key, code=code, comment=comment)
+        reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
+        return ERR_LIMIT
+
+    def _on_established(self, sess: GatewaySession, session_id: str) -> None:
+        if sess.state is not State.SETUP:
+            return
+        if session_id:
+            sess.ua_session_id = session_id
+        sess.state = State.ESTABLISHED
+        log.info("gateway session {key}: MSRP side established", key=sess.key)
+        while sess.queue:
+            item = sess.queue.popleft()
+            sess.queued_bytes -= len(item.body)
+            d = self._send(sess, item.content_type, item.body)
+            if item.result is not None:
+                d.chainDeferred(item.result)
+
+
+def _send_failed(f: Failure, key: str) -> int:
+    code = getattr(f.value, "code", None) or 500
+    log.error("gateway session {key}: SEND failed: {code} {comment}", key=key,
+              code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())
+    return int(code)

@@ -1,0 +1,207 @@
+"""Session mode to page mode: an INVITE answered through the UA, each SEND then a MESSAGE.
+
+``msrp_gw_answer`` answers the INVITE and records where the MESSAGEs go; every SEND with a
+body is paged as a MESSAGE (``send_message``, bounded by max_pending_messages) and a MESSAGE
+that fails goes back to the MSRP peer as a failure REPORT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from msrp_gateway.registry import (
+    DuplicateKey,
+    GatewaySession,
+    Origin,
+    RegistryError,
+    State,
+    check_key,
+    parse_content_types,
+    strip_uri,
+    valid_uri,
+)
+
+from .replies import (
+    ERR_DUPLICATE,
+    ERR_LIMIT,
+    ERR_PARAMS,
+    ERR_UA,
+    OK,
+    reason_of,
+    reply,
+    status_of,
+)
+from .sessions import GatewayBase, _SessionHandler, ua_types
+
+__all__ = ["SessionToPage"]
+
+log = Logger(namespace="msrp_gateway.gateway")
+
+# SIP final status of a generated MESSAGE -> MSRP status of the failure REPORT (RFC 4975
+# s.10); anything else is reported as 400 with the SIP status in the comment.
+_SIP_TO_MSRP_STATUS = {400: 400, 403: 403, 408: 408, 413: 413, 415: 415, 488: 415, 503: 408}
+
+
+class SessionToPage(GatewayBase):
+    """``msrp_gw_answer`` and the MESSAGEs made from SENDs; see the module docstring."""
+
+    def msrp_gw_answer(
+        self,
+        req: Any,
+        key: str,
+        content_types: str | Iterable[str],
+        from_uri: str,
+        to_uri: str,
+        ruri: str,
+    ) -> int:
+        """Answer an initial INVITE through the UA; every SEND on the session becomes a
+        MESSAGE from `from_uri` to `to_uri` sent to `ruri`. Nothing is created on error."""
+        try:
+            check_key(key)
+            types = parse_content_types(content_types)
+        except ValueError as e:
+            log.error("msrp_gw_answer: {error}", error=str(e))
+            reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        if req.method != "INVITE":
+            log.error("msrp_gw_answer called for a {method} request", method=req.method)
+            reply(req, 500, "Server Internal Error")
+            return ERR_PARAMS
+        checked: list[str] = []
+        for name, value in (("From", from_uri), ("To", to_uri), ("RURI", ruri)):
+            uri = strip_uri(value) if isinstance(value, str) else ""
+            if not uri or not valid_uri(uri):
+                log.error("msrp_gw_answer {key}: not a valid SIP URI in {name} param [{value}]",
+                          key=key, name=name, value=value)
+                reply(req, 400, f"Bad {name} URI")
+                return ERR_PARAMS
+            checked.append(uri)
+        if self._stopping:
+            reply(req, 503, "Service Unavailable")
+            return ERR_UA
+        now = self.reactor.seconds()
+        sess = GatewaySession(
+            key=key, from_uri=checked[0], to_uri=checked[1], ruri=checked[2],
+            origin=Origin.INVITE, content_types=types,
+            created=now, last_send=now, last_message=now,
+        )
+        try:
+            self.registry.add(sess)
+        except RegistryError as e:
+            log.warn("msrp_gw_answer {key}: {error}", key=key, error=str(e))
+            if isinstance(e, DuplicateKey):
+                reply(req, 486, "Busy Here")
+                return ERR_DUPLICATE
+            reply(req, 503, "Service Unavailable")
+            return ERR_LIMIT
+        txn = getattr(req, "transaction", req)
+        try:
+            sess.ua_session_id = self.ua.answer(txn, ua_types(types), _SessionHandler(self, sess))
+        except Exception as e:  # noqa: BLE001 - UAError(code, reason): we answer, UA did not
+            self.registry.remove(sess)
+            sess.state = State.ENDED
+            code = status_of(e)
+            log.warn("msrp_gw_answer {key}: offer refused: {code} {error}",
+                     key=key, code=code, error=str(e))
+            reply(req, code, getattr(e, "reason", None) or reason_of(code),
+                   headers=getattr(e, "headers", ()))
+            return ERR_UA
+        try:
+            req.owned = True
+        except AttributeError:
+            pass
+        log.info("gateway session {key} opened by INVITE (UA session {sid})",
+                 key=key, sid=sess.ua_session_id)
+        return OK
+
+    def send_message(
+        self,
+        from_uri: str,
+        to_uri: str,
+        ruri: str,
+        body: bytes,
+        content_type: str = "text/plain",
+        *,
+        key: str = "",
+    ) -> defer.Deferred[tuple[int, str]]:
+        """Send a page-mode MESSAGE; fires (status, reason) of its final answer, 408 on
+        timeout and 503 when it could not be sent. Never errbacks."""
+        if self._pending_messages >= self.settings.max_pending_messages:
+            log.error("MESSAGE for gateway session {key} not sent: max_pending_messages "
+                      "({n}) reached", key=key, n=self.settings.max_pending_messages)
+            return defer.succeed((503, "Too Many Pending MESSAGEs"))
+        try:
+            request = self.sip_stack.new_request(
+                "MESSAGE", from_uri, to_uri, ruri, body=body, content_type=content_type
+            )
+            d = self.sip_stack.send_request(request)
+        except Exception as e:  # noqa: BLE001 - a bad URI or a stack refusal
+            log.error("MESSAGE for gateway session {key} not sent: {error}",
+                      key=key, error=str(e))
+            return defer.succeed((503, "Service Unavailable"))
+        self._pending_messages += 1
+        # one callback pair per MESSAGE, no closures: this runs for every SEND paged
+        result: defer.Deferred[tuple[int, str]] = d.addCallbacks(
+            self._message_answered, self._message_failed, callbackArgs=(key,),
+            errbackArgs=(key,))
+        return result
+
+    def _message_answered(self, response: Any, key: str) -> tuple[int, str]:
+        """Every MESSAGE the gateway generates (paged SENDs, failure notices) that is
+        refused is logged here with its key, whoever asked for it."""
+        self._pending_messages -= 1
+        status = int(response.status)
+        reason = str(response.reason)
+        if status >= 300:
+            log.warn("gateway session {key}: MESSAGE failed: {status} {reason}",
+                     key=key, status=status, reason=reason)
+        return (status, reason)
+
+    def _message_failed(self, f: Failure, key: str) -> tuple[int, str]:
+        self._pending_messages -= 1
+        # SIPTimeout (Timer F) carries code 408, SIPTransportError 503 (s.8.1.3.1)
+        code = getattr(f.value, "code", None)
+        if code == 408 or type(f.value).__name__ == "SIPTimeout":
+            log.warn("gateway session {key}: MESSAGE failed: {status} no final answer "
+                     "(timeout)", key=key, status=408)
+            return (408, "Request Timeout")
+        log.warn("gateway session {key}: MESSAGE failed: {status} not sent: {error}",
+                 key=key, status=503, error=f.getErrorMessage())
+        return (503, "Service Unavailable")
+
+    def _on_message(self, sess: GatewaySession, msg: Any) -> None:
+        if sess.state is State.ENDED:
+            return
+        sess.last_send = self.reactor.seconds()
+        body = msg.body
+        if not body:
+            return  # empty SENDs (binding, keep-alive) carry nothing to page
+        content_type = msg.content_type
+        if not content_type:
+            log.warn("gateway session {key}: SEND without Content-Type not paged", key=sess.key)
+            self._report(sess, msg, 415, "Content-Type missing")
+            return
+        d = self.send_message(sess.from_uri, sess.to_uri, sess.ruri, body, content_type,
+                              key=sess.key)
+        d.addCallback(self._paged, sess, msg)
+
+    def _paged(self, result: tuple[int, str], sess: GatewaySession, msg: Any) -> None:
+        """The final answer to a MESSAGE made from a SEND: a failure goes back as a REPORT."""
+        status, reason = result
+        if status >= 300:  # already logged with the key by send_message
+            self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
+                         f"MESSAGE answered {status} {reason}")
+
+    def _report(self, sess: GatewaySession, msg: Any, code: int, comment: str) -> None:
+        if getattr(msg, "failure_report", "yes") not in ("yes", "partial"):
+            return
+        try:
+            msg.report_failure(code, comment)
+        except Exception as e:  # noqa: BLE001 - the session may be gone by now
+            log.warn("gateway session {key}: failure REPORT not sent: {error}",
+                     key=sess.key, error=str(e))
