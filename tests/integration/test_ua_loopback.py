@@ -317,13 +317,12 @@ async def test_ending_a_ringing_session_cancels_the_invite(parties):
     b.hold = True
     cancelled = defer.Deferred()
     sid_a = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
-    while not b.ringing:
-        await task.deferLater(reactor, 0.01, lambda: None)
+    await _until(lambda: bool(b.ringing))
     b.ringing[0].on_cancel = lambda: cancelled.callback(None)
-    await task.deferLater(reactor, 0.05, lambda: None)  # the 180 reaches alice
+    # ended whether or not the 180 reached alice yet: the CANCEL waits for it (s.9.1)
     assert a.ua.end(sid_a)
     await cancelled.addTimeout(TIMEOUT, reactor)  # bob's stack got the CANCEL
-    await task.deferLater(reactor, 0.1, lambda: None)  # the 487 reaches alice
+    await _until(lambda: a.sip.transaction_count == 0)  # the 487 and the CANCEL's 200 came
     assert a.h.events == [("terminated", sid_a, "ended locally")]
     assert a.ua.sessions() == [] and b.h.events == []
 
