@@ -90,3 +90,21 @@ def wait_bound(port: int, kind: str = "udp", timeout: float = 30.0,
         if time.monotonic() > end:
             raise TimeoutError(f"nothing bound {kind} port {port} within {timeout} s")
         time.sleep(0.02)
+
+
+def udp_queued(port: int) -> int:
+    """Bytes waiting in the receive queue of the UDP socket bound to `port` (0 if none is):
+    how a test tells that datagrams reached a process it has stopped (SIGSTOP)."""
+    wanted = f":{port:04X}"
+    total = 0
+    for v6 in (False, True):
+        try:
+            with open(_PROC_NET[("udp", v6)]) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 4 and fields[1].endswith(wanted):
+                        total += int(fields[4].partition(":")[2], 16)
+        except FileNotFoundError:
+            continue
+    return total
