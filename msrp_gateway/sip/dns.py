@@ -24,7 +24,7 @@ from .resolution import (
     refuses_service, srv_name, target_of, transport_order,
 )
 
-__all__ = ["DNSCache", "Located", "SIPResolver", "parse_servers"]
+__all__ = ["DNSCache", "DNSLookupError", "Located", "SIPResolver", "parse_servers"]
 
 log = Logger()
 
@@ -33,6 +33,16 @@ RESOLV_CONF = "/etc/resolv.conf"  # resolv.conf(5): the system's name servers
 RESOLV_RECHECK = 60.0  # seconds between checks of resolv.conf's mtime (at lookup time)
 MAX_RECORDS = 32  # answers of one type we consider; the rest of a hostile answer is ignored
 MAX_TARGETS = 8  # SRV targets whose addresses we try before giving up
+
+
+class DNSLookupError(TransportError):
+    """A DNS query that got no usable answer (timeout, server failure, refusal); a
+    TransportError, so the request it was for is answered 503. ``timed_out`` tells a
+    server that did not answer from one that answered with an error."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def parse_servers(servers: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
@@ -235,8 +245,9 @@ class SIPResolver:
             timeout = (error.DNSQueryTimeoutError, defer.TimeoutError)
             why = "timed out" if isinstance(f.value, timeout) \
                 else f.getErrorMessage() or type(f.value).__name__
-            raise TransportError(f"DNS {dns.QUERY_TYPES.get(rtype, rtype)} lookup of "
-                                 f"{name!r} failed: {why}")
+            raise DNSLookupError(f"DNS {dns.QUERY_TYPES.get(rtype, rtype)} lookup of "
+                                 f"{name!r} failed: {why}",
+                                 timed_out=isinstance(f.value, timeout))
 
         def done(result: Any) -> Any:
             for other in self._pending.pop(key, []):
@@ -278,7 +289,15 @@ class SIPResolver:
         domain = target.host.rstrip(".").lower()
         choices: list[tuple[str, str]] = []
         if target.transport is None:
-            naptrs = [_naptr(r) for r in await self._query(domain, dns.NAPTR)]
+            try:
+                found = await self._query(domain, dns.NAPTR)
+            except DNSLookupError as e:
+                if e.timed_out:
+                    raise
+                # a server that refuses or fails NAPTR (some do): go on with SRV
+                log.debug("{why}; trying SRV", why=str(e))
+                found = []
+            naptrs = [_naptr(r) for r in found]
             choices = naptr_choices([n for n in naptrs if n is not None], order, large)
         if not choices:  # s.4.1: no (usable) NAPTR: SRV for each transport we use
             choices = [(t, srv_name(t, domain)) for t in order]

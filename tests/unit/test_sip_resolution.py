@@ -311,6 +311,22 @@ def test_dns_timeout_fails_at_once_and_is_not_cached(zone):
     assert result_of(r.locate("sip:bob@example.test")).peer == Peer("udp", "127.0.0.10", 5060)
 
 
+@pytest.mark.parametrize("refusal", [error.DNSQueryRefusedError, error.DNSServerError,
+                                     error.DNSNotImplementedError])
+def test_a_server_that_refuses_naptr_still_gets_the_srv_walk(zone, refusal):
+    zone.fail[("example.test", dns.NAPTR)] = refusal(None)
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5087, b"a.example.test"))
+    assert result_of(resolver(zone).locate("sip:bob@example.test")).peer == \
+        Peer("udp", "127.0.0.11", 5087)
+
+
+def test_a_failed_srv_lookup_fails_the_request(zone):
+    zone.fail[("_sip._udp.example.test", dns.SRV)] = error.DNSServerError(None)
+    failure = result_of(resolver(zone).locate("sip:bob@example.test"))
+    assert isinstance(failure.value, TransportError)
+    assert "_sip._udp.example.test" in str(failure.value)
+
+
 def test_answers_are_cached_within_their_ttl(zone):
     zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5085, b"a.example.test"), ttl=60)
     clock = task.Clock()
