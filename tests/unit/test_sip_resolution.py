@@ -10,6 +10,8 @@ import socket
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.names import dns, error
@@ -487,3 +489,35 @@ def test_transport_picks_srv_of_a_transport_it_listens_on(zone):
     assert result_of(t.resolve("sip:bob@example.test", 2000)) == Peer("tcp", "127.0.0.12", 5070)
     assert result_of(t.resolve("sip:bob@example.test", 100)) == Peer("tcp", "127.0.0.12", 5070)
     t.stop()
+
+
+# -- properties ---------------------------------------------------------------------------
+
+SRV_RECORDS = st.lists(st.builds(SRVRecord, st.integers(0, 65535), st.integers(0, 65535),
+                                 st.integers(1, 65535), st.sampled_from(["a", "b", "c", "."])),
+                       max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(SRV_RECORDS, st.integers(0, 2**32))
+def test_srv_order_is_a_priority_sorted_permutation_of_the_usable_records(records, seed):
+    ordered = order_srv(records, random.Random(seed))
+    usable = [r for r in records if r.target != "."]
+    assert sorted(ordered, key=repr) == sorted(usable, key=repr)
+    assert [r.priority for r in ordered] == sorted(r.priority for r in ordered)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.builds(NAPTRRecord, st.integers(0, 65535), st.integers(0, 65535),
+                          st.sampled_from(["s", "S", "a", "", "u"]),
+                          st.sampled_from(["SIP+D2U", "SIP+D2T", "SIPS+D2T", "SIP+D2S", "x"]),
+                          st.sampled_from(["", "!a!b!"]), st.sampled_from(["n1", "n2", ""])),
+                max_size=20),
+       st.booleans())
+def test_naptr_choices_only_name_usable_srv_records_once(records, large):
+    order = ["tcp", "tls", "udp"] if large else ["udp", "tcp", "tls"]
+    choices = naptr_choices(records, order, large)
+    assert len(set(choices)) == len(choices)
+    assert all(name in ("n1", "n2") and t in order for t, name in choices)
+    if large and any(t != "udp" for t, _ in choices):
+        assert choices[0][0] != "udp"
