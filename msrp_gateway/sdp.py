@@ -7,6 +7,7 @@ carrying the SIP status (488) and a Warning text.
 """
 
 from __future__ import annotations
+
 import ipaddress
 import secrets
 from dataclasses import dataclass
