@@ -48,6 +48,7 @@ SIP_PROTOCOLS = ("udp", "tcp", "tls")
 MSRP_PROTOCOLS = ("msrp", "msrps")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "msrp": 2855, "msrps": 2855}
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+RELAY_MAX_EXPIRES = 2**32 - 1  # s, the largest Expires an AUTH may carry (RFC 4976 s.12)
 
 # msrp://host[:port]/session-id;transport -- my_uri / relay_uri have no session-id part
 # (RFC 4975 s.9 msrp-uri; msrp_ua's my_uri is written without one).
@@ -159,6 +160,13 @@ def _msrp_uri(v: str) -> str | None:
     return None
 
 
+def _relay_expires(v: int) -> str | None:
+    if 0 <= v <= RELAY_MAX_EXPIRES:
+        return None
+    return (f"seconds from 1 to {RELAY_MAX_EXPIRES} for the relay AUTH's Expires, or 0 "
+            "to let the relay choose")
+
+
 def _sip_uri(v: str) -> str | None:
     if v == "" or _SIP_URI.match(v):
         return None
@@ -230,6 +238,9 @@ class MSRPSettings:
     relay_uri: str = _opt(_msrp_uri, "")
     relay_username: str = _opt(None, "")
     relay_password: str = _opt(None, "")
+    # RFC 4976 s.5.1: the lifetime our AUTH asks for (Expires); 0 sends none, so the relay
+    # chooses.  A relay's 423 Min-Expires/Max-Expires still overrides it.
+    relay_expires: int = _opt(_relay_expires, 0)
     chunk_size: int = _opt(_between(64, 16 * 1024 * 1024), 2048)
     max_message_size: int = _opt(_between(1024), 4 * 1024 * 1024)
     max_header_size: int = _opt(_between(512, 1024 * 1024), 16384)
@@ -502,6 +513,9 @@ def _cross_checks(s: Settings, source: str) -> None:
         key = "relay_username" if m.relay_username else "relay_password"
         raise ConfigError(f"[msrp] {key}", "'' when relay_uri is not set (the credentials "
                           "are for an RFC 4976 relay)", _Unknown("a value"), source)
+    if m.relay_expires and not m.relay_uri:
+        raise ConfigError("[msrp] relay_expires", "0 when relay_uri is not set (it is the "
+                          "lifetime asked of an RFC 4976 relay)", m.relay_expires, source)
     if m.relay_username and not m.relay_password:
         raise ConfigError("[msrp] relay_password", "a password when relay_username is set",
                           _Unknown("none"), source)

@@ -287,6 +287,7 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         return MSRPStack(reactor, m.my_uri, relay_uri=m.relay_uri or None,
                          relay_username=m.relay_username or None,
                          relay_password=m.relay_password or None,
+                         relay_expires=m.relay_expires or None,
                          tls=settings.tls, limits=limits, settings=session_settings)
     except ValueError as e:  # the stack's own check of relay_uri and [tls]
         raise StartupError(str(e)) from e

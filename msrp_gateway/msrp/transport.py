@@ -214,7 +214,8 @@ class MSRPStack(SessionHost):
     when None, the first `listen()` provides it (handy with port 0).
 
     With `relay_uri` (RFC 4976), every session goes through that relay: `start()` (or the
-    first `listen()`) connects and AUTHs with `relay_username`/`relay_password`; until
+    first `listen()`) connects and AUTHs with `relay_username`/`relay_password`, asking
+    for `relay_expires` seconds (0/None: no Expires, the relay's choice); until
     the relay's 200, `create_session` refuses with `SessionError(503)`; sessions then
     carry the relay's Use-Path before our URI and send over the relay connection.
     """
@@ -222,9 +223,12 @@ class MSRPStack(SessionHost):
     def __init__(self, reactor: Any, my_uri: str | None = None, *,
                  relay_uri: str | None = None, tls: Any = None, limits: Any = None,
                  settings: SessionSettings | None = None, relay_username: str | None = None,
-                 relay_password: str | None = None) -> None:
+                 relay_password: str | None = None, relay_expires: int | None = None,
+                 clock: Clock | None = None) -> None:
         self.reactor = reactor
-        self.clock: Clock = reactor
+        # Timers (SEND timeouts, idle connections, relay refreshes) run on `clock`; sockets
+        # on `reactor`.  Tests pass a task.Clock to drive the timers over real connections.
+        self.clock: Clock = reactor if clock is None else clock
         self.my_uri: MSRPURI | None = parse_msrp_uri(my_uri) if my_uri else None
         self.tls = tls_settings_from(tls)
         if self.tls is not None:
@@ -249,9 +253,11 @@ class MSRPStack(SessionHost):
             if relay.secure and self.tls is None:
                 raise ValueError("[msrp] relay_uri is msrps: it needs [tls] certificate and "
                                  "private_key")
+            # 0 and None both mean: no Expires in the AUTH, the relay chooses the lifetime.
             self.relay = RelayClient(self.clock, relay_uri, self._own_uri, self._link_direct,
                                      username=relay_username, password=relay_password,
-                                     timeout=self.settings.response_timeout)
+                                     timeout=self.settings.response_timeout,
+                                     expires=relay_expires or None)
 
     def start(self) -> defer.Deferred[None]:
         """Connect and authenticate to the relay, if one is configured; fires on the first

@@ -446,3 +446,34 @@ def test_sip_needs_at_least_one_socket():
     assert error_of({"sip": {"socket": []}}) == (
         "gw.toml: [sip] socket: expected at least one SIP socket string (the first one gives "
         "the Via and Contact of what we send), found an array []")
+
+
+def test_relay_expires_defaults_to_the_relays_choice_and_takes_its_whole_range():
+    relay = "msrp://relay.example.net:2855;tcp"
+    assert from_dict({}).msrp.relay_expires == 0
+    for seconds in (0, 1, 900, 2**32 - 1):
+        assert from_dict({"msrp": {"relay_uri": relay,
+                                   "relay_expires": seconds}}).msrp.relay_expires == seconds
+
+
+@pytest.mark.parametrize("value, found", [(-1, "-1"), (2**32, "4294967296")])
+def test_relay_expires_outside_the_rfc_4976_range_is_refused_in_one_line(value, found):
+    assert error_of({"msrp": {"relay_uri": "msrp://relay.example.net:2855;tcp",
+                              "relay_expires": value}}) == (
+        "gw.toml: [msrp] relay_expires: expected seconds from 1 to 4294967295 for the relay "
+        f"AUTH's Expires, or 0 to let the relay choose, found {found}")
+
+
+@pytest.mark.parametrize("value, expected", [(900.0, "an integer"), ("900", "an integer"),
+                                             (True, "an integer")])
+def test_relay_expires_must_be_an_integer(value, expected):
+    text = error_of({"msrp": {"relay_uri": "msrp://relay.example.net:2855;tcp",
+                              "relay_expires": value}})
+    assert text.startswith(f"gw.toml: [msrp] relay_expires: expected {expected}, found ")
+
+
+def test_relay_expires_without_a_relay_is_refused():
+    assert error_of({"msrp": {"relay_expires": 900}}) == (
+        "gw.toml: [msrp] relay_expires: expected 0 when relay_uri is not set (it is the "
+        "lifetime asked of an RFC 4976 relay), found 900")
+    assert from_dict({"msrp": {"relay_expires": 0}}).msrp.relay_expires == 0
