@@ -136,6 +136,8 @@ class UASAnswering(UACore):
     def _late_answer(self, s: UASession) -> None:
         """The ACK to our late-offer 200: it must carry a usable answer (RFC 3264 s.4)."""
         body, ctype = s.ack_body
+        if not body and s.dialog is not None:  # a dialog that keeps the ACK's SDP itself
+            body = bytes(getattr(s.dialog, "remote_sdp", b"") or b"")
         try:
             if not body:
                 raise sdp.SDPError("the ACK carries no SDP answer to our offer")

@@ -24,7 +24,8 @@ from msrp_gateway.sip.transport import SIPTransport
 from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
 from tests.unit.test_ua_real_stacks import Env
 
-TIMEOUT = 10.0
+# Waits only bound a failure; a loaded CI box may be several times slower than a laptop.
+TIMEOUT = 30.0
 # Short SIP timers keep the stacks' own DelayedCalls (Timer K, dialog bookkeeping) within
 # the clean-reactor grace period; nothing here retransmits (TCP) so the values are harmless.
 FAST = TimerSettings(t1=0.01, t2=0.04, t4=0.05)
@@ -104,7 +105,7 @@ class Party:
             port = self.msrp.listen(f"{scheme}:{bracketed}:0")
             self.msrp_ports[scheme] = port.getHost().port
         self.ua = MSRPUserAgent(reactor, self.sip, self.msrp,
-                                UASettings(setup_timeout=5, actpass_answer=actpass_answer))
+                                UASettings(setup_timeout=20, actpass_answer=actpass_answer))
         self.h = Handler()
         self.refused: list[UAError] = []
 
@@ -341,7 +342,7 @@ async def test_ua_behind_an_msrp_relay_advertises_its_use_path_and_talks_through
         a.msrp = MSRPStack(reactor, relay_uri=relay.uri, relay_username="alice",
                            relay_password="s3cret")
         a.msrp.listen("msrp:127.0.0.1:0")
-        a.ua = MSRPUserAgent(reactor, a.sip, a.msrp, UASettings(setup_timeout=5))
+        a.ua = MSRPUserAgent(reactor, a.sip, a.msrp, UASettings(setup_timeout=20))
         await a.msrp.start()
         (use_path,) = a.msrp.relay.use_path
         first, second = (a, b) if offerer == "behind-relay" else (b, a)
