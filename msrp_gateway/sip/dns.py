@@ -8,7 +8,7 @@ import ipaddress
 import os
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +175,7 @@ class SIPResolver:
         self._resolv_checked = float("-inf")
         self._resolv_mtime: float | None = None
         self._pending: dict[tuple[str, int], list[defer.Deferred[Any]]] = {}
+        self._targets: dict[str, tuple[Target, bool]] = {}
         self.queries = 0  # DNS queries sent (cache misses), for tests and operators
 
     # -- the DNS client ------------------------------------------------------------------
@@ -207,9 +208,10 @@ class SIPResolver:
             return None
 
     def _query(self, name: str, rtype: int) -> defer.Deferred[list[Any]]:
-        """Records of ``rtype`` for ``name`` from the cache or one query; an empty
-        list for NXDOMAIN or no data (kept ``negative_ttl``). Concurrent identical queries
-        share one. Timeouts and server failures errback TransportError and are not kept."""
+        """Records of ``rtype`` for ``name`` (``NAPTRRecord``, ``SRVRecord`` or address
+        text; malformed ones left out), from the cache or one query; an empty list for
+        NXDOMAIN or no data (kept ``negative_ttl``). Concurrent identical queries share
+        one. Timeouts and server failures errback DNSLookupError and are not kept."""
         key = (name, rtype)
         hit = self.cache.get(key)
         if hit is not None:
@@ -220,23 +222,23 @@ class SIPResolver:
             waiting.append(d)
             return d
         if len(self._pending) >= self.max_pending:
-            return defer.fail(TransportError(
-                f"too many DNS lookups in progress ({self.max_pending}); {name!r} not asked"))
+            return defer.fail(DNSLookupError(
+                f"too many DNS lookups in progress ({self.max_pending}); {name!r} not asked",
+                timed_out=False))
         self._pending[key] = []
         self.queries += 1
-        lookup = {dns.NAPTR: "lookupNamingAuthorityPointer", dns.SRV: "lookupService",
-                  dns.A: "lookupAddress", dns.AAAA: "lookupIPV6Address"}[rtype]
+        lookup, convert = _LOOKUPS[rtype]
         d = defer.maybeDeferred(getattr(self._dns(), lookup), name)
 
         def answered(result: Any) -> list[Any]:
             answers = [rr for rr in result[0] if rr.type == rtype][:MAX_RECORDS]
-            if answers:
+            records = [r for r in map(convert, (rr.payload for rr in answers)) if r is not None]
+            if records:
                 ttl = min(float(rr.ttl or 0) for rr in answers)
-                records = [rr.payload for rr in answers]
                 self.cache.put(key, records, min(ttl, self.max_ttl))
-                return records
-            self.cache.put(key, [], self.negative_ttl)
-            return []
+            else:
+                self.cache.put(key, records, self.negative_ttl)
+            return records
 
         def failed(f: Failure) -> list[Any]:
             if isinstance(f.value, error.DNSNameError):  # NXDOMAIN: a negative answer
@@ -267,97 +269,144 @@ class SIPResolver:
         presence, else UDP/TLS), s.4.2 port and host (SRV in RFC 2782 order, else the URI's
         or the default port), the address of the first target that has one (``families``
         preferred). ``transports``: those we can send (default all); ``large``: the request
-        must not go over UDP if another transport is offered (s.18.1.1)."""
-        try:
-            target = target_of(uri_text)
-        except TransportError as e:
-            return defer.fail(e)
+        must not go over UDP if another transport is offered (s.18.1.1). When every answer
+        needed is cached, the Deferred has fired on return."""
+        known = self._targets.get(uri_text)
+        if known is None:
+            try:
+                target = target_of(uri_text)
+            except TransportError as e:
+                return defer.fail(e)
+            if len(target.host) > MAX_DNS_NAME:
+                return defer.fail(TransportError(f"host name too long in {uri_text!r}"))
+            known = (target, target.uses_srv)
+            if len(self._targets) >= 4096:  # a memo of the parse: bounded, oldest first
+                del self._targets[next(iter(self._targets))]
+            self._targets[uri_text] = known
+        target, srv = known
         allowed = transports if transports is not None else frozenset(DEFAULT_PORTS)
         order = transport_order(target, allowed, large)
         fams = families or set()
-        if not target.uses_srv:
-            transport = order[0]
-            port = target.port or DEFAULT_PORTS[transport]
-            return self._address(target.host, fams).addCallback(
-                lambda ip: Located(Peer(transport, ip, port), target.host))
-        if len(target.host) > MAX_DNS_NAME:
-            return defer.fail(TransportError(f"host name too long in {uri_text!r}"))
-        return defer.ensureDeferred(self._locate_by_dns(target, order, large, fams))
+        return self._run(self._walk(target, srv, order, large, fams), None, fams)
 
-    async def _locate_by_dns(self, target: Target, order: list[str], large: bool,
-                             families: set[int]) -> Located:
+    def _walk(self, target: Target, srv: bool, order: list[str], large: bool,
+              families: set[int]) -> Generator[list[tuple[str, int]], list[Any], Located]:
+        """RFC 3263 as a sans-IO walk: it yields the lookups it needs (name, type) — all
+        of one step at once — and is sent their results in the same order (a list of
+        answers, or the DNSLookupError). ``_run`` answers from the cache or the network."""
+        if not srv:  # s.4.2: an IP, a port, or a name DNS must not see
+            transport = order[0]
+            ip = yield from self._walk_address(target.host, families, system=True)
+            return Located(Peer(transport, ip, target.port or DEFAULT_PORTS[transport]),
+                           target.host)
         domain = target.host.rstrip(".").lower()
         choices: list[tuple[str, str]] = []
         if target.transport is None:
-            try:
-                found = await self._query(domain, dns.NAPTR)
-            except DNSLookupError as e:
-                if e.timed_out:
-                    raise
+            (naptrs,) = yield [(domain, dns.NAPTR)]
+            if isinstance(naptrs, DNSLookupError):
+                if naptrs.timed_out:
+                    raise naptrs
                 # a server that refuses or fails NAPTR (some do): go on with SRV
-                log.debug("{why}; trying SRV", why=str(e))
-                found = []
-            naptrs = [_naptr(r) for r in found]
-            choices = naptr_choices([n for n in naptrs if n is not None], order, large)
+                log.debug("{why}; trying SRV", why=str(naptrs))
+                naptrs = []
+            choices = naptr_choices(naptrs, order, large)
         if not choices:  # s.4.1: no (usable) NAPTR: SRV for each transport we use
             choices = [(t, srv_name(t, domain)) for t in order]
         refused = []
         for transport, name in choices:
-            records = [r for r in map(_srv, await self._query(name, dns.SRV))
-                       if r is not None]
+            (records,) = yield [(name, dns.SRV)]
+            if isinstance(records, Exception):
+                raise records
             if refuses_service(records):
                 refused.append(name)
                 continue
             if records:
-                return await self._first_target(transport, order_srv(records, self.rng),
-                                                domain, families)
+                errors = []
+                for r in order_srv(records, self.rng)[:MAX_TARGETS]:
+                    try:
+                        ip = yield from self._walk_address(r.target, families, system=False)
+                    except TransportError as e:
+                        errors.append(str(e))
+                        continue
+                    return Located(Peer(transport, ip, r.port), domain)
+                raise TransportError(f"no SRV target of {domain!r} has an address: "
+                                     + "; ".join(errors[:3]))
         if refused and len(refused) == len(choices):
             raise TransportError(f"{domain!r} offers no SIP service "
                                  f"(SRV target '.' at {', '.join(refused)})")
         # s.4.2: no SRV records: the domain's own address, on the default port
         transport = order[0]
-        ip = await self._address(domain, families)
+        ip = yield from self._walk_address(domain, families, system=True)
         return Located(Peer(transport, ip, DEFAULT_PORTS[transport]), domain)
 
-    async def _first_target(self, transport: str, records: list[SRVRecord], domain: str,
-                            families: set[int]) -> Located:
-        """The first SRV target (in RFC 2782 order) whose address can be found."""
-        errors = []
-        for r in records[:MAX_TARGETS]:
-            try:
-                ip = await self._address(r.target, families)
-            except TransportError as e:
-                errors.append(str(e))
-                continue
-            return Located(Peer(transport, ip, r.port), domain)
-        raise TransportError(f"no SRV target of {domain!r} has an address: "
-                             + "; ".join(errors[:3]))
-
-    def _address(self, host: str, families: set[int]) -> defer.Deferred[str]:
-        """One address of ``host``, a family of ``families`` first: the IP itself, else A
-        and AAAA from our DNS servers when they were given, else the reactor's resolver."""
+    def _walk_address(self, host: str, families: set[int], *,
+                      system: bool) -> Generator[list[tuple[str, int]], list[Any], str]:
+        """One address of ``host``, a family of ``families`` first. A and AAAA from DNS
+        for SRV targets (DNS named them) and whenever our servers were given; the other
+        hosts through the reactor's resolver by default (hosts file, search domains)."""
         bare = host.strip("[]")
-        if is_ip(bare):
-            return defer.succeed(bare)
-        if not self._dns_addresses:
-            return _system_address(self.reactor, bare, families)
-        return defer.ensureDeferred(self._dns_address(bare.rstrip(".").lower(), families))
-
-    async def _dns_address(self, host: str, families: set[int]) -> str:
-        results = await defer.DeferredList(
-            [self._query(host, rtype) for rtype in (dns.A, dns.AAAA)], consumeErrors=True)
-        found: list[str] = []
+        if (bare[-1:].isdigit() or ":" in bare) and is_ip(bare):  # cheap test first
+            return bare
+        if system and not self._dns_addresses:
+            (found,) = yield [(bare, SYSTEM)]
+            if isinstance(found, Exception):
+                raise found
+            return str(found[0])
+        name = bare.rstrip(".").lower()
+        answers = yield [(name, dns.A), (name, dns.AAAA)]
+        addresses: list[str] = []
         failures: list[str] = []
-        for ok, value in results:
-            if ok:
-                found.extend(a for a in map(_address_text, value) if a)
-            elif isinstance(value, Failure):
-                failures.append(value.getErrorMessage())
-        usable = [a for a in found if family(a) in families] or found
+        for answer in answers:
+            if isinstance(answer, Exception):
+                failures.append(str(answer))
+            else:
+                addresses.extend(answer)
+        usable = [a for a in addresses if family(a) in families] or addresses
         if usable:
             return usable[0]
-        raise TransportError(f"{host!r} has no address" +
+        raise TransportError(f"{name!r} has no address" +
                              (f" ({failures[0]})" if failures else ""))
+
+    def _run(self, walk: Generator[list[tuple[str, int]], list[Any], Located],
+             answers: list[Any] | None, families: set[int]) -> defer.Deferred[Located]:
+        """Drive ``walk``: cached answers at once, the rest by one query each (in
+        parallel within a step); its result or error becomes the Deferred's."""
+        try:
+            while True:
+                asks = walk.send(answers)  # type: ignore[arg-type]  # None starts it
+                answers = [None if rtype == SYSTEM else self.cache.get((name, rtype))
+                           for name, rtype in asks]
+                missing = [i for i, a in enumerate(answers) if a is None]
+                if missing:
+                    break
+        except StopIteration as stop:
+            return defer.succeed(stop.value)
+        except TransportError as e:
+            return defer.fail(e)
+        except Exception as e:  # a fault of ours: still a 503 for the request, and logged
+            log.error("RFC 3263 lookup failed: {err!r}", err=e)
+            return defer.fail(TransportError(f"name resolution failed: {e!r}"))
+        known = answers
+
+        def ask(name: str, rtype: int) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any]
+            if rtype == SYSTEM:
+                d = _system_address(self.reactor, name, families).addCallback(
+                    lambda ip: [ip])
+            else:
+                d = self._query(name, rtype)
+            return d.addErrback(lambda f: f.value if isinstance(f.value, Exception) else f)
+
+        def resume(results: list[Any]) -> defer.Deferred[Located]:
+            for i, result in zip(missing, results):
+                known[i] = result
+            return self._run(walk, known, families)
+
+        waits = [ask(*asks[i]) for i in missing]
+        return defer.gatherResults(waits).addCallback(resume)
+
+
+SYSTEM = -1  # a pseudo record type: the address from the reactor's resolver (not cached)
 
 
 def _system_address(reactor: Any, host: str, families: set[int]) -> defer.Deferred[str]:
@@ -405,6 +454,7 @@ def _srv(record: Any) -> SRVRecord | None:
 
 
 def _address_text(record: Any) -> str | None:
+    """The address of an A or AAAA record as text, None when it is not one."""
     try:
         if isinstance(record, dns.Record_A):
             return str(ipaddress.IPv4Address(record.address))
@@ -413,3 +463,11 @@ def _address_text(record: Any) -> str | None:
     except (TypeError, ValueError):
         pass
     return None
+
+
+_LOOKUPS: dict[int, tuple[str, Any]] = {
+    dns.NAPTR: ("lookupNamingAuthorityPointer", _naptr),
+    dns.SRV: ("lookupService", _srv),
+    dns.A: ("lookupAddress", _address_text),
+    dns.AAAA: ("lookupIPV6Address", _address_text),
+}
