@@ -371,3 +371,24 @@ def test_what_we_offer_reads_back_the_same(host, port, tls, relays, types, setup
     assert m.proto == ("TCP/TLS/MSRP" if tls else "TCP/MSRP")
     assert m.address == host
     assert b"a=connection" not in body
+
+
+@pytest.mark.parametrize("proto, uri", [
+    ("TCP/TLS/MSRP", "msrp://alice.example.com:7654/jshA7weztas;tcp"),
+    ("TCP/MSRP", "msrps://alice.example.com:7654/jshA7weztas;tcp"),
+])
+def test_a_relayless_path_whose_scheme_contradicts_the_m_proto_is_488(proto, uri):
+    offer = RFC4975_OFFER.replace(b"TCP/MSRP", proto.encode()).replace(
+        b"msrp://alice.example.com:7654/jshA7weztas;tcp", uri.encode())
+    with pytest.raises(SDPError) as refused:
+        sdp.find_msrp_media(sdp.parse_sdp(offer))
+    assert refused.value.code == 488 and refused.value.warning().startswith("304 ")
+    assert "does not match the m= proto" in refused.value.reason
+
+
+def test_the_split_modules_are_one_api():
+    """sdp re-exports sdp_parse: one SDPError class, one parser, whichever path imports it."""
+    from msrp_gateway import sdp_parse
+
+    assert sdp.SDPError is sdp_parse.SDPError and sdp.parse_sdp is sdp_parse.parse_sdp
+    assert set(sdp_parse.__all__) <= set(dir(sdp))

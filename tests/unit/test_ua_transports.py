@@ -115,3 +115,35 @@ def test_session_on_another_transport_gets_that_uri_with_its_own_session_id():
 def test_session_on_my_uris_transport_is_left_as_the_stack_made_it():
     session = session_on(_SessionStack(), ["text/plain"], _SessionStack.my_uri)
     assert session.local_uri == "msrp://127.0.0.1:2855/abc123;tcp"
+
+
+# ---- the UA's choice, on the fakes (FakeMSRPStack: my_uri msrp:, no listener of its own) ----
+
+def test_an_offer_with_tls_then_tcp_streams_is_answered_on_the_tcp_one_we_listen_on():
+    from twisted.internet import task
+
+    from msrp_gateway import sdp
+    from msrp_gateway.sip.message import Headers, SIPRequest
+    from msrp_gateway.testing import FakeInviteStack, FakeMSRPStack, FakeServerTransaction
+    from msrp_gateway.ua import MSRPUserAgent, UASettings
+
+    tls = sdp.build_offer(["msrps://192.0.2.7:7777/tlsSess;tcp"], ["text/plain"], sess_id=9)
+    tcp = sdp.build_offer(["msrp://192.0.2.7:7778/tcpSess;tcp"], ["text/plain"], sess_id=9)
+    # one offer, two MSRP streams: TLS first (we do not listen on it), then TCP
+    body = tls + tcp[tcp.index(b"m="):]
+    h = Headers([("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKtwo"),
+                 ("From", "<sip:bob@example.net>;tag=77"), ("To", "<sip:alice@gw.example>"),
+                 ("Call-ID", "two@192.0.2.7"), ("CSeq", "1 INVITE"),
+                 ("Content-Type", "application/sdp")])
+    clock = task.Clock()
+    sip = FakeInviteStack(clock)
+    ua = MSRPUserAgent(clock, sip, FakeMSRPStack(clock), UASettings())
+    txn = FakeServerTransaction(SIPRequest("INVITE", "sip:alice@127.0.0.1", h, body))
+    sid = ua.answer(txn, "text/plain", object())
+    [info] = ua.sessions()
+    assert info.session_id == sid and info.remote_path == ["msrp://192.0.2.7:7778/tcpSess;tcp"]
+    [dialog] = sip.dialogs
+    answer = sdp.parse_sdp(dialog.local_sdp)
+    assert [(m.port == 0, m.proto) for m in answer.media] == [(True, "TCP/TLS/MSRP"),
+                                                              (False, "TCP/MSRP")]
+    ua.end(sid)
