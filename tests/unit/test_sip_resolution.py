@@ -521,3 +521,59 @@ def test_naptr_choices_only_name_usable_srv_records_once(records, large):
     assert all(name in ("n1", "n2") and t in order for t, name in choices)
     if large and any(t != "udp" for t, _ in choices):
         assert choices[0][0] != "udp"
+
+
+# -- the system's configuration ---------------------------------------------------------
+
+def test_resolv_conf_nameservers_are_read_and_bounded(tmp_path):
+    from msrp_gateway.sip.dns import read_resolv_conf
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example.test\nnameserver 127.0.0.53\n"
+                    "nameserver not-an-ip\nnameserver ::1\nnameserver fe80::1%eth0\n"
+                    "nameserver 127.0.0.54\n")
+    assert read_resolv_conf(str(conf)) == [("127.0.0.53", 53), ("::1", 53), ("fe80::1", 53)]
+    assert read_resolv_conf(str(tmp_path / "missing")) == [("127.0.0.1", 53)]
+
+
+class SystemResolver:
+    """A reactor.nameResolver (IHostnameResolver) answering from a dict."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    def resolveHostName(self, receiver, host, *args, **kw):  # noqa: N802
+        from twisted.internet.address import IPv4Address
+
+        self.asked.append(host)
+        receiver.resolutionBegan(None)
+        if host in self.table:
+            receiver.addressResolved(IPv4Address("TCP", self.table[host], 0))
+        receiver.resolutionComplete()
+        return None
+
+
+def test_default_mode_finds_hosts_without_srv_through_the_reactor_resolver():
+    """Without DNS servers given, a host with a port, ``localhost`` or a single label is
+    looked up as the gateway always did (getaddrinfo: hosts file, search domains), and no
+    DNS query is sent for it."""
+    clock = task.Clock()
+    clock.nameResolver = SystemResolver({"host.example.test": "127.0.0.5",
+                                         "localhost": "127.0.0.1", "proxy": "127.0.0.6"})
+    r = SIPResolver(clock)
+    assert result_of(r.locate("sip:b@host.example.test:5070")).peer == \
+        Peer("udp", "127.0.0.5", 5070)
+    assert result_of(r.locate("sips:b@localhost")).peer == Peer("tls", "127.0.0.1", 5061)
+    assert result_of(r.locate("sip:b@proxy;transport=tcp")).peer == Peer("tcp", "127.0.0.6", 5060)
+    failure = result_of(r.locate("sip:b@gone.example.test:5070"))
+    assert isinstance(failure.value, TransportError)
+    assert r.queries == 0 and clock.getDelayedCalls() == []
+    assert clock.nameResolver.asked == ["host.example.test", "localhost", "proxy",
+                                        "gone.example.test"]
+
+
+def test_an_srv_target_written_as_an_ip_is_used_as_it_is(zone):
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5088, b"127.0.0.77"))
+    assert result_of(resolver(zone).locate("sip:bob@example.test")).peer == \
+        Peer("udp", "127.0.0.77", 5088)
