@@ -56,6 +56,9 @@ class UASAnswering(UACore):
         if ctype and ctype != SDP_TYPE:
             raise UAError(415, "Unsupported Media Type", [("Accept", SDP_TYPE)])
         uris = local_uris(self._msrp)
+        if not uris:  # no my_uri configured and nothing listening (yet)
+            raise UAError(503, "Service Unavailable",
+                          [("Warning", '399 msrpgw "no MSRP socket to answer on"')])
         try:
             offer = sdp.parse_sdp(req.body)
             wanted = sdp.find_msrp_media(offer, tuple(p for p in _PROTOS if p in uris))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions
@@ -147,3 +149,25 @@ def test_an_offer_with_tls_then_tcp_streams_is_answered_on_the_tcp_one_we_listen
     assert [(m.port == 0, m.proto) for m in answer.media] == [(True, "TCP/TLS/MSRP"),
                                                               (False, "TCP/MSRP")]
     ua.end(sid)
+
+
+def test_an_offer_with_no_msrp_socket_to_answer_on_is_503():
+    from twisted.internet import task
+
+    from msrp_gateway import sdp
+    from msrp_gateway.sip.message import Headers, SIPRequest
+    from msrp_gateway.testing import FakeInviteStack, FakeServerTransaction
+    from msrp_gateway.ua import MSRPUserAgent, UAError, UASettings
+
+    clock = task.Clock()
+    body = sdp.build_offer(["msrp://192.0.2.7:7777/s1;tcp"], ["text/plain"], sess_id=9)
+    h = Headers([("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKnone"),
+                 ("From", "<sip:bob@example.net>;tag=77"), ("To", "<sip:alice@gw.example>"),
+                 ("Call-ID", "none@192.0.2.7"), ("CSeq", "1 INVITE"),
+                 ("Content-Type", "application/sdp")])
+    ua = MSRPUserAgent(clock, FakeInviteStack(clock), Stack(None), UASettings())
+    with pytest.raises(UAError) as refused:
+        ua.answer(FakeServerTransaction(SIPRequest("INVITE", "sip:a@127.0.0.1", h, body)),
+                  "text/plain", object())
+    assert refused.value.code == 503 and "no MSRP socket" in dict(refused.value.headers)["Warning"]
+    assert ua.sessions() == [] and clock.getDelayedCalls() == []
