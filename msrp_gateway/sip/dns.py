@@ -177,6 +177,7 @@ class SIPResolver:
         self._pending: dict[tuple[str, int], list[defer.Deferred[Any]]] = {}
         self._targets: dict[str, tuple[Target, bool]] = {}
         self.queries = 0  # DNS queries sent (cache misses), for tests and operators
+        self._unreachable: dict[Peer, float] = {}
 
     # -- the DNS client ------------------------------------------------------------------
 
@@ -263,6 +264,24 @@ class SIPResolver:
 
     # -- RFC 3263 ------------------------------------------------------------------------
 
+    def mark_unreachable(self, peer: Peer, seconds: float = 60.0) -> None:
+        """Note that ``peer`` failed (connection refused, no answer: s.4.3); for
+        ``seconds``, SRV walks try the other targets first. At most 1024 noted, oldest
+        first out."""
+        self._unreachable.pop(peer, None)
+        while len(self._unreachable) >= 1024:
+            del self._unreachable[next(iter(self._unreachable))]
+        self._unreachable[peer] = self.reactor.seconds() + seconds
+
+    def is_unreachable(self, peer: Peer) -> bool:
+        until = self._unreachable.get(peer)
+        if until is None:
+            return False
+        if until <= self.reactor.seconds():
+            del self._unreachable[peer]
+            return False
+        return True
+
     def locate(self, uri_text: str, size: int = 0, *, transports: frozenset[str] | None = None,
                large: bool = False, families: set[int] | None = None) -> defer.Deferred[Located]:
         """Where a request to ``uri_text`` goes: s.4.1 transport (the URI's, NAPTR, SRV
@@ -322,13 +341,19 @@ class SIPResolver:
                 continue
             if records:
                 errors = []
+                shunned: Located | None = None
                 for r in order_srv(records, self.rng)[:MAX_TARGETS]:
                     try:
                         ip = yield from self._walk_address(r.target, families, system=False)
                     except TransportError as e:
                         errors.append(str(e))
                         continue
-                    return Located(Peer(transport, ip, r.port), domain)
+                    where = Located(Peer(transport, ip, r.port), domain)
+                    if not self.is_unreachable(where.peer):
+                        return where
+                    shunned = shunned or where  # s.4.3: the next target first
+                if shunned is not None:
+                    return shunned  # all known unreachable: better than nothing
                 raise TransportError(f"no SRV target of {domain!r} has an address: "
                                      + "; ".join(errors[:3]))
         if refused and len(refused) == len(choices):

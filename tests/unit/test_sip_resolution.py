@@ -577,3 +577,25 @@ def test_an_srv_target_written_as_an_ip_is_used_as_it_is(zone):
     zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5088, b"127.0.0.77"))
     assert result_of(resolver(zone).locate("sip:bob@example.test")).peer == \
         Peer("udp", "127.0.0.77", 5088)
+
+
+def test_a_target_marked_unreachable_is_tried_after_the_others_until_it_expires(zone):
+    """s.4.3: once the stack reports that a target failed, later requests go to the next
+    SRV target; when every target is marked, the first is still used; marks expire."""
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5091, b"a.example.test"))
+    zone.add("_sip._udp.example.test", dns.Record_SRV(20, 0, 5092, b"b.example.test"))
+    clock = task.Clock()
+    r = resolver(zone, clock)
+    first, second = Peer("udp", "127.0.0.11", 5091), Peer("udp", "127.0.0.12", 5092)
+    assert result_of(r.locate("sip:bob@example.test")).peer == first
+    r.mark_unreachable(first, 30)
+    assert result_of(r.locate("sip:bob@example.test")).peer == second
+    r.mark_unreachable(second, 60)
+    assert result_of(r.locate("sip:bob@example.test")).peer == first
+    clock.advance(31)
+    assert not r.is_unreachable(first) and r.is_unreachable(second)
+    assert result_of(r.locate("sip:bob@example.test")).peer == first
+    for i in range(2000):  # the list is bounded
+        r.mark_unreachable(Peer("udp", "127.0.9.1", 1 + i))
+    assert r.is_unreachable(Peer("udp", "127.0.9.1", 2000))
+    assert not r.is_unreachable(Peer("udp", "127.0.9.1", 1))
