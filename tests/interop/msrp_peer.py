@@ -3,7 +3,8 @@ project's own SIP stack, MSRP stack and MSRP user agent, driven by JSON lines.
 
     python tests/interop/msrp_peer.py --host 127.0.0.1 [--answer MODE] [--proxy SIP-URI]
 
-MODE is answer, delay:SECONDS (answer late), reject:CODE or ignore (never answer).
+MODE is answer, delay:SECONDS (answer late), hold (answer when told: `release`),
+reject:CODE or ignore (never answer).
 
 Prints `{"event": "ready", "sip_port": N, "msrp_port": M}` once listening (ports from the
 OS), then one JSON object per line for everything that happens: `invite`, `established`,
@@ -14,7 +15,9 @@ stdin, one JSON object per line:
     {"cmd": "send", "sid": ID, "ctype": "text/plain", "body": "text" | "size": 10000,
      "failure_report": "yes"}
     {"cmd": "bye", "sid": ID}
-    {"cmd": "answer", "mode": "answer" | "reject:486" | "ignore"}
+    {"cmd": "answer", "mode": "answer" | "reject:486" | "ignore" | "hold"}
+    {"cmd": "release"}               # answer every held INVITE now -> {"event": "released",
+                                     # "count": N}; with no time-based guess in a test
     {"cmd": "quiet", "on": true, "sample": 10}   # print only every 10th `message` event
                                                  # (load runs count them with `stats`)
     {"cmd": "stats"}                 # -> {"event": "stats", "messages": N, "sessions": N}
@@ -95,6 +98,7 @@ class Peer:
         self.sample = 0  # when quiet: still print every sample-th message (latency probes)
         self.messages = 0
         self.established: set[str] = set()
+        self.held: list[Any] = []  # INVITE transactions waiting for `release`
         self.msrp = MSRPStack(reactor, None, settings=SessionSettings(chunk_size=4096))
         mport = self.msrp.listen(f"msrp:{host}:0")
         self.transport, sip_port = self._listen_udp_and_tcp(reactor, host)
@@ -131,6 +135,10 @@ class Peer:
         if mode.startswith("delay:"):  # answer later: the caller's early messages queue
             self.reactor.callLater(float(mode.split(":", 1)[1]), self._answer, txn)
             return
+        if mode == "hold":
+            self.held.append(txn)
+            emit(event="invite_held", ruri=req.uri)
+            return
         if mode == "ignore":
             emit(event="invite_ignored", ruri=req.uri)
             return
@@ -165,6 +173,11 @@ class Peer:
         elif name == "answer":
             self.answer_mode = cmd["mode"]
             emit(event="ok", cmd=name)
+        elif name == "release":
+            held, self.held = self.held, []
+            for txn in held:
+                self._answer(txn)
+            emit(event="released", count=len(held))
         elif name == "quiet":
             self.quiet = bool(cmd.get("on", True))
             self.sample = int(cmd.get("sample", 0))

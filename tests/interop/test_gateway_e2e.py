@@ -56,7 +56,7 @@ class World:
         """sipp UAC: n MESSAGEs from from_user (reachable at from_port) to to_user at the
         peer, via the gateway; every one must be answered 202 (exit status 0)."""
         s = SippProcess(self.dir, scenario or self.uac, f"{HOST}:{self.gw.sip_port}",
-                        "-m", str(n), "-r", str(rate), "-rp", "1000", "-timeout", "20",
+                        "-m", str(n), "-r", str(rate), "-rp", "1000", "-timeout", "60",
                         "-l", "1" if rate <= 100 else "100",
                         keys={"to_user": to_user, "to_port": to_port or self.peer.sip_port,
                               "from_user": from_user, "from_port": from_port, "text": text},
@@ -65,12 +65,11 @@ class World:
         return s
 
     def receiver(self, n: int, transport: str = "u1", name: str = "uas") -> SippProcess:
-        """sipp UAS answering n MESSAGEs with 200."""
-        s = SippProcess(self.dir, self.uas, "-m", str(n), "-timeout", "60",
+        """sipp UAS answering n MESSAGEs with 200, listening before this returns."""
+        s = SippProcess(self.dir, self.uas, "-m", str(n), "-timeout", "120",
                         transport=transport, name=name)
         self.sipp_ports.append(s.port)
-        time.sleep(0.2)  # let sipp bind before traffic is aimed at it
-        return s
+        return s.wait_bound()
 
     def sessions(self) -> list[dict]:
         return self.gw.mi("msrp_gw_list_sessions")["result"]
@@ -131,19 +130,22 @@ def test_first_messages_open_the_session_and_arrive_in_order_then_go_straight(
         answering: World) -> None:
     w = answering
     alice, bob = user("alice"), user("bob")
-    set_mode(w, "delay:1.0")  # the INVITE is answered late: all three must queue
+    set_mode(w, "hold")  # the INVITE is answered only on `release`: all three must queue
     first = w.send_messages(alice, 5999, bob, 3, text="early")
-    assert first.wait(30) == 0, first.errors()  # three 202s
-    invite = w.peer.expect("invite", timeout=10, has=f"sip:{alice}@")
+    assert first.wait(60) == 0, first.errors()  # three 202s
+    w.peer.expect("invite_held", has=f"sip:{bob}@")
+    w.peer.send(cmd="release")
+    assert w.peer.expect("released")["count"] == 1
+    invite = w.peer.expect("invite", has=f"sip:{alice}@")
     assert f"sip:{alice}@127.0.0.1:5999" in invite["from"]
     assert f"sip:{bob}@127.0.0.1:{w.peer.sip_port}" in invite["to"]
     sid = invite["sid"]
-    bodies = [w.peer.expect("message", timeout=10, sid=sid)["body"].strip() for _ in range(3)]
+    bodies = [w.peer.expect("message", sid=sid)["body"].strip() for _ in range(3)]
     assert bodies == ["early 1", "early 2", "early 3"]
     set_mode(w, "answer")
     later = w.send_messages(alice, 5999, bob, 2, text="later")
-    assert later.wait(30) == 0, later.errors()
-    bodies = [w.peer.expect("message", timeout=10, sid=sid)["body"].strip() for _ in range(2)]
+    assert later.wait(60) == 0, later.errors()
+    bodies = [w.peer.expect("message", sid=sid)["body"].strip() for _ in range(2)]
     assert bodies == ["later 1", "later 2"]
     assert w.peer.drain("invite") == []  # no second INVITE
     s = w.session(f"sip:{bob}@127.0.0.1-sip:{alice}@127.0.0.1")
@@ -160,13 +162,13 @@ def test_sends_become_messages_with_the_invite_coordinates(world: World) -> None
     target = f"sip:{dave}@127.0.0.1:{uas.port}"
     w.peer.send(cmd="invite", **{"from": f"sip:{carol}@127.0.0.1", "to": target, "ruri": target})
     sid = w.peer.expect("started")["sid"]
-    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.expect("established", sid=sid)
     w.peer.send(cmd="send", sid=sid, ctype="text/plain;charset=UTF-8", body="hi dave")
     assert w.peer.expect("send_result", sid=sid)["status"] == 200
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="second")
     assert w.peer.expect("send_result", sid=sid)["status"] == 200
-    assert uas.wait(20) == 0, uas.errors()
-    got = uas.received("MESSAGE")
+    assert uas.wait(60) == 0, uas.errors()
+    got = uas.transactions("MESSAGE")
     assert len(got) == 2
     start_line = got[0].splitlines()[0]
     assert start_line == f"MESSAGE {target} SIP/2.0"
@@ -177,7 +179,7 @@ def test_sends_become_messages_with_the_invite_coordinates(world: World) -> None
     assert body_of(got[1]) == "second"
     w.peer.send(cmd="bye", sid=sid)
     w.peer.expect("ended", sid=sid)
-    wait_for(lambda: w.session(f"sip:{carol}@127.0.0.1-sip:{dave}@127.0.0.1") is None, 10,
+    wait_for(lambda: w.session(f"sip:{carol}@127.0.0.1-sip:{dave}@127.0.0.1") is None, 30,
              "the gateway to drop the session after BYE")
 
 
@@ -188,11 +190,11 @@ def test_chunked_10k_send_becomes_one_message_over_tcp(world: World) -> None:
     target = f"sip:{fred}@127.0.0.1:{uas.port}"
     w.peer.send(cmd="invite", **{"from": f"sip:{erin}@127.0.0.1", "to": target, "ruri": target})
     sid = w.peer.expect("started")["sid"]
-    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.expect("established", sid=sid)
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", size=10000)  # 3 chunks of <= 4096
-    assert w.peer.expect("send_result", sid=sid, timeout=15)["status"] == 200
-    assert uas.wait(20) == 0, uas.errors()
-    [got] = uas.received("MESSAGE")
+    assert w.peer.expect("send_result", sid=sid)["status"] == 200
+    assert uas.wait(60) == 0, uas.errors()
+    [got] = uas.transactions("MESSAGE")
     assert "SIP/2.0/TCP" in header(got, "Via")
     assert int(header(got, "Content-Length")) == 10000
     assert body_of(got).startswith("0123456789abcdefghijklmnopqrstuvwxyz\n0123")
@@ -205,17 +207,17 @@ def test_refused_message_comes_back_as_a_failure_report(world: World) -> None:
     tess, umar = user("tess"), user("umar")
     busy = write_scenario(w.dir, "message_uas_486.xml",
                           SIPP_MESSAGE_UAS.replace("[status] OK", "486 Busy Here"))
-    uas = SippProcess(w.dir, busy, "-m", "1", "-timeout", "60", name="uas-busy")
+    uas = SippProcess(w.dir, busy, "-m", "1", "-timeout", "120", name="uas-busy")
     w.sipp_ports.append(uas.port)
-    time.sleep(0.2)
+    uas.wait_bound()
     target = f"sip:{umar}@127.0.0.1:{uas.port}"
     w.peer.send(cmd="invite", **{"from": f"sip:{tess}@127.0.0.1", "to": target, "ruri": target})
     sid = w.peer.expect("started")["sid"]
-    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.expect("established", sid=sid)
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="anyone?", failure_report="yes")
     assert w.peer.expect("send_result", sid=sid)["status"] == 200  # hop by hop: at once
-    assert uas.wait(20) == 0, uas.errors()
-    report = w.peer.expect("report", timeout=10, sid=sid)
+    assert uas.wait(60) == 0, uas.errors()
+    report = w.peer.expect("report", sid=sid)
     assert report["status"].startswith("000 ") and report["status"].split()[1] != "200"
     assert "486" in report["status"]
     w.peer.send(cmd="bye", sid=sid)
@@ -230,18 +232,18 @@ def test_replies_both_ways_in_a_session_opened_by_message(world: World) -> None:
     gina, hank = user("gina"), user("hank")
     uas = w.receiver(1)  # gina's phone
     s = w.send_messages(gina, uas.port, hank, 1, text="hi hank")
-    assert s.wait(30) == 0, s.errors()
-    sid = w.peer.expect("invite", timeout=10, has=f"sip:{gina}@")["sid"]
-    w.peer.expect("established", timeout=10, sid=sid)
+    assert s.wait(60) == 0, s.errors()
+    sid = w.peer.expect("invite", has=f"sip:{gina}@")["sid"]
+    w.peer.expect("established", sid=sid)
     assert w.peer.expect("message", sid=sid)["body"].strip() == "hi hank 1"
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="hi gina")
-    assert uas.wait(20) == 0, uas.errors()
-    [got] = uas.received("MESSAGE")
+    assert uas.wait(60) == 0, uas.errors()
+    [got] = uas.transactions("MESSAGE")
     assert got.splitlines()[0] == f"MESSAGE sip:{gina}@127.0.0.1:{uas.port} SIP/2.0"
     assert f"sip:{hank}@127.0.0.1:{w.peer.sip_port}" in header(got, "From")
     assert body_of(got) == "hi gina"
     again = w.send_messages(gina, uas.port, hank, 1, text="and again")
-    assert again.wait(30) == 0, again.errors()
+    assert again.wait(60) == 0, again.errors()
     assert w.peer.expect("message", sid=sid)["body"].strip() == "and again 1"
     assert w.peer.drain("invite") == []
 
@@ -253,12 +255,12 @@ def test_replies_both_ways_in_a_session_opened_by_invite(world: World) -> None:
     target = f"sip:{jane}@127.0.0.1:{uas.port}"
     w.peer.send(cmd="invite", **{"from": f"sip:{ivan}@127.0.0.1", "to": target, "ruri": target})
     sid = w.peer.expect("started")["sid"]
-    w.peer.expect("established", timeout=15, sid=sid)
+    w.peer.expect("established", sid=sid)
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="hi jane")
-    assert uas.wait(20) == 0, uas.errors()
+    assert uas.wait(60) == 0, uas.errors()
     # jane answers from her phone: To is ivan, so the key (ivan-jane) is the INVITE's
     reply = w.send_messages(jane, uas.port, ivan, 1, text="hi ivan")
-    assert reply.wait(30) == 0, reply.errors()
+    assert reply.wait(60) == 0, reply.errors()
     assert w.peer.expect("message", sid=sid)["body"].strip() == "hi ivan 1"
     assert w.peer.drain("invite") == []
     keys = [s["key"] for s in w.sessions()]
@@ -272,10 +274,10 @@ def test_duplicate_key_invite_is_refused(world: World) -> None:
     invite = {"from": f"sip:{kim}@127.0.0.1", "to": target, "ruri": target}
     w.peer.send(cmd="invite", **invite)
     first = w.peer.expect("started")["sid"]
-    w.peer.expect("established", timeout=15, sid=first)
+    w.peer.expect("established", sid=first)
     w.peer.send(cmd="invite", **invite)
     second = w.peer.expect("started")["sid"]
-    failed = w.peer.expect("failed", timeout=15, sid=second)
+    failed = w.peer.expect("failed", sid=second)
     assert failed["code"] == 486
     assert w.session(f"sip:{kim}@127.0.0.1-sip:{lee}@127.0.0.1") is not None
 
@@ -284,13 +286,13 @@ def test_mi_end_session_byes_the_msrp_side(world: World) -> None:
     w = world
     opal, paul = user("opal"), user("paul")
     s = w.send_messages(opal, 5997, paul, 1, text="end me")
-    assert s.wait(30) == 0, s.errors()
-    sid = w.peer.expect("invite", timeout=10, has=f"sip:{opal}@")["sid"]
-    w.peer.expect("established", timeout=10, sid=sid)
+    assert s.wait(60) == 0, s.errors()
+    sid = w.peer.expect("invite", has=f"sip:{opal}@")["sid"]
+    w.peer.expect("established", sid=sid)
     key = f"sip:{paul}@127.0.0.1-sip:{opal}@127.0.0.1"
     assert w.gw.mi("msrp_gw_end_session", {"key": key})["result"] == "OK"
     # the gateway's BYE, not a dropped connection, is what ends it at the peer
-    assert "BYE" in w.peer.expect("terminated", timeout=10, sid=sid)["why"]
+    assert "BYE" in w.peer.expect("terminated", sid=sid)["why"]
     assert w.session(key) is None
     gone = w.gw.mi("msrp_gw_end_session", {"key": key})
     assert gone["error"] == {"code": 404, "message": "Session doesn't exist"}
@@ -302,15 +304,15 @@ def test_lost_msrp_connection_ends_the_session(world: World) -> None:
     try:
         rosa, saul = user("rosa"), user("saul")
         s = w.send_messages(rosa, 5996, saul, 1, text="then vanish", to_port=other.sip_port)
-        assert s.wait(30) == 0, s.errors()
-        sid = other.expect("invite", timeout=10)["sid"]
-        other.expect("established", timeout=10, sid=sid)
+        assert s.wait(60) == 0, s.errors()
+        sid = other.expect("invite")["sid"]
+        other.expect("established", sid=sid)
         key = f"sip:{saul}@127.0.0.1-sip:{rosa}@127.0.0.1"
         assert w.session(key) is not None
     finally:
         other.proc.kill()  # no BYE, no FIN handshake of its own: the kernel resets
         other.close()
-    wait_for(lambda: w.session(key) is None, 15, "the gateway to drop the session")
+    wait_for(lambda: w.session(key) is None, 30, "the gateway to drop the session")
 
 
 # -- set-up failures ------------------------------------------------------------------------
@@ -355,7 +357,7 @@ def check_setup_failure(w: World, mode: str, code: int | None, reason: str | Non
             set_mode(w, mode)
         phone = w.receiver(1)  # mona's phone gets the failure MESSAGE
         s = w.send_messages(mona, phone.port, ned, 1, text="are you there", to_port=to_port)
-        assert s.wait(30) == 0, s.errors()  # 202: the body was queued
+        assert s.wait(60) == 0, s.errors()  # 202: the body was queued
         key = f"sip:{ned}@127.0.0.1-sip:{mona}@127.0.0.1"
         event = next_event(sock, key, wait)
         assert event["jsonrpc"] == "2.0" and "id" not in event
@@ -365,8 +367,8 @@ def check_setup_failure(w: World, mode: str, code: int | None, reason: str | Non
             "key": key, "from_uri": f"sip:{ned}@127.0.0.1:{to_port}",
             "to_uri": mona_uri, "ruri": mona_uri, "code": code, "reason": reason}
         assert list(event["params"]) == ["key", "from_uri", "to_uri", "ruri", "code", "reason"]
-        assert phone.wait(20) == 0, phone.errors()
-        [got] = phone.received("MESSAGE")
+        assert phone.wait(60) == 0, phone.errors()
+        [got] = phone.transactions("MESSAGE")
         assert got.splitlines()[0] == f"MESSAGE {mona_uri} SIP/2.0"
         assert words in body_of(got)
         assert w.session(key) is None
@@ -376,7 +378,7 @@ def check_setup_failure(w: World, mode: str, code: int | None, reason: str | Non
 
 
 def test_setup_failure_486_raises_event_and_pages_the_sender(answering: World) -> None:
-    check_setup_failure(answering, "reject:486", 486, "Busy Here", "486 Busy Here", 15)
+    check_setup_failure(answering, "reject:486", 486, "Busy Here", "486 Busy Here", 30)
 
 
 FAST_T1 = 0.05  # [sip] timer_t1: Timer B = 64*T1 = 3.2 s instead of 32 s
@@ -393,8 +395,9 @@ def test_invite_timeout_raises_event_and_pages_the_sender(fast_timers: World) ->
     """A UDP port that swallows the INVITE without a word: Timer B (64*T1) ends the set-up;
     the configured T1 is what the running gateway uses (3.2 s, not the default 32 s)."""
     began = time.monotonic()
-    check_setup_failure(fast_timers, "black-hole", None, None, "no answer", 15)
-    assert time.monotonic() - began < 15
+    # 3.2 s and some start-up on a loaded machine; the default T1 would take over 32 s
+    check_setup_failure(fast_timers, "black-hole", None, None, "no answer", 25)
+    assert time.monotonic() - began < 25
 
 
 # -- bounds, timeouts and shutdown on a gateway with small limits -----------------------------
@@ -418,7 +421,7 @@ def raw_answer(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user:
             f"Call-ID: {branch}@test\r\nCSeq: {n} MESSAGE\r\nMax-Forwards: 70\r\n"
             f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}")
     sock.sendto(text.encode(), (HOST, gw.sip_port))
-    end = time.monotonic() + 10
+    end = time.monotonic() + 30
     while time.monotonic() < end:
         try:
             data = sock.recv(65535).decode()
@@ -449,12 +452,15 @@ def udp():
 
 def test_queue_bound_answers_503(small: World, udp: socket.socket) -> None:
     w = small
-    set_mode(w, "delay:1.5")
+    set_mode(w, "hold")  # the INVITE waits for `release`: all three MESSAGEs meet a queue
     try:
         codes = [raw_message(w.gw, udp, "olga", "pete", w.peer.sip_port, f"q{i}", i)
                  for i in range(3)]
         assert codes == ["202", "202", "503"]
-        sid = w.peer.expect("invite", timeout=10, has="sip:olga@")["sid"]
+        w.peer.expect("invite_held", has="sip:pete@")
+        w.peer.send(cmd="release")
+        assert w.peer.expect("released")["count"] == 1
+        sid = w.peer.expect("invite", has="sip:olga@")["sid"]
         got = [w.peer.expect("message", sid=sid)["body"] for _ in range(2)]
         assert got == ["q0", "q1"]
     finally:
@@ -464,7 +470,7 @@ def test_queue_bound_answers_503(small: World, udp: socket.socket) -> None:
 
 def test_max_sessions_answers_503(small: World, udp: socket.socket) -> None:
     w = small
-    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    wait_for(lambda: not w.sessions(), 30, "earlier sessions to time out")
     codes = [raw_message(w.gw, udp, f"user{i}", "quinn", w.peer.sip_port, "x", i)
              for i in range(4)]
     assert codes == ["202", "202", "202", "503"]
@@ -474,18 +480,19 @@ def test_max_sessions_answers_503(small: World, udp: socket.socket) -> None:
 def test_message_timeout_and_session_timeout_end_sessions_with_bye(small: World,
                                                                    udp: socket.socket) -> None:
     w = small
-    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    wait_for(lambda: not w.sessions(), 30, "earlier sessions to time out")
     w.peer.drain("terminated")
-    # no MESSAGE after the first one: message_timeout (3 s) ends it
+    # no MESSAGE after the first one: message_timeout (3 s) ends it. Times are taken
+    # before the MESSAGE that creates the session (seeing the INVITE may come late)
+    opened = time.monotonic()
     assert raw_message(w.gw, udp, "rita", "sam", w.peer.sip_port, "once", 1) == "202"
-    sid = w.peer.expect("invite", timeout=10, has="sip:rita@")["sid"]
-    opened = time.monotonic()
-    term = w.peer.expect("terminated", timeout=10, sid=sid)
-    assert "BYE" in term["why"] and time.monotonic() - opened >= 2
+    sid = w.peer.expect("invite", has="sip:rita@")["sid"]
+    term = w.peer.expect("terminated", sid=sid)
+    assert "BYE" in term["why"] and time.monotonic() - opened >= 2.9
     # MESSAGEs every second but no SEND: session_timeout (4 s) ends it
-    assert raw_message(w.gw, udp, "tina", "uma", w.peer.sip_port, "m0", 1) == "202"
-    sid = w.peer.expect("invite", timeout=10, has="sip:tina@")["sid"]
     opened = time.monotonic()
+    assert raw_message(w.gw, udp, "tina", "uma", w.peer.sip_port, "m0", 1) == "202"
+    sid = w.peer.expect("invite", has="sip:tina@")["sid"]
     n = 1
     while True:
         time.sleep(1)
@@ -494,26 +501,26 @@ def test_message_timeout_and_session_timeout_end_sessions_with_bye(small: World,
         ended = [e for e in w.peer.drain("terminated") if e["sid"] == sid]
         if ended:
             break
-        assert time.monotonic() - opened < 10, "session_timeout never ended the session"
+        assert time.monotonic() - opened < 30, "session_timeout never ended the session"
     assert time.monotonic() - opened >= 3.5
     assert "BYE" in ended[0]["why"], ended
 
 
 def test_sigterm_byes_every_session_and_exits(small: World, udp: socket.socket) -> None:
     w = small
-    wait_for(lambda: not w.sessions(), 15, "earlier sessions to time out")
+    wait_for(lambda: not w.sessions(), 30, "earlier sessions to time out")
     w.peer.drain("terminated")
     sids = set()
     for i in range(2):
         assert raw_message(w.gw, udp, f"vic{i}", "walt", w.peer.sip_port, "x", 1) == "202"
-        sid = w.peer.expect("invite", timeout=10, has=f"sip:vic{i}@")["sid"]
-        w.peer.expect("established", timeout=10, sid=sid)
+        sid = w.peer.expect("invite", has=f"sip:vic{i}@")["sid"]
+        w.peer.expect("established", sid=sid)
         sids.add(sid)
     began = time.monotonic()
-    w.gw.stop(timeout=10)
-    assert time.monotonic() - began < 8
+    w.gw.stop(timeout=30)
+    assert time.monotonic() - began < 15  # BYEs answered at once: well within the budget
     for sid in sids:  # each peer session hears the gateway's BYE (not only a closed socket)
-        assert "BYE" in w.peer.expect("terminated", timeout=5, sid=sid)["why"]
+        assert "BYE" in w.peer.expect("terminated", sid=sid)["why"]
     assert "msrpgw stopped" in w.gw.log()
 
 
@@ -536,7 +543,7 @@ def frozen_peer_world(tmp_path):
     finally:
         if peer.proc.poll() is None:
             peer.proc.send_signal(signal.SIGCONT)
-        gw.stop(timeout=10)
+        gw.stop(timeout=30)
         peer.close()
 
 
@@ -547,15 +554,16 @@ def test_sigterm_with_a_frozen_peer_exits_within_stop_timeout(frozen_peer_world:
     32-63 s before the UA's stop got a deadline)."""
     w = frozen_peer_world
     assert raw_message(w.gw, udp, "xavi", "yves", w.peer.sip_port, "then freeze", 1) == "202"
-    sid = w.peer.expect("invite", timeout=10, has="sip:xavi@")["sid"]
-    w.peer.expect("established", timeout=10, sid=sid)
-    assert w.peer.expect("message", timeout=10, sid=sid)["body"] == "then freeze"
+    sid = w.peer.expect("invite", has="sip:xavi@")["sid"]
+    w.peer.expect("established", sid=sid)
+    assert w.peer.expect("message", sid=sid)["body"] == "then freeze"
     w.peer.proc.send_signal(signal.SIGSTOP)
     began = time.monotonic()
-    status = w.gw.stop(timeout=STOP_TIMEOUT + 10)
+    status = w.gw.stop(timeout=STOP_TIMEOUT + 20)
     took = time.monotonic() - began
     assert status in (0, -signal.SIGTERM), f"exit status {status} (-9: it had to be killed)"
-    assert took < STOP_TIMEOUT + 3, f"SIGTERM took {took:.1f} s"
+    # the budget plus process exit on a loaded machine; 32-63 s when it was not kept
+    assert took < STOP_TIMEOUT + 8, f"SIGTERM took {took:.1f} s"
     log = w.gw.log()
     assert "msrpgw stopped" in log
     assert "unanswered" in log or "did not end within" in log, w.gw.log_tail()
@@ -594,8 +602,8 @@ def test_full_msrp_send_queue_answers_503_with_retry_after_and_loses_nothing(
         overload: World, udp: socket.socket) -> None:
     w = overload
     assert raw_message(w.gw, udp, "zed", "amy", w.peer.sip_port, "b0", 0) == "202"
-    sid = w.peer.expect("invite", timeout=10, has="sip:zed@")["sid"]
-    w.peer.expect("established", timeout=10, sid=sid)
+    sid = w.peer.expect("invite", has="sip:zed@")["sid"]
+    w.peer.expect("established", sid=sid)
     assert w.peer.expect("message", sid=sid)["body"] == "b0"
     w.peer.send(cmd="stall", on=True)  # the peer stops reading: no 200s, the queue fills
     assert w.peer.expect("ok", cmd="stall")["connections"] >= 1
@@ -621,7 +629,7 @@ def test_full_msrp_send_queue_answers_503_with_retry_after_and_loses_nothing(
     got = [w.peer.expect("message", timeout=20, sid=sid)["body"] for _ in accepted[1:]]
     assert got == accepted[1:]
     assert raw_message(w.gw, udp, "zed", "amy", w.peer.sip_port, "after", 999) == "202"
-    assert w.peer.expect("message", timeout=10, sid=sid)["body"] == "after"
+    assert w.peer.expect("message", sid=sid)["body"] == "after"
 
 
 def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_overload_run(overload: World) -> None:
@@ -666,12 +674,11 @@ def test_zz_tshark_sees_no_malformed_sip_or_msrp(world: World) -> None:
     xena, yuri = user("xena"), user("yuri")
     phone = w.receiver(1)
     s = w.send_messages(xena, phone.port, yuri, 1, text="capture me")
-    assert s.wait(30) == 0, s.errors()
-    sid = w.peer.expect("invite", timeout=10, has=f"sip:{xena}@")["sid"]
+    assert s.wait(60) == 0, s.errors()
+    sid = w.peer.expect("invite", has=f"sip:{xena}@")["sid"]
     w.peer.expect("message", sid=sid)
     w.peer.send(cmd="send", sid=sid, ctype="text/plain", body="captured")
-    assert phone.wait(20) == 0
-    time.sleep(0.5)
+    assert phone.wait(60) == 0
     w.capture.stop()
     sip_ports = [w.gw.sip_port, w.peer.sip_port] + w.sipp_ports
     msrp_ports = [w.gw.msrp_port, w.peer.msrp_port]
