@@ -6,6 +6,8 @@ records what it was asked."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -14,6 +16,7 @@ from twisted.names import authority, dns, server
 from msrp_gateway.sip.dns import SIPResolver
 from msrp_gateway.sip.stack import SIPStack, SIPTransportError
 from msrp_gateway.sip.transport import SIPTransport
+from tests.tlscerts import make_certs
 
 TIMEOUT = 15.0  # generous: a loaded CI machine; every step here takes milliseconds
 
@@ -47,13 +50,16 @@ class TestZone(authority.FileAuthority):
 
 
 class Node:
-    """A SIP transport on 127.0.0.1 (UDP and TCP, each on a free port) with a stack that
-    answers MESSAGE 200 and accepts INVITEs, recording what reached it and how."""
+    """A SIP transport on 127.0.0.1 (UDP and TCP, and TLS with ``tls_settings``, each on a
+    free port) with a stack that answers MESSAGE 200 and accepts INVITEs, recording what
+    reached it and how."""
 
-    def __init__(self) -> None:
-        self.transport = SIPTransport(reactor)
+    def __init__(self, tls_settings=None) -> None:
+        self.transport = SIPTransport(reactor, tls_settings)
         self.transport.listen("udp:127.0.0.1:0")
         self.transport.listen("tcp:127.0.0.1:0")
+        if tls_settings is not None:
+            self.transport.listen("tls:127.0.0.1:0")
         self.stack = SIPStack(reactor, self.transport,
                               local_uri_host=f"127.0.0.1:{self.port('udp')}", router=self.route)
         self.seen: list[tuple[str, str]] = []  # (method, Via transport)
@@ -93,8 +99,8 @@ def zone():
 def nodes():
     made: list[Node] = []
 
-    def make() -> Node:
-        n = Node()
+    def make(tls_settings=None) -> Node:
+        n = Node(tls_settings)
         made.append(n)
         return n
 
@@ -103,8 +109,8 @@ def nodes():
         pytest_twisted.blockon(n.close())
 
 
-def caller_of(nodes, zone) -> Node:
-    caller = nodes()
+def caller_of(nodes, zone, tls_settings=None) -> Node:
+    caller = nodes(tls_settings)
     caller.transport.resolver = SIPResolver(reactor, servers=[zone.address])
     return caller
 
@@ -188,3 +194,21 @@ async def test_no_records_means_the_domain_address_and_unknown_names_fail(nodes,
         await with_timeout(caller.stack.send_request(message_to(
             caller, "sip:bob@nowhere.example.test")))
     assert ("nowhere.example.test", dns.A) in zone.asked
+
+
+@pytest_twisted.ensureDeferred
+async def test_sips_uri_goes_to_the_sips_srv_target_verified_against_the_uri_domain(
+        nodes, zone, tmp_path):
+    """RFC 5922 s.4: the certificate of a server found through SRV must name the domain
+    of the URI (example.test), not the SRV target (whose name and address this
+    certificate does not hold, so verification against either would fail)."""
+    certs = make_certs(tmp_path, names=("example.test",))
+    callee = nodes(certs)
+    zone.add("_sips._tcp.example.test", dns.Record_SRV(10, 0, callee.port("tls"),
+                                                       b"tls-target.example.test", ttl=60))
+    zone.add("tls-target.example.test", dns.Record_A("127.0.0.1", ttl=60))
+    caller = caller_of(nodes, zone, replace(certs, verify_peers=True))
+    resp = await with_timeout(caller.stack.send_request(message_to(caller,
+                                                                   "sips:bob@example.test")))
+    assert resp.status == 200
+    assert callee.seen == [("MESSAGE", "TLS")]
