@@ -2,6 +2,8 @@
 
 Each test names the behaviour it proves; TLS certificates come from `tests.tlscerts`
 (a CA and a leaf it signed). Raw-socket peers are used where the proof is what is (not) on the wire.
+Every wait is on an event with a generous bound (no fixed sleeps); where the proof is about
+time (relay refreshes), the stack's timers run on a `task.Clock` over the real sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from msrp_gateway.msrp.session import MSRPSendError, SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
 from tests.tlscerts import make_certs
 
-TIMEOUT = 10.0
+TIMEOUT = 30.0  # s for any one awaited event: generous for a loaded CI machine
 
 
 def make_tls(tmp_path) -> TLSSettings:
@@ -406,12 +408,35 @@ def test_unreadable_tls_files_fail_at_construction(tmp_path):
 
 # ---- through an RFC 4976 relay --------------------------------------------------------
 
+class Events:
+    """Things seen in order, with a bounded wait for the n-th one."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        for n, d in list(self._waiters):
+            if len(self.items) >= n:
+                self._waiters.remove((n, d))
+                d.callback(self.items)
+
+    def wait(self, n: int) -> defer.Deferred:
+        if len(self.items) >= n:
+            return defer.succeed(self.items)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((n, d))
+        return d.addTimeout(TIMEOUT, reactor)
+
+
 class RelayConn(Protocol):
     """One connection of the test relay; frames it reads go to the relay."""
 
     def __init__(self, relay: "MiniRelay") -> None:
         self.relay = relay
         self.parser = FrameParser()
+        self.lost: defer.Deferred = defer.Deferred()
 
     def connectionMade(self) -> None:
         self.relay.conns.add(self)
@@ -422,6 +447,7 @@ class RelayConn(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         self.relay.conns.discard(self)
+        self.lost.callback(None)
 
     def send(self, frame) -> None:
         self.transport.write(frame.to_bytes())
@@ -429,18 +455,27 @@ class RelayConn(Protocol):
 
 class MiniRelay:
     """A small RFC 4976 relay: Digest AUTH (401 challenge, checked response), 200 with
-    Use-Path and Expires, and forwarding of SEND/REPORT by To-Path: it removes itself
-    from To-Path, puts itself in front of From-Path, answers SENDs hop by hop."""
+    Use-Path and Expires (the lifetime the AUTH asked for, else `expires`), and forwarding
+    of SEND/REPORT by To-Path: it removes itself from To-Path, puts itself in front of
+    From-Path, answers SENDs hop by hop.
+
+    `auth_requests` holds (time, Expires header or None, had credentials) per AUTH read,
+    the time from `clock` (the test's, so a task.Clock gives exact times); `granted` the
+    lifetime of each 200.
+    """
 
     realm = "relay.test"
 
-    def __init__(self, users: dict[str, str], expires: int = 600) -> None:
+    def __init__(self, users: dict[str, str], expires: int = 600, clock: Any = None) -> None:
         self.users = users
         self.expires = expires
+        self.clock = clock if clock is not None else reactor
         self.conns: set[RelayConn] = set()
         self.clients: dict[str, RelayConn] = {}  # Use-Path session-id -> its client
         self.nonces: set[str] = set()
         self.auths = 0
+        self.auth_requests = Events()
+        self.granted = Events()
         self.forwarded: list[tuple[str, str]] = []  # (method, To-Path it went out with)
         self._out: dict[tuple[str, int], defer.Deferred] = {}
         self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: RelayConn(self)),
@@ -468,6 +503,8 @@ class MiniRelay:
             return hashlib.md5(text.encode()).hexdigest()
 
         value = req.headers.get("Authorization")
+        self.auth_requests.add((self.clock.seconds(), req.headers.get("Expires"),
+                                value is not None))
         if value is not None:
             p = dict(re.findall(r'(\w+)="?([^",]*)"?', value))
             password = self.users.get(p.get("username", ""))
@@ -480,9 +517,12 @@ class MiniRelay:
                     token = secrets.token_hex(6)
                     self.clients[token] = conn
                     self.auths += 1
+                    asked = req.expires
+                    lifetime = self.expires if asked is None else asked
                     use_path = f"msrp://127.0.0.1:{self.port.getHost().port}/{token};tcp"
                     self.answer(conn, req, 200, [("Use-Path", use_path),
-                                                 ("Expires", str(self.expires))])
+                                                 ("Expires", str(lifetime))])
+                    self.granted.add(lifetime)
                     return
         nonce = secrets.token_hex(8)
         self.nonces.add(nonce)
@@ -517,9 +557,12 @@ class MiniRelay:
         self._out[key].addCallback(lambda c: (c.send(out), c)[1])
 
     async def stop(self) -> None:
-        for c in list(self.conns):
+        """Close every connection and the port; fires when all are gone (no fixed wait)."""
+        conns = list(self.conns)
+        for c in conns:
             c.transport.loseConnection()
         await self.port.stopListening()
+        await defer.gatherResults([c.lost for c in conns])
 
 
 def _authority(uri: str) -> tuple[str, int]:
@@ -529,23 +572,29 @@ def _authority(uri: str) -> tuple[str, int]:
 
 @pytest_twisted.async_yield_fixture
 async def relayed():
-    """(relay, stack A behind it with alice's credentials, stack B reached directly)."""
+    """(relay, stack A behind it with alice's credentials, stack B reached directly).
+
+    `relay_expires` is A's `MSRPStack(relay_expires=)`; with `clock`, A's timers and the
+    relay's record of times run on that clock (sockets stay on the reactor).
+    """
     made: list[Any] = []
 
-    def make(password: str = "s3cret", expires: int = 600):
-        relay = MiniRelay({"alice": "s3cret"}, expires)
+    def make(password: str = "s3cret", expires: int = 600, *,
+             relay_expires: int | None = None, clock: Any = None):
+        relay = MiniRelay({"alice": "s3cret"}, expires, clock)
+        made.append(relay)
         a = MSRPStack(reactor, relay_uri=relay.uri, relay_username="alice",
-                      relay_password=password)
+                      relay_password=password, relay_expires=relay_expires, clock=clock)
+        made.insert(0, a)
         b = MSRPStack(reactor)
+        made.insert(0, b)
         a.listen("msrp:127.0.0.1:0")  # our own URI (the last of our a=path)
         b.listen("msrp:127.0.0.1:0")
-        made.extend([a, b, relay])
         return relay, a, b
 
     yield make
-    for thing in made:
+    for thing in made:  # stacks first, then the relays they were connected to
         await thing.stop()
-    await task.deferLater(reactor, 0.05, lambda: None)  # let the closes finish
 
 
 async def relayed_pair(a: MSRPStack, b: MSRPStack, *, a_active: bool = True):
@@ -555,8 +604,8 @@ async def relayed_pair(a: MSRPStack, b: MSRPStack, *, a_active: bool = True):
     sb.set_remote_path(sa.local_path)
     active, passive = (sa, sb) if a_active else (sb, sa)
     bound = passive.wait_bound(TIMEOUT)
-    await active.connect()
-    await bound
+    await active.connect().addTimeout(TIMEOUT, reactor)
+    await bound.addTimeout(TIMEOUT, reactor)  # (a bound on the reactor's time too)
     return sa, sb
 
 
@@ -595,13 +644,77 @@ async def test_relay_refusing_our_credentials_fails_start_and_sessions_get_503(r
 
 
 @pytest_twisted.ensureDeferred
-async def test_relay_is_re_authenticated_before_expiry(relayed):
-    relay, a, b = relayed(expires=1)  # refresh after max(1 s, 80 %)
+async def test_stack_relay_expires_is_the_expires_of_every_auth(relayed):
+    relay, a, _ = relayed(expires=600, relay_expires=900)
     await a.start()
+    # the challenged AUTH and the one with credentials both ask for 900 s
+    assert [(expires, creds) for _, expires, creds in relay.auth_requests.items] == [
+        ("900", False), ("900", True)]
+    assert relay.granted.items == [900]
+    assert 880 < a.relay.expires_at - reactor.seconds() <= 900
+
+
+@pytest_twisted.ensureDeferred
+async def test_stack_without_relay_expires_sends_no_expires_and_takes_the_relays(relayed):
+    relay, a, _ = relayed(expires=600, relay_expires=0)  # 0 (config's default) = None
+    await a.start()
+    assert [expires for _, expires, _ in relay.auth_requests.items] == [None, None]
+    assert relay.granted.items == [600]
+    assert 580 < a.relay.expires_at - reactor.seconds() <= 600
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_passes_config_relay_expires_to_the_relay_auth():
+    """[msrp] relay_expires from the configuration reaches the wire through
+    service.build_service (its relay starter, as at start-up)."""
+    from msrp_gateway.config import from_dict
+    from msrp_gateway.service import build_service
+
+    relay = MiniRelay({"alice": "s3cret"}, expires=600)
+    settings = from_dict({
+        "sip": {"socket": ["udp:127.0.0.1:0"]},
+        "msrp": {"socket": [], "relay_uri": relay.uri, "relay_expires": 1200,
+                 "relay_username": "alice", "relay_password": "s3cret"},
+        "mi": {"http": ""}})
+    svc = build_service(settings, reactor)
+    try:
+        svc.getServiceNamed("msrp-relay").startService()
+        await relay.granted.wait(1)
+        assert [expires for _, expires, _ in relay.auth_requests.items] == ["1200", "1200"]
+        assert relay.granted.items == [1200]
+    finally:
+        await svc.msrp.stop()
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_is_re_authenticated_before_expiry(relayed):
+    """The refresh AUTH goes out at 80 % of the granted lifetime, on the same connection,
+    asking the same lifetime. A's timers run on a task.Clock (the sockets are real), so the
+    relay's record of when each AUTH arrived is exact: no tolerance to get wrong."""
+    clock = task.Clock()
+    relay, a, b = relayed(relay_expires=300, clock=clock)
+    await a.start().addTimeout(TIMEOUT, reactor)
+    granted_at, expiry = clock.seconds(), clock.seconds() + 300
     sa, sb = await relayed_pair(a, b)
-    await task.deferLater(reactor, 1.3, lambda: None)
-    assert relay.auths == 2 and a.relay.ready
     inbox = Inbox(sb)
-    assert await sa.send("text/plain", b"still through") == 200  # same connection
+
+    clock.advance(300 * 0.8 - 1)  # a second before the refresh is due: none yet
+    # An AUTH written before this SEND would reach the relay first (one ordered connection).
+    assert await sa.send("text/plain", b"before").addTimeout(TIMEOUT, reactor) == 200
     await inbox.wait(1)
-    assert a.connection_count() == 1
+    assert len(relay.auth_requests.items) == 2 and a.relay.auth_count == 1
+
+    clock.advance(1)  # 80 % of 300 s: the refresh is due now
+    await relay.granted.wait(2)
+    # The relay answered the refresh before the next SEND, so its 200 reached A first.
+    assert await sa.send("text/plain", b"after").addTimeout(TIMEOUT, reactor) == 200
+    await inbox.wait(2)
+    refresh = relay.auth_requests.items[2:]
+    assert [(at, expires) for at, expires, _ in refresh] == [
+        (granted_at + 240, "300"), (granted_at + 240, "300")]  # challenge, credentials
+    assert all(at < expiry for at, _, _ in refresh)  # re-AUTHed before the relay forgot us
+    assert relay.granted.items == [300, 300] and a.relay.auth_count == 2
+    assert a.relay.ready and a.relay.expires_at == granted_at + 240 + 300
+    assert [m.body for m in inbox.items] == [b"before", b"after"]
+    assert a.connection_count() == 1 and len(relay.clients) == 2  # one connection, 2 AUTHs
