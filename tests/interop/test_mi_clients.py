@@ -91,7 +91,7 @@ class Collect(protocol.ProcessProtocol):
 
 
 @defer.inlineCallbacks
-def run(executable: str, args: list[str], home: str, timeout: float = 30):
+def run(executable: str, args: list[str], home: str, timeout: float = 90):
     """Run a client to completion without blocking the reactor: (rc, stdout, stderr)."""
     proc = Collect()
     env = dict(os.environ, HOME=home, NO_COLOR="1")
@@ -109,7 +109,7 @@ def cli(m, home, *command: str):
 
 
 @defer.inlineCallbacks
-def until(predicate, timeout: float = 15.0, describe=lambda: ""):
+def until(predicate, timeout: float = 60.0, describe=lambda: ""):
     for _ in range(int(timeout / 0.05)):
         if predicate():
             return
@@ -168,7 +168,7 @@ def test_opensips_event_command_receives_setup_failed_over_udp(mi, tmp_path):
         proc, exe, [exe, "-t", "http", "-i", "127.0.0.1", "-p", str(mi.port),
                     "-T", "datagram", "-li", "127.0.0.1", EVENT_SETUP_FAILED],
         env=dict(os.environ, HOME=str(tmp_path)), path=str(tmp_path))
-    killer = reactor.callLater(30, transport.signalProcess, "KILL")
+    killer = reactor.callLater(120, transport.signalProcess, "KILL")
     try:
         yield until(lambda: mi.events.subscribers(EVENT_SETUP_FAILED)[0][2])
         [sub] = mi.events.subscribers(EVENT_SETUP_FAILED)[0][2]
@@ -227,7 +227,7 @@ def test_opensips_event_api_receives_setup_failed_over_tcp(mi):
         assert str(sub.socket) == event.socket.sock_name and sub.expire == 120
         params = dict(PARAMS, code=None, reason=None)
         assert mi.events.raise_event(EVENT_SETUP_FAILED, params) == 1
-        message = yield received.addTimeout(15, reactor)
+        message = yield received.addTimeout(60, reactor)
         assert message == {"jsonrpc": "2.0", "method": EVENT_SETUP_FAILED, "params": params}
     finally:
         yield threads.deferToThread(event.unsubscribe)
@@ -330,7 +330,7 @@ def test_opensips_event_gets_the_gateways_setup_failure(live, tmp_path):
         proc, exe, [exe, "-t", "http", "-i", "127.0.0.1", "-p", str(live.port),
                     "-T", "datagram", "-li", "127.0.0.1", EVENT_SETUP_FAILED],
         env=dict(os.environ, HOME=str(tmp_path)), path=str(tmp_path))
-    killer = reactor.callLater(30, transport.signalProcess, "KILL")
+    killer = reactor.callLater(120, transport.signalProcess, "KILL")
     try:
         yield until(lambda: live.events.subscribers(EVENT_SETUP_FAILED)[0][2])
         sid, _ = live.message()
@@ -458,6 +458,21 @@ class Alice(protocol.DatagramProtocol):
 GW_LIVE_KEY = "sip:bob@127.0.0.1-sip:alice@127.0.0.1"
 
 
+def collapse(methods: list[str]) -> list[str]:
+    """Requests as transactions: a retransmission right after its original counts once."""
+    return [m for i, m in enumerate(methods) if i == 0 or methods[i - 1] != m]
+
+
+def mi_call(url: str, method: str) -> dict:
+    """One JSON-RPC call, blocking (run it in a thread)."""
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(
+        {"jsonrpc": "2.0", "method": method, "id": 1}).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
 @pytest.fixture
 def twistd_gateway(tmp_path):
     """`twistd -n msrpgw` on free loopback ports; yields an object with the ports."""
@@ -491,13 +506,13 @@ http = "127.0.0.1:{gw.mi}"
     gw.proc = proc
     try:
         pytest_twisted.blockon(until(lambda: b"msrpgw started" in proc.out
-                                     or proc.ended.called, timeout=20))
+                                     or proc.ended.called, timeout=60))
         assert not proc.ended.called, proc.out.decode() + proc.err.decode()
         yield gw
     finally:
         if not proc.ended.called:
             gw.transport.signalProcess("TERM")
-            killer = reactor.callLater(15, gw.transport.signalProcess, "KILL")
+            killer = reactor.callLater(30, gw.transport.signalProcess, "KILL")
             pytest_twisted.blockon(proc.ended)
             if killer.active():
                 killer.cancel()
@@ -517,11 +532,12 @@ def test_whole_gateway_live_session_listed_and_ended_by_opensips_cli(twistd_gate
     try:
         alice.message(gw.sip, bob_port.getHost().port, b"hello bob")
         # an empty binding SEND first (RFC 4975 s.5.4), then the MESSAGE's body
-        yield until(lambda: [b for b in msrp_factory.bodies if b] == [b"hello bob"], timeout=20,
+        yield until(lambda: [b for b in msrp_factory.bodies if b] == [b"hello bob"],
                     describe=lambda: (alice.answers, bob.requests, msrp_factory.bodies,
                                       gw.proc.out.decode()[-3000:]))
         assert alice.answers[-1].startswith("SIP/2.0 202")
-        assert bob.requests[:2] == ["INVITE", "ACK"]
+        # the INVITE may come more than once (Timer A when our 200 was read late)
+        assert collapse(bob.requests)[:2] == ["INVITE", "ACK"]
 
         rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_list_sessions")
         assert rc == 0, err
@@ -532,7 +548,7 @@ def test_whole_gateway_live_session_listed_and_ended_by_opensips_cli(twistd_gate
 
         rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_end_session", GW_LIVE_KEY)
         assert (rc, json.loads(out)) == (0, "OK"), err
-        yield until(lambda: "BYE" in bob.requests, timeout=10)  # the MSRP side sees BYE
+        yield until(lambda: "BYE" in bob.requests)  # the MSRP side sees BYE
 
         rc, out, err = yield cli(gw, str(tmp_path), "msrp_gw_list_sessions")
         assert (rc, json.loads(out)) == (0, [])
@@ -560,19 +576,20 @@ def test_whole_gateway_setup_failure_reaches_opensips_event_over_udp(twistd_gate
         proc, exe, [exe, "-t", "http", "-i", "127.0.0.1", "-p", str(gw.mi),
                     "-T", "datagram", "-li", "127.0.0.1", EVENT_SETUP_FAILED],
         env=dict(os.environ, HOME=str(tmp_path)), path=str(tmp_path))
-    killer = reactor.callLater(40, transport.signalProcess, "KILL")
+    killer = reactor.callLater(120, transport.signalProcess, "KILL")
     try:
-        # subscribed once the gateway lists the subscriber
-        def subscribed():
-            return run(OPENSIPS_CLI, ["-o", "communication_type=http", "-o", f"url={gw.url}",
-                                      "-x", "mi", "subscribers_list"], str(tmp_path))
-        for _ in range(100):
-            rc, out, _ = yield subscribed()
-            if rc == 0 and json.loads(out)["Events"]:
+        # subscribed once the gateway lists the subscriber (asked over HTTP directly:
+        # an opensips-cli per poll took seconds on a loaded machine)
+        for _ in range(600):
+            answer = yield threads.deferToThread(mi_call, gw.url, "subscribers_list")
+            if answer.get("result", {}).get("Events"):
                 break
+            assert not proc.ended.called, proc.err
             yield task.deferLater(reactor, 0.1, lambda: None)
+        else:
+            pytest.fail(f"opensips-event never subscribed: {proc.err[-1000:]!r}")
         alice.message(gw.sip, bob_port.getHost().port, b"are you there?")
-        yield until(lambda: proc.out.count(b"}") >= 2, timeout=20)
+        yield until(lambda: proc.out.count(b"}") >= 2)
         bob_uri = f"sip:bob@127.0.0.1:{bob_port.getHost().port}"
         message = json.loads(proc.out)
         assert message["method"] == EVENT_SETUP_FAILED
@@ -608,7 +625,7 @@ def test_whole_gateway_setup_failure_reaches_a_tcp_subscriber(twistd_gateway):
     event = yield threads.deferToThread(handler.subscribe, EVENT_SETUP_FAILED, callback, 300)
     try:
         alice.message(gw.sip, bob_port.getHost().port, b"ping", n=7)
-        message = yield received.addTimeout(20, reactor)
+        message = yield received.addTimeout(60, reactor)
         assert message == {"jsonrpc": "2.0", "method": EVENT_SETUP_FAILED, "params": {
             "key": GW_LIVE_KEY, "from_uri": "sip:bob@127.0.0.1", "to_uri": "sip:alice@127.0.0.1",
             "ruri": "sip:alice@127.0.0.1", "code": 603, "reason": "Decline"}}
