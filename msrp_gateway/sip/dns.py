@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import socket
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,18 +134,16 @@ class Located:
     name: str
 
 
-_ADDRESS_TYPES = {socket.AF_INET: dns.A, socket.AF_INET6: dns.AAAA}
-
-
 class SIPResolver:
     """RFC 3263 s.4 for a URI: NAPTR (no transport param, no port) -> SRV (no port) ->
     A/AAAA, ports 5060/5061 when DNS has no records. Failures errback TransportError (the
     stack answers 503).
 
     ``servers``: DNS servers to ask (validated by ``parse_servers``); default: resolv.conf's
-    ``nameserver`` lines, re-read when the file changes. With explicit servers, host
-    addresses come from them too; by default from the reactor's resolver (getaddrinfo:
-    the hosts file and search domains apply). ``dns_client`` replaces the twisted.names
+    ``nameserver`` lines, re-read when the file changes. SRV targets' addresses come from
+    DNS; other hosts' (a port given, ``localhost``, one label, a domain without records)
+    from the servers when given, else from the reactor's resolver (getaddrinfo: the hosts
+    file and search domains apply, as before RFC 3263 support). ``dns_client`` replaces the twisted.names
     client (any object with ``lookupNamingAuthorityPointer``, ``lookupService``,
     ``lookupAddress``, ``lookupIPV6Address``), for tests. ``rng`` orders SRV weights."""
 
@@ -282,7 +279,7 @@ class SIPResolver:
             return False
         return True
 
-    def locate(self, uri_text: str, size: int = 0, *, transports: frozenset[str] | None = None,
+    def locate(self, uri_text: str, *, transports: frozenset[str] | None = None,
                large: bool = False, families: set[int] | None = None) -> defer.Deferred[Located]:
         """Where a request to ``uri_text`` goes: s.4.1 transport (the URI's, NAPTR, SRV
         presence, else UDP/TLS), s.4.2 port and host (SRV in RFC 2782 order, else the URI's

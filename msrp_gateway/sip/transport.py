@@ -501,7 +501,7 @@ class SIPTransport:
         mine = frozenset(p.transport for p in self.listening)
         large = size > MTU_SIZE_LIMIT and self._upgrade
         families = {family(p.host) for p in self.listening}
-        d = self.resolver.locate(uri_text, size, transports=mine or None, large=large,
+        d = self.resolver.locate(uri_text, transports=mine or None, large=large,
                                  families=families)
 
         def located(where: Located) -> defer.Deferred[Peer]:

@@ -215,7 +215,7 @@ def test_without_naptr_srv_of_each_transport_in_our_order(zone):
     zone.add("_sip._tcp.example.test", dns.Record_SRV(10, 0, 5070, b"b.example.test"))
     r = resolver(zone)
     assert result_of(r.locate("sip:bob@example.test")).peer == Peer("udp", "127.0.0.11", 5080)
-    big = result_of(r.locate("sip:bob@example.test", 2000, large=True))
+    big = result_of(r.locate("sip:bob@example.test", large=True))
     assert big.peer == Peer("tcp", "127.0.0.12", 5070)  # s.18.1.1: not UDP when large
     only_udp = result_of(r.locate("sip:bob@example.test", transports=frozenset({"tcp"})))
     assert only_udp.peer == Peer("tcp", "127.0.0.12", 5070)  # what our Via can name
@@ -551,7 +551,6 @@ class SystemResolver:
         if host in self.table:
             receiver.addressResolved(IPv4Address("TCP", self.table[host], 0))
         receiver.resolutionComplete()
-        return None
 
 
 def test_default_mode_finds_hosts_without_srv_through_the_reactor_resolver():
