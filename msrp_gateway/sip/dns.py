@@ -32,6 +32,8 @@ RESOLV_CONF = "/etc/resolv.conf"  # resolv.conf(5): the system's name servers
 RESOLV_RECHECK = 60.0  # seconds between checks of resolv.conf's mtime (at lookup time)
 MAX_RECORDS = 32  # answers of one type we consider; the rest of a hostile answer is ignored
 MAX_TARGETS = 8  # SRV targets whose addresses we try before giving up
+MAX_SRV_NAMES = 6  # SRV names (from NAPTR) asked for one request: a hostile zone cannot
+# make one request cost more than this many SRV queries
 
 
 class DNSLookupError(TransportError):
@@ -325,7 +327,7 @@ class SIPResolver:
                 # a server that refuses or fails NAPTR (some do): go on with SRV
                 log.debug("{why}; trying SRV", why=str(naptrs))
                 naptrs = []
-            choices = naptr_choices(naptrs, order, large)
+            choices = naptr_choices(naptrs, order, large)[:MAX_SRV_NAMES]
         if not choices:  # s.4.1: no (usable) NAPTR: SRV for each transport we use
             choices = [(t, srv_name(t, domain)) for t in order]
         refused = []

@@ -598,3 +598,12 @@ def test_a_target_marked_unreachable_is_tried_after_the_others_until_it_expires(
         r.mark_unreachable(Peer("udp", "127.0.9.1", 1 + i))
     assert r.is_unreachable(Peer("udp", "127.0.9.1", 2000))
     assert not r.is_unreachable(Peer("udp", "127.0.9.1", 1))
+
+
+def test_a_zone_with_many_naptr_records_costs_a_bounded_number_of_srv_queries(zone):
+    for i in range(50):  # 50 NAPTRs to SRV names that do not exist
+        zone.add("example.test", dns.Record_NAPTR(i, 0, b"s", b"SIP+D2U", b"",
+                                                  f"_sip._udp.n{i}.example.test".encode()))
+    got = result_of(resolver(zone).locate("sip:bob@example.test"))
+    assert got.peer == Peer("udp", "127.0.0.10", 5060)  # no SRV: the domain's address
+    assert sum(1 for _, t in zone.asked if t == dns.SRV) <= 6
