@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor, task, threads
 
-from bench.ports import free_port
+from bench.gateway_harness import Capture as Dumpcap
+from bench.ports import free_port, is_bound
 from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transport import SIPTransport
@@ -30,7 +31,7 @@ from tests.integration.test_ua_loopback import Handler
 SCENARIOS = Path(__file__).parent / "sipp_ua"
 SIPP = shutil.which("sipp")
 TSHARK = shutil.which("tshark")
-TIMEOUT = 20.0
+TIMEOUT = 30.0  # a bound, never waited out when things work: room for a slow CI
 
 
 def need(tool: str | None, name: str) -> None:
@@ -126,21 +127,49 @@ class Gateway:
         await self.transport.stop()
 
 
-class Capture:
-    """tshark on lo, limited to the test's ports."""
+async def start_capture(tmp_path: Path, udp_ports: list[int], tcp_ports: list[int]) -> Capture:
+    """The harness's dumpcap capture (live before this returns: a probe datagram is in the
+    file), started in a thread so the reactor keeps running."""
+    dumpcap = await threads.deferToThread(Dumpcap, str(tmp_path), udp_ports + tcp_ports)
+    if dumpcap.error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"dumpcap could not capture: {dumpcap.error}")
+        pytest.skip(f"dumpcap could not capture: {dumpcap.error}")
+    return Capture(dumpcap, udp_ports, tcp_ports)
 
-    def __init__(self, tmp_path: Path, udp_ports: list[int], tcp_ports: list[int]) -> None:
-        self.pcap = tmp_path / "ua.pcap"
+
+async def until_bound(port: int, timeout: float = TIMEOUT) -> None:
+    """A child's UDP port is bound (read from /proc/net, the reactor keeps running)."""
+    for _ in range(int(timeout / 0.02)):
+        if is_bound(port, "udp"):
+            return
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise TimeoutError(f"nothing bound udp port {port} within {timeout} s")
+
+
+async def until(predicate, what: str, timeout: float = TIMEOUT) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise TimeoutError(f"no {what} within {timeout} s")
+
+
+def bounded(d: defer.Deferred, timeout: float = TIMEOUT) -> defer.Deferred:
+    return d.addTimeout(timeout, reactor)
+
+
+class Capture:
+    """A capture of the test's ports on lo; tshark judges it once it is stopped."""
+
+    def __init__(self, dumpcap: Dumpcap, udp_ports: list[int], tcp_ports: list[int]) -> None:
+        self.dumpcap = dumpcap
+        self.pcap = Path(dumpcap.path)
         self.udp_ports, self.tcp_ports = udp_ports, tcp_ports
-        ports = " or ".join(f"port {p}" for p in udp_ports + tcp_ports)
-        self.proc = spawn([TSHARK, "-i", "lo", "-n", "-q", "-w", str(self.pcap), "-f", ports], tmp_path,
-                          ready_marker=b"Capturing on")
 
     async def stop_and_check(self) -> dict[str, int]:
-        await task.deferLater(reactor, 0.3, lambda: None)  # last frames reach the capture
-        if self.proc.ended.called is False:
-            self.proc.transport.signalProcess(signal.SIGINT)  # type: ignore[union-attr]
-        await self.proc.ended
+        # stops once a last probe is in the file: every frame of the test is in it too
+        await threads.deferToThread(self.dumpcap.stop)
         decode = []
         for p in self.udp_ports:
             decode += ["-d", f"udp.port=={p},sip"]
@@ -179,25 +208,24 @@ def sipp_args(scenario: str, *extra: str) -> list[str]:
 async def test_sipp_callee_answers_our_offer_and_hangs_up(gateway, tmp_path):
     gw = gateway
     sipp_port = free_port()
-    cap = Capture(tmp_path, [gw.sip_port, sipp_port], [gw.msrp_port, gw.peer_port])
-    await cap.proc.ready
+    cap = await start_capture(tmp_path, [gw.sip_port, sipp_port], [gw.msrp_port, gw.peer_port])
     peer_bound = gw.peer_session.wait_bound(TIMEOUT)
     sipp = spawn(sipp_args("uas_msrp_answer.xml", "-p", str(sipp_port),
                            "-key", "msrp_port", str(gw.peer_port),
                            "-key", "msrp_path", gw.peer_session.local_uri, "-d", "1500"), tmp_path)
-    await task.deferLater(reactor, 0.3, lambda: None)  # sipp binds its port
+    await until_bound(sipp_port)  # traffic is aimed at sipp only once it listens
     sid = gw.ua.start("text/plain", f"sip:gw@127.0.0.1:{gw.sip_port}", f"sip:sipp@127.0.0.1:{sipp_port}",
                       f"sip:sipp@127.0.0.1:{sipp_port}", gw.h)
     await gw.h.wait("established")
     await peer_bound  # our binding SEND reached the peer named in sipp's answer
     gw.peer_session.set_remote_path(gw.ua.sessions()[0].local_path)
     assert await gw.ua.send(sid, "text/plain", b"hello from the gateway") == 200
-    assert await gw.peer_got == b"hello from the gateway"
+    assert await bounded(gw.peer_got) == b"hello from the gateway"
     assert await gw.peer_session.send("text/plain", b"hello from the client") == 200
     assert (await gw.h.wait("message")) == [("message", sid, "text/plain", b"hello from the client")]
     [ended] = await gw.h.wait("terminated")
     assert ended == ("terminated", sid, "BYE from peer")
-    code = await sipp.ended
+    code = await bounded(sipp.ended, TIMEOUT + 30)  # sipp's own -timeout ends it first
     assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
     assert gw.h.endings() == [ended]
     counts = await cap.stop_and_check()
@@ -208,8 +236,7 @@ async def test_sipp_callee_answers_our_offer_and_hangs_up(gateway, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup):
     gw = gateway
-    cap = Capture(tmp_path, [gw.sip_port], [gw.msrp_port, gw.peer_port])
-    await cap.proc.ready
+    cap = await start_capture(tmp_path, [gw.sip_port], [gw.msrp_port, gw.peer_port])
     peer_bound = gw.peer_session.wait_bound(TIMEOUT) if setup == "passive" else None
     sipp = spawn(sipp_args("uac_msrp_offer.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_port()),
                            "-key", "msrp_port", str(gw.peer_port),
@@ -217,8 +244,7 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
                            "-key", "msrp_setup", setup), tmp_path)
     if setup == "active":
         # the caller is to connect: we must wait; the peer connects to our answer's path
-        while not gw.ua.sessions():
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(gw.ua.sessions, "session answered for sipp's INVITE")
         info = gw.ua.sessions()[0]
         assert gw.msrp.connection_count() == 0  # we never connect toward an active peer
         gw.peer_session.set_remote_path(info.local_path)
@@ -232,9 +258,9 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
     assert await gw.peer_session.send("text/plain", b"hi gateway") == 200
     assert (await gw.h.wait("message")) == [("message", sid, "text/plain", b"hi gateway")]
     assert await gw.ua.send(sid, "text/plain", b"hi client") == 200
-    assert await gw.peer_got == b"hi client"
+    assert await bounded(gw.peer_got) == b"hi client"
     assert gw.ua.end(sid)
-    code = await sipp.ended
+    code = await bounded(sipp.ended, TIMEOUT + 30)  # sipp's own -timeout ends it first
     assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
     assert gw.h.endings() == [("terminated", sid, "ended locally")]
     counts = await cap.stop_and_check()
@@ -244,11 +270,10 @@ async def test_sipp_caller_offers_we_answer_and_hang_up(gateway, tmp_path, setup
 @pytest_twisted.ensureDeferred
 async def test_sipp_caller_without_a_common_type_gets_488_with_warning(gateway, tmp_path):
     gw = gateway
-    cap = Capture(tmp_path, [gw.sip_port], [])
-    await cap.proc.ready
+    cap = await start_capture(tmp_path, [gw.sip_port], [])
     sipp = spawn(sipp_args("uac_msrp_refused.xml", f"127.0.0.1:{gw.sip_port}", "-p", str(free_port())),
                  tmp_path)
-    code = await sipp.ended
+    code = await bounded(sipp.ended, TIMEOUT + 30)  # sipp's own -timeout ends it first
     assert code == 0, (sipp.out[-2000:], sipp.err[-2000:])
     assert gw.h.events == [] and gw.ua.sessions() == []
     counts = await cap.stop_and_check()
