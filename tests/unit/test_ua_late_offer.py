@@ -39,8 +39,8 @@ def late_invite(env: Env, *, headers: str = "") -> str:
 
 
 def our_200(env: Env) -> SIPResponse:
-    [ok] = env.sent(200)
-    return ok
+    """Our 200 to the INVITE (its first copy; a 200 to a BYE is not it)."""
+    return [ok for ok in env.sent(200) if ok.cseq[1] == "INVITE"][0]
 
 
 def ack(env: Env, body: bytes = b"", content_type: str = "application/sdp",
@@ -223,3 +223,61 @@ def test_the_gateways_msrp_gw_answer_answers_a_late_offer_and_ends_it_on_a_bad_a
     ack(env)  # no answer in the ACK: BYE, and the gateway session is gone
     assert len(env.sent("BYE")) == 1 and gw.list_sessions() == []
     finish(env)
+
+
+# ---- any order of what the peer does: one ending, nothing left ------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LATE_ACTIONS = ["ack_answer", "ack_empty", "ack_bad", "ack_again", "peer_bye", "advance_small",
+                "advance_big", "end", "send"]
+
+
+def _peer_bye(env: Env, cseq: int) -> None:
+    ok = our_200(env)
+    env.wire.deliver((
+        "BYE sip:alice@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKlatebye{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {ok.headers.get('From')}\r\nTo: {ok.headers.get('To')}\r\n"
+        f"Call-ID: late1@192.0.2.7\r\nCSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode(), PEER)
+
+
+@settings(max_examples=60, deadline=None)
+@given(actions=st.lists(st.sampled_from(LATE_ACTIONS), max_size=8))
+def test_any_order_of_peer_events_gives_one_ending_and_no_leftovers(actions):
+    env = Env(max_duration=500)
+    sid = late_invite(env)
+    offer = our_200(env).body
+    for n, action in enumerate(actions):
+        if action == "ack_answer":
+            ack(env, answer_to(offer, prefer_active=True), branch=f"z9hG4bKa{n}")
+        elif action == "ack_empty":
+            ack(env, branch=f"z9hG4bKa{n}")
+        elif action == "ack_bad":
+            bad = answer_to(offer, prefer_active=True).replace(b"text/plain", b"image/png")
+            ack(env, bad, branch=f"z9hG4bKa{n}")
+        elif action == "ack_again":
+            ack(env, answer_to(offer, prefer_active=True), branch="z9hG4bKa0")
+        elif action == "peer_bye":
+            _peer_bye(env, 10 + n)
+        elif action == "advance_small":
+            env.clock.advance(1)
+        elif action == "advance_big":
+            env.clock.advance(25)
+        elif action == "end":
+            env.ua.end(sid)
+        elif action == "send":
+            env.ua.send(sid, "text/plain", b"x").addErrback(lambda f: None)
+    env.clock.advance(0)
+    env.drain()  # setup_timeout (30 s) and every SIP timer have run out
+    env.answer_byes()
+    env.drain()
+    endings = [e for e in env.h.events if e[0] in ("failed", "terminated")]
+    assert len(endings) == 1 and endings[0][0] == "terminated", env.h.events
+    assert env.h.events[-1] == endings[0]
+    # at most one BYE of ours (its UDP retransmissions share its branch)
+    assert len({bye.top_via.branch for bye in env.sent("BYE")}) <= 1
+    env.assert_no_leftovers()
