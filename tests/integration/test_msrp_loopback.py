@@ -137,7 +137,7 @@ def raw_send(to: str, tid: str, body: bytes = b"hi", *, mid: str = "msg1",
 
 
 async def raw_peer(port: int) -> Raw:
-    ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+    ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
     return await endpoints.connectProtocol(ep, Raw())
 
 
@@ -552,7 +552,7 @@ class MiniRelay:
         key = _authority(rest[0])  # away from it: reuse a connection to that hop
         host, port = key
         if key not in self._out:
-            ep = endpoints.TCP4ClientEndpoint(reactor, host, int(port), timeout=5)
+            ep = endpoints.TCP4ClientEndpoint(reactor, host, int(port), timeout=TIMEOUT)
             self._out[key] = endpoints.connectProtocol(ep, RelayConn(self))
         self._out[key].addCallback(lambda c: (c.send(out), c)[1])
 
