@@ -22,7 +22,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]  # no py.
 from ..sockets import SocketStringError, parse_socket_string
 from .chunks import ReassemblyBudget
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
-from .relay import RelayAuthError, RelayClient
+from .relay import MAX_INTERVAL, RelayAuthError, RelayClient
 from .rules import MSRPCounters
 from .session import (
     CONNECTION_LOST,
@@ -254,6 +254,9 @@ class MSRPStack(SessionHost):
                 raise ValueError("[msrp] relay_uri is msrps: it needs [tls] certificate and "
                                  "private_key")
             # 0 and None both mean: no Expires in the AUTH, the relay chooses the lifetime.
+            if relay_expires is not None and not 0 <= relay_expires <= MAX_INTERVAL:
+                raise ValueError(f"[msrp] relay_expires {relay_expires!r}: expected 1.."
+                                 f"{MAX_INTERVAL} s, or 0 to let the relay choose")
             self.relay = RelayClient(self.clock, relay_uri, self._own_uri, self._link_direct,
                                      username=relay_username, password=relay_password,
                                      timeout=self.settings.response_timeout,

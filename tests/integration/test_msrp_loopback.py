@@ -663,6 +663,14 @@ async def test_stack_without_relay_expires_sends_no_expires_and_takes_the_relays
     assert 580 < a.relay.expires_at - reactor.seconds() <= 600
 
 
+@pytest.mark.parametrize("bad", [-1, 2**32])
+def test_stack_refuses_a_relay_expires_outside_rfc_4976s_range(bad):
+    with pytest.raises(ValueError) as err:
+        MSRPStack(reactor, relay_uri="msrp://127.0.0.1:9;tcp", relay_expires=bad)
+    assert str(err.value) == (f"[msrp] relay_expires {bad}: expected 1..4294967295 s, "
+                              "or 0 to let the relay choose")
+
+
 @pytest_twisted.ensureDeferred
 async def test_service_passes_config_relay_expires_to_the_relay_auth():
     """[msrp] relay_expires from the configuration reaches the wire through
