@@ -3,7 +3,10 @@
 One `MSRPUserAgent` joins the SIP stack (INVITE dialogs) and the MSRP stack (sessions) with
 SDP offer/answer in between. As offerer (`start`) it sends the INVITE, checks the answer,
 connects or waits per ``a=setup`` and binds; as answerer (`answer`) it replies 200 with the
-answer and waits for the ACK and the binding. The handler hears exactly one `failed` or
+answer, on the transport the offer asks for, and waits for the ACK and the binding (an
+INVITE without SDP gets our offer in the 200 and must answer in the ACK). The parts:
+`ua_records`, `ua_core`, `ua_uac`, `ua_uas`, `ua_transports`; every public name is
+importable from here. The handler hears exactly one `failed` or
 `terminated` per session, on every path, after which nothing of the session is left: no
 timer, no transaction waiting on us, no dialog, no MSRP session.
 """
