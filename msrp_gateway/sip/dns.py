@@ -330,13 +330,15 @@ class SIPResolver:
             choices = naptr_choices(naptrs, order, large)[:MAX_SRV_NAMES]
         if not choices:  # s.4.1: no (usable) NAPTR: SRV for each transport we use
             choices = [(t, srv_name(t, domain)) for t in order]
-        refused = []
+        refused: list[str] = []
+        refused_transports: set[str] = set()
         for transport, name in choices:
             (records,) = yield [(name, dns.SRV)]
             if isinstance(records, Exception):
                 raise records
             if refuses_service(records):
                 refused.append(name)
+                refused_transports.add(transport)
                 continue
             if records:
                 errors = []
@@ -355,11 +357,13 @@ class SIPResolver:
                     return shunned  # all known unreachable: better than nothing
                 raise TransportError(f"no SRV target of {domain!r} has an address: "
                                      + "; ".join(errors[:3]))
-        if refused and len(refused) == len(choices):
+        # s.4.2: no SRV records: the domain's own address, on the default port of the
+        # first transport the domain did not refuse with a '.' target
+        usable = [t for t in order if t not in refused_transports]
+        if not usable or refused and len(refused) == len(choices):
             raise TransportError(f"{domain!r} offers no SIP service "
                                  f"(SRV target '.' at {', '.join(refused)})")
-        # s.4.2: no SRV records: the domain's own address, on the default port
-        transport = order[0]
+        transport = usable[0]
         ip = yield from self._walk_address(domain, families, system=True)
         return Located(Peer(transport, ip, DEFAULT_PORTS[transport]), domain)
 

@@ -607,3 +607,10 @@ def test_a_zone_with_many_naptr_records_costs_a_bounded_number_of_srv_queries(zo
     got = result_of(resolver(zone).locate("sip:bob@example.test"))
     assert got.peer == Peer("udp", "127.0.0.10", 5060)  # no SRV: the domain's address
     assert sum(1 for _, t in zone.asked if t == dns.SRV) <= 6
+
+
+def test_the_address_fallback_avoids_a_transport_the_domain_refused(zone):
+    zone.add("_sip._udp.example.test", dns.Record_SRV(0, 0, 0, b"."))  # no UDP here
+    got = result_of(resolver(zone).locate("sip:bob@example.test",
+                                          transports=frozenset({"udp", "tcp"})))
+    assert got.peer == Peer("tcp", "127.0.0.10", 5060)
