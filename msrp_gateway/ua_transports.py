@@ -13,8 +13,6 @@ import dataclasses
 import ipaddress
 from typing import Any, Sequence
 
-from twisted.protocols.tls import TLSMemoryBIOFactory
-
 from .msrp.message import MSRPParseError
 from .msrp.uri import MSRPURI, parse_msrp_uri
 from .sdp import PROTO_TCP, PROTO_TLS
@@ -37,25 +35,15 @@ def _my_uri(stack: Any) -> MSRPURI | None:
         return None
 
 
-def _is_tls_port(port: Any) -> bool:
-    """A listening port the reactor wraps in TLS (``listenSSL``: TLSMemoryBIOFactory)."""
-    return isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory)
-
-
 def _listeners(stack: Any) -> list[tuple[bool, str, int]]:
-    """(secure, host, port) of each socket the stack listens on.
+    """(secure, host, port) of each socket the stack listens on (`MSRPStack.listening()`).
 
-    MSRPStack keeps its listening ports in ``_ports`` (it has no public accessor yet);
-    a stack without them (a fake, or one that only connects out) lists none.
+    A stack without that accessor (a fake, or one that only connects out) lists none.
     """
-    found: list[tuple[bool, str, int]] = []
-    for port in list(getattr(stack, "_ports", ()) or ()):
-        try:
-            addr = port.getHost()
-            found.append((_is_tls_port(port), str(addr.host), int(addr.port)))
-        except Exception:  # noqa: BLE001 - a port being closed: not a place to answer on
-            continue
-    return found
+    listening = getattr(stack, "listening", None)
+    if listening is None:
+        return []
+    return [(bool(lst.secure), str(lst.host), int(lst.port)) for lst in listening()]
 
 
 def _wildcard(host: str) -> bool:

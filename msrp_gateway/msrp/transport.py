@@ -38,7 +38,7 @@ from .session import (
 )
 from .uri import DEFAULT_PORT, MSRPURI, parse_msrp_uri
 
-__all__ = ["MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError"]
+__all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError"]
 
 log = Logger()
 
@@ -108,6 +108,17 @@ class TLSSettings:
     def client_options(self, hostname: str) -> Any:
         return ssl.optionsForClientTLS(hostname, trustRoot=self._trust(),
                                        clientCertificate=self._own())
+
+
+@dataclass(frozen=True, slots=True)
+class MSRPListener:
+    """One socket the stack listens on: `secure` for msrps (TLS), the address it is bound
+    to (`host` without brackets; a wildcard stays ``0.0.0.0``/``::``) and its actual port
+    (the OS's choice for port 0)."""
+
+    secure: bool
+    host: str
+    port: int
 
 
 def tls_settings_from(obj: Any) -> TLSSettings | None:
@@ -240,6 +251,7 @@ class MSRPStack(SessionHost):
         self.reassembly_budget = ReassemblyBudget(self.settings.max_reassembly_bytes)
         self.counters = MSRPCounters()
         self._ports: list[IListeningPort] = []
+        self._listeners: list[MSRPListener] = []  # what `listening()` reports
         self._protocols: set[MSRPProtocol] = set()
         self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}
         self._connecting: dict[tuple[bool, str, int], list[defer.Deferred[LinkCore]]] = {}
@@ -287,7 +299,9 @@ class MSRPStack(SessionHost):
         else:
             lp = self.reactor.listenTCP(port, factory, interface=host)
         self._ports.append(lp)
-        actual = lp.getHost().port
+        bound = lp.getHost()
+        actual = bound.port
+        self._listeners.append(MSRPListener(secure, str(bound.host), int(actual)))
         if self.my_uri is None:
             self.my_uri = MSRPURI("msrps" if secure else "msrp", host, actual)
         log.info("MSRP listening on {sock} (port {port})", sock=socket_string, port=actual)
@@ -296,6 +310,12 @@ class MSRPStack(SessionHost):
             # Failures are logged and retried by the relay client; nothing to raise here.
             self.relay.start().addErrback(_logged_already)
         return listening
+
+    def listening(self) -> list[MSRPListener]:
+        """Every socket this stack listens on, in `listen()` order; empty after `stop()`.
+
+        The UA reads it to answer an offer on the transport it asks for (msrp: or msrps:)."""
+        return list(self._listeners)
 
     # -- sessions -------------------------------------------------------------------------
     def create_session(self, accept_types: Sequence[str]) -> MSRPSession:
@@ -400,6 +420,7 @@ class MSRPStack(SessionHost):
             port: Any = lp  # (IListeningPort: see MSRPProtocol.connectionMade)
             waits.append(defer.maybeDeferred(port.stopListening))
         self._ports.clear()
+        self._listeners.clear()
         for attempt in list(self._attempts.values()):
             attempt.cancel()  # waiters errback MSRPSendError(503)
         for proto in list(self._protocols):

@@ -1,49 +1,118 @@
 """Which transports the UA answers on, and the URI it advertises on each (ua_transports).
 
-The listeners are stand-ins for the reactor's ports (``getHost()`` and, for ``listenSSL``,
-a TLSMemoryBIOFactory as their factory), so no socket is opened here; the loopback tests
-in tests/integration/test_ua_loopback.py run the same choice over real sockets.
+`MSRPStack.listening()` is what the choice reads: it is tested here on a real stack over a
+memory reactor that binds as a real one does (no socket opened); the choice itself runs on
+a stand-in stack listing `MSRPListener` records. The loopback tests in
+tests/integration/test_ua_loopback.py run the same choice over real sockets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.protocol import Factory
-from twisted.internet.ssl import CertificateOptions
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.testing import MemoryReactor, _FakePort
 
+from msrp_gateway.msrp.transport import MSRPListener, MSRPStack
 from msrp_gateway.msrp.uri import parse_msrp_uri
 from msrp_gateway.ua_transports import local_uris, session_on
 
 TCP, TLS = "TCP/MSRP", "TCP/TLS/MSRP"
 
 
-@dataclass
-class Port:
-    host: str
-    port: int
-    tls: bool = False
-    factory: Any = None
+class BindingReactor(MemoryReactor):
+    """A memory reactor whose ports report the interface they were given and, for port
+    0, a port of the OS's choosing, as a real reactor's getHost() does."""
 
-    def __post_init__(self) -> None:
-        inner = Factory()
-        self.factory = TLSMemoryBIOFactory(CertificateOptions(), False, inner) if self.tls else inner
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_port = 40000
 
-    def getHost(self) -> Any:
-        cls = IPv6Address if ":" in self.host else IPv4Address
-        return cls("TCP", self.host, self.port)
+    def _bound(self, port: int, interface: str) -> _FakePort:
+        if port == 0:
+            self._next_port += 1
+            port = self._next_port
+        cls = IPv6Address if ":" in interface else IPv4Address
+        return _FakePort(cls("TCP", interface or "0.0.0.0", port))
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        super().listenTCP(port, factory, backlog, interface)
+        return self._bound(port, interface)
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        super().listenSSL(port, factory, contextFactory, backlog, interface)
+        return self._bound(port, interface)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    from tests.tlscerts import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("tls"))
+
+
+def test_listening_is_empty_before_any_listen():
+    assert MSRPStack(BindingReactor(), "msrp://127.0.0.1:2855;tcp").listening() == []
+
+
+def test_listening_lists_each_socket_with_its_kind_address_and_actual_port(tls_files):
+    reactor = BindingReactor()
+    stack = MSRPStack(reactor, tls=tls_files)
+    stack.listen("msrp:127.0.0.1:0")
+    stack.listen("msrps:[::1]:2856")
+    stack.listen("msrp:0.0.0.0")
+    assert stack.listening() == [MSRPListener(False, "127.0.0.1", 40001),
+                                 MSRPListener(True, "::1", 2856),
+                                 MSRPListener(False, "0.0.0.0", 2855)]
+    # the msrps record is the socket handed to listenSSL, the others went to listenTCP
+    assert [(p, i) for p, _f, _c, _b, i in reactor.sslServers] == [(2856, "::1")]
+    assert [(p, i) for p, _f, _b, i in reactor.tcpServers] == [(0, "127.0.0.1"), (2855, "0.0.0.0")]
+
+
+def test_listening_returns_a_copy_of_frozen_records():
+    stack = MSRPStack(BindingReactor())
+    stack.listen("msrp:127.0.0.1:0")
+    listed = stack.listening()
+    listed.clear()
+    assert len(stack.listening()) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stack.listening()[0].port = 1
+
+
+def test_listening_is_empty_once_the_stack_stopped():
+    stack = MSRPStack(BindingReactor())
+    stack.listen("msrp:127.0.0.1:0")
+    done = []
+    stack.stop().addCallback(done.append)
+    assert done == [None] and stack.listening() == []
+
+
+def test_a_real_stack_with_msrp_and_msrps_sockets_answers_on_both(tls_files):
+    stack = MSRPStack(BindingReactor(), tls=tls_files)
+    stack.listen("msrp:127.0.0.1:0")  # the first listener gives my_uri
+    stack.listen("msrps:127.0.0.1:0")
+    assert {proto: str(uri) for proto, uri in local_uris(stack).items()} == {
+        TCP: "msrp://127.0.0.1:40001;tcp", TLS: "msrps://127.0.0.1:40002;tcp"}
 
 
 @dataclass
 class Stack:
+    """A stand-in MSRP stack: my_uri, what it listens on, a relay or not."""
+
     my_uri: Any
-    _ports: list[Port] = field(default_factory=list)
+    listeners: list[MSRPListener] = field(default_factory=list)
     relay: Any = None
+
+    def listening(self) -> list[MSRPListener]:
+        return list(self.listeners)
+
+
+def Port(host: str, port: int, tls: bool = False) -> MSRPListener:
+    return MSRPListener(tls, host, port)
 
 
 def _strs(uris: dict) -> dict:
