@@ -95,8 +95,7 @@ class UASAnswering(UACore):
         s = self._uas_session(txn.request, msess, handler, types)
         s.offer = offer
         s.late_offer = True
-        self._accept(txn, s, offer)
-        _capture_ack_body(s)
+        self._accept(txn, s, offer)  # the dialog keeps the confirming ACK's body
         # the ACK and the MSRP binding must both be done within setup_timeout
         s.setup_call = self._clock.callLater(self._setup_timeout, self._setup_expired, s)
         s.starting = False
@@ -138,9 +137,10 @@ class UASAnswering(UACore):
 
     def _late_answer(self, s: UASession) -> None:
         """The ACK to our late-offer 200: it must carry a usable answer (RFC 3264 s.4)."""
-        body, ctype = s.ack_body
-        if not body and s.dialog is not None:  # a dialog that keeps the ACK's SDP itself
-            body = bytes(getattr(s.dialog, "remote_sdp", b"") or b"")
+        # the ACK that confirmed the dialog (`Dialog.ack_body`, kept before `confirmed`
+        # fired); a dialog confirmed by a BYE never gets here (`_uas_acked`)
+        body: bytes = s.dialog.ack_body if s.dialog is not None else b""
+        ctype: str | None = s.dialog.ack_content_type if s.dialog is not None else None
         try:
             if not body:
                 raise sdp.SDPError("the ACK carries no SDP answer to our offer")
@@ -164,25 +164,3 @@ class UASAnswering(UACore):
         if s.state is not SessionState.ENDED:
             self._finish(s, why="no ACK for our 200")
 
-
-def _capture_ack_body(s: UASession) -> None:
-    """Keep the body of the ACK that confirms a late-offer dialog: the SDP answer.
-
-    ``Dialog.on_ack(ack)`` confirms the dialog but keeps no ACK body, so the instance's
-    method is wrapped: the ACK that fires ``confirmed`` is the one whose body is the
-    answer (a retransmitted ACK, or one for another CSeq, confirms nothing).
-    """
-    dialog = s.dialog
-    original = getattr(dialog, "on_ack", None)
-    if original is None:
-        return
-
-    def on_ack(ack: Any) -> None:
-        confirming = not dialog.confirmed.called
-        if confirming:
-            s.ack_body = (bytes(getattr(ack, "body", b"") or b""), getattr(ack, "content_type", None))
-        original(ack)
-        if confirming and not dialog.confirmed.called:
-            s.ack_body = (b"", None)  # not the ACK of our 200 after all
-
-    dialog.on_ack = on_ack

@@ -66,6 +66,13 @@ def _without_tag(value: str) -> str:
     return str(na)
 
 
+def _is_sdp(content_type: str | None) -> bool:
+    """Is this Content-Type application/sdp (parameters and case aside)?"""
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "application/sdp"
+
+
 def _is_loose(route: str) -> bool:
     """Does this Route value name a loose router (``;lr`` on its URI, s.16.12)?"""
     try:
@@ -120,7 +127,13 @@ class Dialog:
         self.on_bye: Callable[[], None] | None = None
         self.on_request: Callable[[Any], None] | None = None
         self.response: SIPResponse | None = None  # UAC: the 2xx that made the dialog
-        self.remote_sdp: bytes = b""  # the peer's latest SDP (2xx or INVITE body)
+        # the peer's latest SDP: the 2xx (UAC), the INVITE or, for an offer in our 2xx,
+        # the ACK (UAS, RFC 3261 s.13.2.1 late offer); re-INVITE/UPDATE bodies too
+        self.remote_sdp: bytes = b""
+        # UAS: body and Content-Type of the ACK that last acknowledged a 2xx of ours (the
+        # first confirms the dialog and is set before `confirmed` fires), whatever its type
+        self.ack_body: bytes = b""
+        self.ack_content_type: str | None = None
         self.local_sdp: bytes = b""
         self.local_content_type: str | None = None
         self._last_ack: SIPRequest | None = None
@@ -329,12 +342,22 @@ class Dialog:
             self._send_bye()
 
     def on_ack(self, ack: SIPRequest) -> None:
-        """An ACK for this dialog: stops 2xx retransmission; confirms the dialog the 1st time."""
+        """An ACK for this dialog: stops 2xx retransmission; confirms the dialog the 1st time.
+
+        Its body is kept (`ack_body`, `ack_content_type`) before `confirmed` fires: after a
+        2xx that carried an offer, the ACK carries the answer (RFC 3261 s.13.2.1), which
+        becomes `remote_sdp` when it is application/sdp. A retransmitted ACK, or one for
+        another CSeq, changes nothing.
+        """
         pending = self._pending
         if pending is None or ack.cseq[0] != pending.cseq:
             return
         pending.stop()
         self._pending = None
+        self.ack_body = ack.body
+        self.ack_content_type = ack.content_type
+        if ack.body and _is_sdp(ack.content_type):
+            self.remote_sdp = ack.body
         if not self.confirmed.called:
             self.confirmed.callback(self)
         if self._bye_waiting_ack:
