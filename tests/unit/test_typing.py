@@ -2,7 +2,8 @@
 
 The cores are what every layer trusts with hostile bytes; strict typing there catches the
 Optional access and wrong container types that tests miss. The SIP and MSRP packages
-whole (Twisted sides included) and the UA are held to strict mode too, and so are the
+whole (Twisted sides included), SDP (sdp.py and sdp_parse.py) and every UA module
+(ua.py and each ua_*.py, named one by one) are held to strict mode too, and so are the
 service wiring, tap and the event bus (their own code); where Twisted's or zope's stubs
 are noise, the line carries a narrow ``# type: ignore[code]`` with the reason.
 
@@ -42,13 +43,25 @@ SANS_IO_CORES = [
     "msrp_gateway/msrp/uri.py",
     "msrp_gateway/msrp/chunks.py",
     "msrp_gateway/msrp/rules.py",
-    # SDP
+    # SDP: sdp.py builds and negotiates; sdp_parse.py reads hostile offers and answers
     "msrp_gateway/sdp.py",
+    "msrp_gateway/sdp_parse.py",
+]
+
+# The UA on top of both stacks: ua.py re-exports its parts, each named here so none is
+# checked only as an import of another (test_every_ua_and_sdp_module_is_listed).
+UA_MODULES = [
+    "msrp_gateway/ua.py",
+    "msrp_gateway/ua_records.py",
+    "msrp_gateway/ua_core.py",
+    "msrp_gateway/ua_uac.py",
+    "msrp_gateway/ua_uas.py",
+    "msrp_gateway/ua_transports.py",
 ]
 
 # The Twisted sides held to the same rule: each stack's whole package (links, outgoing
 # messages, relays, sessions, transports; dialogs, stack) and the UA on top of both.
-STRICT_PACKAGES = ["msrp_gateway/sip", "msrp_gateway/msrp", "msrp_gateway/ua.py"]
+STRICT_PACKAGES = ["msrp_gateway/sip", "msrp_gateway/msrp", *UA_MODULES]
 
 # The wiring on top of everything (service, tap) and the event bus, each module's own code:
 # what they import is read for its types only (--follow-imports=silent), so the gateway
@@ -94,7 +107,19 @@ def test_the_sans_io_cores_are_mypy_strict_clean(cache):
     assert status == 0, f"mypy --strict reports:\n{report}"
 
 
+def test_every_ua_and_sdp_module_is_listed():
+    """A module split out of the UA or SDP later (ua_*.py, sdp_*.py) is held to the rule
+    by name, and a listed one that moved is noticed."""
+    found = {p.relative_to(ROOT).as_posix() for pattern in ("ua*.py", "sdp*.py")
+             for p in (ROOT / "msrp_gateway").glob(pattern)}
+    listed = set(UA_MODULES) | {f for f in SANS_IO_CORES if f.startswith("msrp_gateway/sdp")}
+    assert found == listed, (f"not listed: {sorted(found - listed)}; "
+                             f"listed but missing: {sorted(listed - found)}")
+
+
 def test_both_stacks_and_the_ua_are_mypy_strict_clean(cache):
+    missing = [f for f in UA_MODULES if not (ROOT / f).exists()]
+    assert not missing, f"listed UA modules not found (moved? update the list): {missing}"
     status, report = strict(STRICT_PACKAGES, cache)
     assert status == 0, f"mypy --strict reports:\n{report}"
 
