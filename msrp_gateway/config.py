@@ -179,6 +179,33 @@ def _host_port_or_empty(v: str) -> str | None:
     return "'HOST:PORT' (for example '127.0.0.1:8888'), or '' to turn it off"
 
 
+MAX_DNS_SERVERS = 8  # twisted.names asks them in turn; more would only lengthen a failure
+
+
+def dns_server(text: str) -> tuple[str, int] | None:
+    """``IP``, ``IP:PORT`` or ``[V6]:PORT`` (a bare IPv6 literal too) -> (ip, port), port
+    53 by default; None when it is not one. A name is refused: DNS must not be needed to
+    find DNS."""
+    try:
+        return str(ipaddress.ip_address(text)), 53  # '::1' as resolv.conf writes it
+    except ValueError:
+        pass
+    try:
+        return sockets.parse_host_port(text, 53, names=False, min_port=1)
+    except sockets.SocketStringError:
+        return None
+
+
+def _dns_server_check(v: str) -> str | None:
+    if dns_server(v) is None:
+        return ("a DNS server 'IP' or 'IP:PORT' with a port 1..65535 (IPv6 with a port as "
+                "'[::1]:53'; no host names)")
+    return None
+
+
+_dns_server_check.each = True  # type: ignore[attr-defined]
+
+
 def _networks(v: str) -> str | None:
     try:
         ipaddress.ip_network(v, strict=False)
@@ -223,10 +250,18 @@ class SIPSettings:
     connect_timeout: float = _opt(_between(0.1), 10.0)
     max_pending_per_connection: int = _opt(_between(1), 256)
     max_write_backlog: int = _opt(_between(4096), 4 * 1024 * 1024)
+    # RFC 3263 lookups of the next hop's name; () = the nameservers of /etc/resolv.conf
+    dns_servers: tuple[str, ...] = _opt(_dns_server_check, ())
+    dns_cache_size: int = _opt(_between(1, 1_000_000), 4096)
 
     @property
     def sockets(self) -> tuple[SocketAddress, ...]:
         return tuple(parse_socket(s, SIP_PROTOCOLS) for s in self.socket)
+
+    @property
+    def dns_server_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``dns_servers`` as (ip, port) pairs (validated at load)."""
+        return tuple(a for a in map(dns_server, self.dns_servers) if a is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +505,10 @@ def _cross_checks(s: Settings, source: str) -> None:
     if not sip.socket:
         raise ConfigError("[sip] socket", "at least one SIP socket string (the first one "
                           "gives the Via and Contact of what we send)", [], source)
+    if len(sip.dns_servers) > MAX_DNS_SERVERS:
+        raise ConfigError("[sip] dns_servers", f"at most {MAX_DNS_SERVERS} DNS servers "
+                          "([] = the nameservers of /etc/resolv.conf)",
+                          list(sip.dns_servers), source)
     if sip.timer_t1 >= sip.timer_t2:
         raise ConfigError("[sip] timer_t1", f"a value below timer_t2 ({sip.timer_t2})",
                           sip.timer_t1, source)

@@ -30,6 +30,7 @@ from msrp_gateway.msrp.relay import RelayAuthError
 from msrp_gateway.msrp.session import SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack
 from msrp_gateway.routing import Router, RoutingScriptError
+from msrp_gateway.sip.dns import SIPResolver
 from msrp_gateway.sip.message import Limits as SIPLimits
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transaction import TimerSettings
@@ -331,6 +332,10 @@ def build_service(settings: Settings, reactor: Any,
         connect_timeout=sip.connect_timeout,
         max_pending_per_connection=sip.max_pending_per_connection,
         max_write_backlog=sip.max_write_backlog)
+    # RFC 3263 lookups of next hops: [sip] dns_servers (else resolv.conf's), bounded cache
+    resolver = transport.resolver = SIPResolver(
+        reactor, servers=list(sip.dns_server_addresses) or None,
+        max_cache_entries=sip.dns_cache_size)
     # Stops after the gateway and the UA (first_to_stop): closes ports and connections.
     _Stopper("sip-transport", transport.stop).attach(root)
     stack = root.sip = SIPStack(
@@ -359,11 +364,15 @@ def build_service(settings: Settings, reactor: Any,
     ua_svc.attach(root)
     stack_svc = _Stopper("sip-stack", stack.stop)
     stack_svc.attach(root)
+    # After the stack: lookups still in flight fail now (their requests get 503) instead
+    # of holding DNS retry timers (up to 9 s) and query sockets past shutdown.
+    dns_svc = _Stopper("sip-dns", resolver.stop)
+    dns_svc.attach(root)
     gw_svc = _Startable("gateway", gw)
     gw_svc.attach(root)
     # Gateway first (its sessions' BYEs), then whatever the UA still has, then the SIP
-    # stack's timers; the listeners and connections close after that.
-    root.first_to_stop += [gw_svc, ua_svc, stack_svc]
+    # stack's timers and DNS lookups; the listeners and connections close after that.
+    root.first_to_stop += [gw_svc, ua_svc, stack_svc, dns_svc]
 
     mi = settings.mi
     if mi.address is not None:

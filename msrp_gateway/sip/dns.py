@@ -4,6 +4,7 @@ cache. The choices themselves are the pure functions of ``resolution``."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import random
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.names import client, dns, error
 from twisted.python.failure import Failure
@@ -23,7 +26,8 @@ from .resolution import (
     refuses_service, srv_name, target_of, transport_order,
 )
 
-__all__ = ["DNSCache", "DNSLookupError", "Located", "SIPResolver", "parse_servers"]
+__all__ = ["DNSCache", "DNSLookupError", "Located", "ResolverStopped", "SIPResolver",
+           "parse_servers"]
 
 log = Logger()
 
@@ -59,6 +63,8 @@ def parse_servers(servers: Sequence[str | tuple[str, int]]) -> list[tuple[str, i
                 host, port = str(entry[0]).strip("[]"), entry[1]
                 if not is_ip(host) or not isinstance(port, int) or not 0 < port < 65536:
                     raise SocketStringError("host", "an IP literal and a port 1-65535")
+            elif isinstance(entry, str) and ":" in entry and is_ip(entry):
+                host, port = entry, 53  # a bare IPv6 literal, as resolv.conf writes it
             elif isinstance(entry, str):
                 host, port = parse_host_port(entry, 53, names=False, min_port=1)
             else:
@@ -127,6 +133,125 @@ class DNSCache:
         self._entries.clear()
 
 
+class ResolverStopped(Exception):
+    """What a DNS query still in flight fails with when its resolver stops (not a timeout,
+    so twisted.names does not ask again)."""
+
+
+class _QuerySocket(dns.DNSDatagramProtocol):
+    """The UDP socket of one query; tells its client when the socket is closed."""
+
+    def __init__(self, controller: _Client, reactor: Any) -> None:
+        super().__init__(controller, reactor=reactor)  # type: ignore[no-untyped-call]
+        self.owner = controller
+        self.closing = False
+
+    def stopProtocol(self) -> None:  # noqa: N802 - Twisted's name
+        super().stopProtocol()
+        self.owner._closed(self)
+
+
+class _Client(client.Resolver):
+    """twisted.names' client, made stoppable: it knows the UDP socket of every query in
+    flight (one each, as Twisted does, from a random port) and its TCP connections, so
+    ``stop()`` can fail their queries, cancel their retry timers and close the sockets."""
+
+    def __init__(self, *, servers: list[tuple[str, int]], reactor: Any,
+                 timeout: Sequence[float]) -> None:
+        self._sockets: set[_QuerySocket] = set()  # bound and not yet closed
+        self._connectors: list[Any] = []  # TCP connection attempts (truncated answers)
+        self._closed_waiters: list[defer.Deferred[None]] = []
+        self.stopped = False
+        super().__init__(servers=servers, reactor=reactor,  # type: ignore[no-untyped-call]
+                         timeout=tuple(timeout))
+
+    def _connectedProtocol(self, interface: str = "") -> _QuerySocket:  # noqa: N802
+        """A new query socket on a random source port (RFC 5452 s.9.2), as Twisted's."""
+        if self.stopped:
+            raise ResolverStopped("DNS resolver stopped")
+        proto = _QuerySocket(self, self._reactor)
+        for attempt in range(1000):
+            try:
+                self._reactor.listenUDP(dns.randomSource(), proto, interface=interface)
+            except CannotListenError as e:
+                if getattr(e.socketError, "errno", None) == errno.EMFILE or attempt == 999:
+                    raise
+                continue
+            break
+        self._sockets.add(proto)
+        return proto
+
+    def queryTCP(self, queries: Any, timeout: float = 10) -> defer.Deferred[Any]:  # noqa: N802
+        """Twisted's (a truncated UDP answer asked again over TCP), keeping the connector
+        so that ``stop()`` can abandon a connection attempt."""
+        if self.stopped:
+            return defer.fail(ResolverStopped("DNS resolver stopped"))
+        if self.connections:
+            d: defer.Deferred[Any] = self.connections[0].query(queries, timeout)
+            return d
+        address = self.pickServer()  # type: ignore[no-untyped-call]  # Twisted
+        if address is None:
+            return defer.fail(OSError("No domain name servers available"))
+        connector = self._reactor.connectTCP(address[0], address[1], self.factory)
+        self._connectors = [c for c in self._connectors if c.state == "connecting"]
+        self._connectors.append(connector)
+        waiting: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append((waiting, queries, timeout))
+        return waiting
+
+    def _query(self, *args: Any) -> defer.Deferred[Any]:
+        """One query on its own socket, closed once answered, failed or stopped."""
+        proto = self._connectedProtocol(interface="::" if isIPv6Address(args[0][0]) else "")
+        d: defer.Deferred[Any] = proto.query(*args)
+        return d.addBoth(self._finished, proto)
+
+    def _finished(self, result: Any, proto: _QuerySocket) -> Any:
+        self._close(proto)
+        return result
+
+    def _close(self, proto: _QuerySocket) -> None:
+        port: Any = proto.transport  # IUDPTransport's zope methods read without self
+        if not proto.closing and port is not None:
+            proto.closing = True
+            port.stopListening()
+
+    def _closed(self, proto: _QuerySocket) -> None:
+        self._sockets.discard(proto)
+        if not self._sockets:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Fail every query in flight with ResolverStopped, cancel their timers, close
+        their sockets and TCP connections; fires once every query socket is closed."""
+        self.stopped = True
+        stopped = ResolverStopped("DNS resolver stopped")
+        protocols: list[Any] = [*self._sockets, *self.connections]
+        for proto in protocols:
+            live, proto.liveMessages = dict(proto.liveMessages or {}), {}
+            for d, call in live.values():
+                if call.active():
+                    call.cancel()
+                d.errback(stopped)
+        for proto in list(self._sockets):
+            self._close(proto)
+        for conn in list(self.connections):
+            conn.transport.abortConnection()
+        pending, self.pending = self.pending, []
+        for d, _, _ in pending:
+            d.errback(stopped)
+        for connector in self._connectors:
+            if connector.state == "connecting":
+                connector.stopConnecting()
+        self._connectors = []
+        if not self._sockets:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._closed_waiters.append(waiter)
+        return waiter
+
+
 @dataclass(frozen=True, slots=True)
 class Located:
     """Where a request goes: ``peer`` (an IP), and ``name``, the host that a TLS server's
@@ -177,6 +302,26 @@ class SIPResolver:
         self._targets: dict[str, tuple[Target, bool]] = {}
         self.queries = 0  # DNS queries sent (cache misses), for tests and operators
         self._unreachable: dict[Peer, float] = {}
+        self._srv_peers: dict[Peer, None] = {}  # peers SRV walks chose lately (bounded)
+        self._waits: set[defer.Deferred[Any]] = set()  # answers a walk waits for
+        self.stopped = False
+
+    def stop(self) -> defer.Deferred[None]:
+        """Shutdown: every lookup in flight fails now (its ``locate`` errbacks
+        DNSLookupError, a TransportError: the request gets 503), the DNS retry timers are
+        cancelled and the query sockets closed; later lookups fail at once. Fires when
+        the sockets are closed. (An address asked of the reactor's resolver, getaddrinfo in
+        a thread, cannot be recalled: its answer is ignored.)"""
+        self.stopped = True
+        waits, self._waits = self._waits, set()
+        for wait in waits:
+            if not wait.called:
+                wait.callback(_stopped_error())
+        dns_client, self._pending = self._client, {}
+        closing: defer.Deferred[None] = defer.succeed(None)
+        if dns_client is not None and callable(getattr(dns_client, "stop", None)):
+            closing = defer.maybeDeferred(dns_client.stop)
+        return closing
 
     # -- the DNS client ------------------------------------------------------------------
 
@@ -185,8 +330,8 @@ class SIPResolver:
         name needs DNS); without explicit servers its list follows resolv.conf."""
         if self._client is None:
             servers = self.servers or read_resolv_conf(self._resolv_conf)
-            self._client = client.Resolver(  # type: ignore[no-untyped-call]  # Twisted
-                servers=servers, reactor=self.reactor, timeout=self.timeout)
+            self._client = _Client(servers=servers, reactor=self.reactor,
+                                   timeout=self.timeout)
             self._resolv_checked = self.reactor.seconds()
             self._resolv_mtime = self._mtime()
         elif self.servers is None and isinstance(self._client, client.Resolver):
@@ -216,6 +361,8 @@ class SIPResolver:
         hit = self.cache.get(key)
         if hit is not None:
             return defer.succeed(hit)
+        if self.stopped:
+            return defer.fail(_stopped_error())
         waiting = self._pending.get(key)
         if waiting is not None:
             d: defer.Deferred[list[Any]] = defer.Deferred()
@@ -271,6 +418,19 @@ class SIPResolver:
         while len(self._unreachable) >= 1024:
             del self._unreachable[next(iter(self._unreachable))]
         self._unreachable[peer] = self.reactor.seconds() + seconds
+
+    def found_by_srv(self, peer: Peer) -> bool:
+        """Whether ``peer`` is one an SRV walk chose lately (of the last 4096 chosen): the
+        stack marks such a peer unreachable when a request to it fails (s.4.3)."""
+        return peer in self._srv_peers
+
+    def _chose(self, where: Located) -> Located:
+        peers = self._srv_peers
+        if where.peer not in peers:
+            if len(peers) >= 4096:
+                del peers[next(iter(peers))]
+            peers[where.peer] = None
+        return where
 
     def is_unreachable(self, peer: Peer) -> bool:
         until = self._unreachable.get(peer)
@@ -351,10 +511,10 @@ class SIPResolver:
                         continue
                     where = Located(Peer(transport, ip, r.port), domain)
                     if not self.is_unreachable(where.peer):
-                        return where
+                        return self._chose(where)
                     shunned = shunned or where  # s.4.3: the next target first
                 if shunned is not None:
-                    return shunned  # all known unreachable: better than nothing
+                    return self._chose(shunned)  # all known unreachable: better than none
                 raise TransportError(f"no SRV target of {domain!r} has an address: "
                                      + "; ".join(errors[:3]))
         # s.4.2: no SRV records: the domain's own address, on the default port of the
@@ -417,13 +577,27 @@ class SIPResolver:
         known = answers
 
         def ask(name: str, rtype: int) -> defer.Deferred[Any]:
+            """The answer (or the exception) for one lookup, as a Deferred of ours that
+            ``stop()`` can fire early."""
+            if self.stopped:
+                return defer.succeed(_stopped_error())
             d: defer.Deferred[Any]
             if rtype == SYSTEM:
                 d = _system_address(self.reactor, name, families).addCallback(
                     lambda ip: [ip])
             else:
                 d = self._query(name, rtype)
-            return d.addErrback(lambda f: f.value if isinstance(f.value, Exception) else f)
+            out: defer.Deferred[Any] = defer.Deferred()
+            self._waits.add(out)
+
+            def deliver(result: Any) -> None:
+                self._waits.discard(out)
+                if not out.called:
+                    out.callback(result)
+
+            d.addErrback(lambda f: f.value if isinstance(f.value, Exception) else f)
+            d.addBoth(deliver)
+            return out
 
         def resume(results: list[Any]) -> defer.Deferred[Located]:
             for i, result in zip(missing, results):
@@ -432,6 +606,10 @@ class SIPResolver:
 
         waits = [ask(*asks[i]) for i in missing]
         return defer.gatherResults(waits).addCallback(resume)
+
+
+def _stopped_error() -> DNSLookupError:
+    return DNSLookupError("DNS resolver stopped (shutting down)", timed_out=False)
 
 
 SYSTEM = -1  # a pseudo record type: the address from the reactor's resolver (not cached)

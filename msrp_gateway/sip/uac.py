@@ -172,6 +172,19 @@ class RequestSender:
         self._add_via(req, fallback)
         return self._start_client(req, fallback)
 
+    def _peer_failed(self, peer: Any) -> None:
+        """RFC 3263 s.4.3: a request to ``peer`` could not be sent or got no answer (Timer
+        B/F); when an SRV walk chose that peer, the next request to that domain goes to the
+        next target first (for ``dns.SIPResolver.mark_unreachable``'s time). Not on stop."""
+        if self.table.stopped:
+            return
+        resolver = getattr(self.transport, "resolver", None)
+        if resolver is not None and resolver.found_by_srv(peer):
+            if not resolver.is_unreachable(peer):
+                log.info("{peer} failed: other SRV targets are tried first for a while",
+                         peer=str(peer))
+            resolver.mark_unreachable(peer)
+
     def _add_via(self, req: SIPRequest, peer: Any) -> None:
         """Our Via on top (replacing one already added on a retry), fresh branch, rport."""
         proto, host, port = self.transport.local_via(peer)
@@ -197,6 +210,8 @@ class RequestSender:
                 d.callback(resp)
 
         def on_end(reason: str) -> None:
+            if reason in ("timeout", "transport_error"):
+                self._peer_failed(peer)
             if d.called:
                 return
             if reason == "timeout":
