@@ -477,3 +477,61 @@ def test_relay_expires_without_a_relay_is_refused():
         "gw.toml: [msrp] relay_expires: expected 0 when relay_uri is not set (it is the "
         "lifetime asked of an RFC 4976 relay), found 900")
     assert from_dict({"msrp": {"relay_expires": 0}}).msrp.relay_expires == 0
+
+
+# --- [sip] dns_servers / dns_cache_size -------------------------------------------------------
+
+def test_dns_servers_default_to_resolv_conf_and_the_cache_to_4096():
+    sip = from_dict({}).sip
+    assert sip.dns_servers == () and sip.dns_server_addresses == ()
+    assert sip.dns_cache_size == 4096
+
+
+def test_dns_servers_take_ip_literals_with_optional_ports():
+    sip = from_dict({"sip": {"dns_servers": ["127.0.0.1", "127.0.0.53:5353", "::1",
+                                             "[::1]:5300", "[2001:db8::1]"]}}).sip
+    assert sip.dns_server_addresses == (("127.0.0.1", 53), ("127.0.0.53", 5353), ("::1", 53),
+                                        ("::1", 5300), ("2001:db8::1", 53))
+    assert sip.dns_servers[0] == "127.0.0.1"  # kept as written
+
+
+@pytest.mark.parametrize("bad", ["dns.example.net", "dns.example.net:53", "127.0.0.1:0",
+                                 "127.0.0.1:65536", "[::1]:0", "[::1]:", "127.0.0.1:x", "",
+                                 "300.1.1.1"])
+def test_dns_servers_refuse_names_bad_ports_and_unbracketed_v6_ports_in_one_line(bad):
+    text = error_of({"sip": {"dns_servers": ["127.0.0.1", bad]}})
+    assert text.startswith("gw.toml: [sip] dns_servers[1]: expected a DNS server 'IP' or "
+                           "'IP:PORT' with a port 1..65535 (IPv6 with a port as '[::1]:53'")
+    assert text.endswith(f"found {bad!r}")
+
+
+def test_dns_servers_are_bounded_and_typed():
+    assert from_dict({"sip": {"dns_servers": ["127.0.0.1"] * 8}}).sip.dns_servers == \
+        ("127.0.0.1",) * 8
+    text = error_of({"sip": {"dns_servers": ["127.0.0.1"] * 9}})
+    assert text.startswith("gw.toml: [sip] dns_servers: expected at most 8 DNS servers")
+    assert error_of({"sip": {"dns_servers": [53]}}) == (
+        "gw.toml: [sip] dns_servers: expected an array of strings, found an array [53]")
+
+
+@pytest.mark.parametrize("value", [1, 4096, 1_000_000])
+def test_dns_cache_size_takes_its_range(value):
+    assert from_dict({"sip": {"dns_cache_size": value}}).sip.dns_cache_size == value
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0, "a number from 1 to 1000000"), (1_000_001, "a number from 1 to 1000000"),
+    (-5, "a number from 1 to 1000000"), ("big", "an integer"), (4096.0, "an integer")])
+def test_dns_cache_size_refuses_values_outside_it_in_one_line(value, expected):
+    assert error_of({"sip": {"dns_cache_size": value}}).startswith(
+        f"gw.toml: [sip] dns_cache_size: expected {expected}, found ")
+
+
+def test_every_accepted_dns_server_is_one_the_resolver_accepts():
+    """config.py (sans-IO) and dns.parse_servers check the same thing: what the file lets
+    through never fails at start-up."""
+    from msrp_gateway.sip.dns import parse_servers
+    servers = ["127.0.0.1", "10.1.2.3:5353", "::1", "[::1]:53", "[fe80::1]:1"]
+    sip = from_dict({"sip": {"dns_servers": servers}}).sip
+    assert parse_servers(servers) == list(sip.dns_server_addresses)
+    assert parse_servers(list(sip.dns_server_addresses)) == list(sip.dns_server_addresses)
