@@ -101,6 +101,21 @@ def test_answer_in_the_ack_sets_the_peer_path_and_waits_for_the_binding():
     finish(env)
 
 
+def test_the_answer_is_read_from_an_ack_whose_sdp_type_has_parameters_and_other_case():
+    """The UA reads the answer the dialog kept from the confirming ACK (Dialog.ack_body),
+    which is also the dialog's remote_sdp."""
+    env = Env()
+    sid = late_invite(env)
+    answer = answer_to(our_200(env).body, prefer_active=True)
+    ack(env, answer, "Application/SDP; charset=utf-8")
+    [info] = env.ua.sessions()
+    assert info.remote_path == [PEER_PATH] and env.sent("BYE") == [] and env.h.events == []
+    [dialog] = env.sip.dialogs()
+    assert dialog.remote_sdp == answer and dialog.ack_body == answer
+    env.ua.end(sid)
+    finish(env)
+
+
 def test_a_retransmitted_ack_changes_nothing():
     env = Env()
     sid = late_invite(env)
