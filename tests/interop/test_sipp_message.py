@@ -187,7 +187,7 @@ def page_a_udp_only_phone(tmp_path: Path, size: int, *, freeze: bool) -> str:
         wait_for,
         write_scenario,
     )
-    from bench.ports import is_bound, udp_queued, wait_bound
+    from bench.ports import is_bound, udp_queued
 
     workdir = str(tmp_path)
     gw = GatewayProcess(workdir)  # listens on UDP and TCP: large requests try TCP

@@ -107,7 +107,7 @@ def udp_exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
             try:
                 data, _ = s.recvfrom(65535)
                 return data
-            except socket.timeout:
+            except TimeoutError:  # socket.timeout
                 if time.monotonic() > end:
                     raise TimeoutError(f"no answer from 127.0.0.1:{port} in {timeout} s")
 
