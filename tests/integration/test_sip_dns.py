@@ -1,20 +1,29 @@
 """RFC 3263 end to end on 127.0.0.1: a twisted.names authoritative server (random UDP port)
 serves NAPTR, SRV and A records for example.test; SIP stacks send MESSAGE and INVITE to
 ``sip:bob@example.test`` and the request reaches the listener that SRV (priority) or NAPTR
-(TCP) chose. Every query goes to that server: the resolver is given it, and the server
-records what it was asked."""
+(TCP) chose. Every query goes to that server (or to a silent one of the test's own): the
+resolver is given it — directly, or through ``[sip] dns_servers`` and
+``service.build_service`` — and the server records what it was asked. Also: stopping a
+resolver (or the service) with a query in flight leaves no timer and no socket behind;
+a request to an SRV target that is down (refused, silent) makes the next one go to the
+next target (s.4.3)."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.names import authority, dns, server
 
-from msrp_gateway.sip.dns import SIPResolver
-from msrp_gateway.sip.stack import SIPStack, SIPTransportError
+from msrp_gateway.config import from_dict
+from msrp_gateway.service import build_service
+from msrp_gateway.sip.dns import DNSLookupError, SIPResolver
+from msrp_gateway.sip.peers import Peer
+from msrp_gateway.sip.stack import SIPStack, SIPTimeout, SIPTransportError
+from msrp_gateway.sip.transaction import TimerSettings
 from msrp_gateway.sip.transport import SIPTransport
 from tests.tlscerts import make_certs
 
@@ -54,13 +63,13 @@ class Node:
     free port) with a stack that answers MESSAGE 200 and accepts INVITEs, recording what
     reached it and how."""
 
-    def __init__(self, tls_settings=None) -> None:
+    def __init__(self, tls_settings=None, clock=reactor) -> None:
         self.transport = SIPTransport(reactor, tls_settings)
         self.transport.listen("udp:127.0.0.1:0")
         self.transport.listen("tcp:127.0.0.1:0")
         if tls_settings is not None:
             self.transport.listen("tls:127.0.0.1:0")
-        self.stack = SIPStack(reactor, self.transport,
+        self.stack = SIPStack(clock, self.transport,
                               local_uri_host=f"127.0.0.1:{self.port('udp')}", router=self.route)
         self.seen: list[tuple[str, str]] = []  # (method, Via transport)
         self.dialogs: list = []
@@ -99,8 +108,8 @@ def zone():
 def nodes():
     made: list[Node] = []
 
-    def make(tls_settings=None) -> Node:
-        n = Node(tls_settings)
+    def make(tls_settings=None, clock=reactor) -> Node:
+        n = Node(tls_settings, clock)
         made.append(n)
         return n
 
@@ -212,3 +221,231 @@ async def test_sips_uri_goes_to_the_sips_srv_target_verified_against_the_uri_dom
                                                                    "sips:bob@example.test")))
     assert resp.status == 200
     assert callee.seen == [("MESSAGE", "TLS")]
+
+
+# -- helpers of the tests below -----------------------------------------------------------
+
+class Silent(protocol.DatagramProtocol):
+    """A UDP socket on 127.0.0.1 that reads and never answers: a dead DNS server or a
+    dead SIP target. ``first`` fires on the first datagram."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.first: defer.Deferred = defer.Deferred()
+
+    def datagramReceived(self, data, addr) -> None:  # noqa: N802 - Twisted's name
+        self.received.append(data)
+        if not self.first.called:
+            self.first.callback(data)
+
+
+@pytest.fixture
+def silent():
+    s = Silent()
+    port = reactor.listenUDP(0, s, interface="127.0.0.1")
+    s.port = port.getHost().port
+    s.address = f"127.0.0.1:{s.port}"
+    yield s
+    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+
+
+@pytest.fixture
+def refusing_tcp_port():
+    """A TCP port of 127.0.0.1 that refuses connections: bound (so nobody else gets it
+    during the test) but not listening, so a connect gets a reset."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def pending_calls() -> set:
+    """The reactor's timers still to come (a call already due finishes a close)."""
+    now = reactor.seconds()
+    return {c for c in reactor.getDelayedCalls() if c.active() and c.getTime() > now}
+
+
+def open_sockets() -> set:
+    return {s for s in reactor.getReaders() if not getattr(s, "disconnecting", False)
+            and getattr(s, "connected", True) and hasattr(s, "getHost")}
+
+
+def service_settings(dns_servers, **sip):
+    """A gateway on 127.0.0.1 (ports from the OS) asking ``dns_servers``; no MI, GC left
+    alone (the test process is not the gateway's)."""
+    return from_dict({
+        "sip": {"socket": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], "dns_servers": dns_servers,
+                **sip},
+        "msrp": {"socket": ["msrp:127.0.0.1:0"]}, "mi": {"http": ""},
+        "process": {"gc_freeze": False, "gc_thresholds": []}})
+
+
+async def stopped(svc) -> None:
+    await with_timeout(defer.maybeDeferred(svc.stopService))
+
+
+# -- shutdown ------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_resolver_stop_fails_a_pending_lookup_and_leaves_no_timer_or_socket(silent):
+    calls_before, sockets_before = pending_calls(), open_sockets()
+    resolver = SIPResolver(reactor, servers=[silent.address])
+    located = resolver.locate("sip:bob@example.test")
+    query = dns.Message()
+    query.fromStr(await with_timeout(silent.first))  # the NAPTR query is in flight
+    assert [(q.name.name, q.type) for q in query.queries] == [(b"example.test", dns.NAPTR)]
+    assert not located.called
+    assert pending_calls() - calls_before, "twisted.names' retry timer is pending"
+    assert len(open_sockets() - sockets_before) == 1, "the query's own UDP socket"
+
+    closing = resolver.stop()
+    with pytest.raises(DNSLookupError, match="stopped"):  # a TransportError: 503
+        await with_timeout(located)
+    await with_timeout(closing)
+    assert pending_calls() - calls_before == set()
+    assert open_sockets() - sockets_before == set()
+
+    # stopped for good: a new lookup fails at once and asks nobody
+    asked = len(silent.received)
+    later = resolver.locate("sip:carol@other.test")
+    assert later.called
+    with pytest.raises(DNSLookupError, match="stopped"):
+        await later
+    assert len(silent.received) == asked
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_service_with_a_message_waiting_for_dns_leaves_no_timer(silent):
+    """[sip] dns_servers names a server that never answers: the MESSAGE waits for DNS
+    (twisted.names would retry it for 9 s); stopping the service fails it at once as a
+    transport error (the gateway's 503) and leaves no DelayedCall and no query socket."""
+    calls_before, sockets_before = pending_calls(), open_sockets()
+    svc = build_service(service_settings([silent.address]), reactor)
+    svc.startService()
+    try:
+        answer = svc.gateway.send_message("sip:alice@127.0.0.1", "sip:bob@example.test",
+                                          "sip:bob@example.test", b"hello")
+        await with_timeout(silent.first)
+        assert not answer.called
+        assert pending_calls() - calls_before
+    finally:
+        await stopped(svc)
+    assert answer.called, "failed by the stop, not by DNS timeouts seconds later"
+    status, reason = await answer
+    assert status == 503
+    assert pending_calls() - calls_before == set()
+    assert open_sockets() - sockets_before == set()
+
+
+# -- configuration ---------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_service_resolves_through_the_configured_dns_servers(nodes, zone):
+    target = nodes()
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, target.port("udp"),
+                                                      b"gw-target.example.test", ttl=60))
+    zone.add("gw-target.example.test", dns.Record_A("127.0.0.1", ttl=60))
+    svc = build_service(service_settings([zone.address], dns_cache_size=16), reactor)
+    assert svc.sip.transport.resolver.servers == [("127.0.0.1", int(zone.address[10:]))]
+    assert svc.sip.transport.resolver.cache.max_entries == 16
+    svc.startService()
+    try:
+        status, _ = await with_timeout(svc.gateway.send_message(
+            "sip:alice@127.0.0.1", "sip:bob@example.test", "sip:bob@example.test", b"hi"))
+    finally:
+        await stopped(svc)
+    assert status == 200
+    assert target.seen == [("MESSAGE", "UDP")]
+    assert ("_sip._udp.example.test", dns.SRV) in zone.asked
+    assert ("gw-target.example.test", dns.A) in zone.asked
+
+
+# -- failover (RFC 3263 s.4.3) ----------------------------------------------------------------
+
+def two_targets(zone, service: str, first_port: int, second_port: int) -> None:
+    """``service`` (an SRV name under failover.example.test) with a preferred first
+    target and a second one, both 127.0.0.1."""
+    zone.add(service, dns.Record_SRV(10, 0, first_port, b"first.example.test", ttl=60))
+    zone.add(service, dns.Record_SRV(20, 0, second_port, b"second.example.test", ttl=60))
+    zone.add("first.example.test", dns.Record_A("127.0.0.1", ttl=60))
+    zone.add("second.example.test", dns.Record_A("127.0.0.1", ttl=60))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_srv_target_is_passed_over_by_the_next_message(
+        nodes, zone, refusing_tcp_port):
+    """The first target refuses TCP: the first MESSAGE is reported 503 (nothing could be
+    sent), the next ones go to the second target — from the cached SRV answer, no new
+    SRV query."""
+    second = nodes()
+    two_targets(zone, "_sip._tcp.failover.example.test", refusing_tcp_port,
+                second.port("tcp"))
+    svc = build_service(service_settings([zone.address]), reactor)
+    svc.startService()
+    ruri = "sip:bob@failover.example.test;transport=tcp"
+    try:
+        first = await with_timeout(svc.gateway.send_message(
+            "sip:alice@127.0.0.1", "sip:bob@failover.example.test", ruri, b"one"))
+        then = [await with_timeout(svc.gateway.send_message(
+            "sip:alice@127.0.0.1", "sip:bob@failover.example.test", ruri, text))
+            for text in (b"two", b"three")]
+    finally:
+        await stopped(svc)
+    assert first[0] == 503
+    assert [status for status, _ in then] == [200, 200]
+    assert second.seen == [("MESSAGE", "TCP"), ("MESSAGE", "TCP")]
+    assert zone.asked.count(("_sip._tcp.failover.example.test", dns.SRV)) == 1
+    assert svc.sip.transport.resolver.is_unreachable(
+        Peer("tcp", "127.0.0.1", refusing_tcp_port))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invite_that_cannot_reach_an_srv_target_moves_the_next_request_on(
+        nodes, zone, refusing_tcp_port):
+    second = nodes()
+    two_targets(zone, "_sip._tcp.failover.example.test", refusing_tcp_port,
+                second.port("tcp"))
+    caller = caller_of(nodes, zone)
+    ruri = "sip:bob@failover.example.test;transport=tcp"
+    invite = caller.stack.new_request("INVITE", "sip:alice@127.0.0.1", ruri, ruri,
+                                      body=b"offer", content_type="application/sdp")
+    with pytest.raises(SIPTransportError):
+        await with_timeout(caller.stack.invite(invite).deferred)
+    resp = await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
+    assert resp.status == 200 and second.seen == [("MESSAGE", "TCP")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_srv_target_times_out_408_and_the_next_message_goes_on(
+        nodes, zone, silent):
+    """The first target (UDP) never answers: Timer F ends the first MESSAGE (SIPTimeout,
+    the gateway's 408) and the next MESSAGE goes to the second target. The caller's
+    timers run on a task.Clock (sockets and DNS are real), so 64*T1 passes at once."""
+    second = nodes()
+    two_targets(zone, "_sip._udp.failover.example.test", silent.port, second.port("udp"))
+    clock = task.Clock()
+    caller = nodes(clock=clock)
+    caller.transport.resolver = SIPResolver(reactor, servers=[zone.address])
+    ruri = "sip:bob@failover.example.test;transport=udp"
+
+    first = caller.stack.send_request(message_to(caller, ruri))
+    await with_timeout(silent.first)  # it went to the silent target
+    clock.advance(64 * TimerSettings().t1)
+    with pytest.raises(SIPTimeout):
+        await with_timeout(first)
+
+    resp = await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
+    assert resp.status == 200 and second.seen == [("MESSAGE", "UDP")]
+    assert len(silent.received) >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_to_a_target_not_from_srv_marks_nothing(nodes, zone,
+                                                               refusing_tcp_port):
+    """s.4.3 failover is for SRV targets: a request to an IP (or a name's A record) that
+    fails leaves the resolver's marks alone."""
+    caller = caller_of(nodes, zone)
+    ruri = f"sip:bob@127.0.0.1:{refusing_tcp_port};transport=tcp"
+    with pytest.raises(SIPTransportError):
+        await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
+    assert not caller.transport.resolver.is_unreachable(
+        Peer("tcp", "127.0.0.1", refusing_tcp_port))
