@@ -523,3 +523,36 @@ def test_stop_steps_share_one_stop_timeout_budget():
     assert seen == [2.0, 0.0]
     reactor.advance(0)
     assert d.called
+
+
+def test_dns_settings_reach_the_sip_resolver_and_no_dns_socket_opens_at_start():
+    reactor, root = make({"sip": {"dns_servers": ["127.0.0.53", "[::1]:5353"],
+                                  "dns_cache_size": 99}})
+    resolver = root.sip.transport.resolver
+    assert resolver.servers == [("127.0.0.53", 53), ("::1", 5353)]
+    assert resolver.cache.max_entries == 99
+    root.startService()
+    assert set(udp_listeners(reactor)) == {("127.0.0.1", 5060)}  # SIP's only
+    root.stopService()
+
+
+def test_without_dns_servers_the_resolver_follows_resolv_conf():
+    _reactor, root = make()
+    resolver = root.sip.transport.resolver
+    assert resolver.servers is None and resolver.cache.max_entries == 4096
+
+
+def test_stopping_the_service_stops_the_resolver_after_the_sip_stack():
+    """Lookups in flight fail at shutdown (the resolver is stopped), once the SIP stack
+    has stopped its transactions; a lookup after that fails at once."""
+    reactor, root = make({"sip": {"dns_servers": ["127.0.0.53"]}})
+    order = [svc.name for svc in root.first_to_stop]
+    assert order.index("sip-dns") == order.index("sip-stack") + 1
+    root.startService()
+    d = root.stopService()
+    assert d.called
+    later = root.sip.transport.resolver.locate("sip:bob@example.test")
+    failures = []
+    later.addErrback(failures.append)
+    assert [f.getErrorMessage() for f in failures] == ["DNS resolver stopped (shutting down)"]
+    assert reactor.getDelayedCalls() == []
