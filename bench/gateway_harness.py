@@ -47,6 +47,18 @@ def cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tail_of(path: str, limit: int = 4000) -> str:
+    """The end of a child's stderr file. Children write stderr to files, never to pipes
+    nobody reads while they run: a full pipe would block the child mid-test."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
     end = time.monotonic() + timeout
     while True:
@@ -110,6 +122,7 @@ class GatewayProcess:
                 for k, v in values.items():
                     f.write(f"{k} = {toml_value(v)}\n")
         self.log_path = os.path.join(workdir, "msrpgw.log")
+        self.stderr_path = os.path.join(workdir, "msrpgw.stderr")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0, *, cprofile: str = "") -> GatewayProcess:
@@ -119,16 +132,18 @@ class GatewayProcess:
         code = "from twisted.scripts.twistd import run; run()"
         if cprofile:
             code = _CPROFILE_WRAPPER.format(path=repr(cprofile)) + code
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code,
-             "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
-             "--config", self.config_path],
-            cwd=self.workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code,
+                 "-n", "--pidfile=", f"--logfile={self.log_path}", "msrpgw",
+                 "--config", self.config_path],
+                cwd=self.workdir, env=env(), stdout=subprocess.DEVNULL, stderr=err,
+                stdin=subprocess.DEVNULL)
 
         def started() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"msrpgw exited with {self.proc.returncode}: "
-                                   f"{self.log_tail()}")
+                                   f"{self.log_tail()}\nstderr: {tail_of(self.stderr_path)}")
             if "msrpgw started" in self.log():
                 return True
             try:  # at log level warn the line is not written: the MI (started last) answers
@@ -203,13 +218,14 @@ class PeerProcess:
                  proxy: str | None = None) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
-        self._stderr = ""
         self.log_path = os.path.join(workdir, f"peer-{id(self)}.log")
-        self.proc = subprocess.Popen(
-            [sys.executable, PEER, "--host", HOST, "--answer", answer, "--types", types,
-             "--log", self.log_path] + (["--proxy", proxy] if proxy else []),
-            cwd=workdir, env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+        self.stderr_path = os.path.join(workdir, f"peer-{id(self)}.stderr")
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, PEER, "--host", HOST, "--answer", answer, "--types", types,
+                 "--log", self.log_path] + (["--proxy", proxy] if proxy else []),
+                cwd=workdir, env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         ready = self.expect("ready", timeout=60)
@@ -276,14 +292,11 @@ class PeerProcess:
         return got
 
     def stderr_tail(self, limit: int = 4000) -> str:
-        """What the peer wrote to stderr, once it has exited (a live peer's pipe is read
-        only at close, so a read here cannot block)."""
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return "(peer still running)"
-        self._stderr += self.proc.stderr.read().decode("utf-8", "replace")
-        return self._stderr[-limit:]
+        """What the peer wrote to stderr so far."""
+        return tail_of(self.stderr_path, limit)
 
     def close(self) -> str:
+        """Quit (killed if it does not within 30 s); returns the peer's stderr."""
         if self.proc.poll() is None:
             try:
                 self.send(cmd="quit")
@@ -291,9 +304,7 @@ class PeerProcess:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc.stderr is not None:
-            self._stderr += self.proc.stderr.read().decode("utf-8", "replace")
-        return self._stderr
+        return tail_of(self.stderr_path, 1 << 20)
 
 
 # -- sipp -----------------------------------------------------------------------------------
@@ -369,8 +380,10 @@ class SippProcess:
         cmd += list(args)
         self.cmd = cmd
         self.transport = transport
-        self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.stderr_file = os.path.join(workdir, f"{name}-{self.port}-stderr.log")
+        with open(self.stderr_file, "ab") as err:
+            self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
+                                         stderr=err, stdin=subprocess.DEVNULL)
         self.cpu_seconds: float | None = None
 
     def wait_bound(self, timeout: float = 30.0) -> SippProcess:
@@ -381,7 +394,8 @@ class SippProcess:
             wait_bound(self.port, kind, timeout, alive=lambda: self.proc.poll() is None)
         except RuntimeError:
             raise RuntimeError(f"sipp exited with {self.proc.wait()} before binding "
-                               f"{kind} port {self.port}: {self.errors()[-2000:]}") from None
+                               f"{kind} port {self.port}: {self.errors()[-2000:]}"
+                               f"{tail_of(self.stderr_file, 2000)}") from None
         return self
 
     def wait(self, timeout: float = 60.0) -> int:
