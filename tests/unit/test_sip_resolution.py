@@ -16,7 +16,7 @@ from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.names import dns, error
 
-from msrp_gateway.sip.dns import DNSCache, Located, SIPResolver, parse_servers
+from msrp_gateway.sip.dns import DNSCache, DNSLookupError, Located, SIPResolver, parse_servers
 from msrp_gateway.sip.peers import Peer, TransportError
 from msrp_gateway.sip.resolution import (
     NAPTRRecord, SRVRecord, naptr_choices, order_srv, refuses_service, srv_name, target_of,
@@ -614,3 +614,67 @@ def test_the_address_fallback_avoids_a_transport_the_domain_refused(zone):
     got = result_of(resolver(zone).locate("sip:bob@example.test",
                                           transports=frozenset({"udp", "tcp"})))
     assert got.peer == Peer("tcp", "127.0.0.10", 5060)
+
+
+# -- stop() and the peers SRV chose -----------------------------------------------------------
+
+class StoppableZone(Zone):
+    """A Zone that, like the twisted.names client SIPResolver makes, can be stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stops = 0
+
+    def stop(self):
+        self.stops += 1
+        return defer.succeed(None)
+
+
+def test_stop_fails_a_lookup_in_flight_at_once_and_asks_nothing_after():
+    zone = StoppableZone()
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5093, b"a.example.test"))
+    zone.add("a.example.test", dns.Record_A("127.0.0.11"))
+    zone.hold[("example.test", dns.NAPTR)] = []
+    r = resolver(zone)
+    d = r.locate("sip:bob@example.test")
+    assert not d.called and zone.asked == [("example.test", dns.NAPTR)]
+    stopping = r.stop()
+    failure = result_of(d)  # fired by stop() itself, not by the query
+    assert isinstance(failure.value, DNSLookupError)  # a TransportError: the stack's 503
+    assert str(failure.value) == "DNS resolver stopped (shutting down)"
+    assert result_of(stopping) is None and zone.stops == 1
+    zone.release("example.test", dns.NAPTR)  # a late answer changes nothing
+    assert zone.asked == [("example.test", dns.NAPTR)]  # the walk went no further
+    later = result_of(r.locate("sip:carol@example.test"))
+    assert isinstance(later.value, DNSLookupError) and r.queries == 1
+
+
+def test_stop_before_any_lookup_needs_no_dns_client():
+    r = SIPResolver(task.Clock(), servers=["127.0.0.1:5353"])
+    assert result_of(r.stop()) is None
+    assert isinstance(result_of(r.locate("sip:bob@example.test")).value, DNSLookupError)
+
+
+def test_found_by_srv_names_the_peers_srv_walks_chose_and_is_bounded(zone):
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5094, b"a.example.test"))
+    zone.add("_sip._udp.other.test", dns.Record_SRV(10, 0, 5095, b"b.example.test"))
+    zone.add("plain.test", dns.Record_A("127.0.0.13"))
+    r = resolver(zone)
+    srv_peer = result_of(r.locate("sip:bob@example.test")).peer
+    fallback = result_of(r.locate("sip:bob@plain.test")).peer  # no SRV: the A record
+    port_given = result_of(r.locate("sip:bob@a.example.test:5094")).peer
+    assert srv_peer == Peer("udp", "127.0.0.11", 5094) == port_given
+    assert r.found_by_srv(srv_peer)
+    assert not r.found_by_srv(fallback) and fallback == Peer("udp", "127.0.0.13", 5060)
+    assert not r.found_by_srv(Peer("tcp", "127.0.0.11", 5094))  # another transport
+
+    r.mark_unreachable(srv_peer, 30)  # every target marked: still chosen, still SRV's
+    assert result_of(r.locate("sip:bob@example.test")).peer == srv_peer
+    assert r.found_by_srv(srv_peer)
+    for i in range(4096):  # the memo is bounded (4096), oldest first out
+        zone.add(f"_sip._udp.d{i}.test", dns.Record_SRV(10, 0, 1 + i, b"127.0.8.1"))
+        assert result_of(r.locate(f"sip:bob@d{i}.test")).peer == Peer("udp", "127.0.8.1",
+                                                                      1 + i)
+    assert not r.found_by_srv(srv_peer)
+    assert r.found_by_srv(Peer("udp", "127.0.8.1", 1)) and r.found_by_srv(
+        Peer("udp", "127.0.8.1", 4096))
