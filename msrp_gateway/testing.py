@@ -22,6 +22,8 @@ class FakeDialog:
         self.call_id = call_id
         self.response = response  # UAC: the 2xx that made the dialog
         self.remote_sdp: bytes = response.body if response is not None else b""
+        self.ack_body: bytes = b""
+        self.ack_content_type: str | None = None
         self.terminated = False
         self.confirmed: _defer.Deferred[FakeDialog] = _defer.Deferred()
         self.on_bye: _Any = None
@@ -43,7 +45,12 @@ class FakeDialog:
         if self.on_bye is not None:
             self.on_bye()
 
-    def ack(self) -> None:
+    def ack(self, body: bytes = b"", content_type: str | None = None) -> None:
+        """The peer's ACK; a body is kept as `Dialog` keeps it (late offer: the answer)."""
+        if not self.confirmed.called:
+            self.ack_body, self.ack_content_type = body, content_type
+            if body and (content_type or "").split(";")[0].strip().lower() == "application/sdp":
+                self.remote_sdp = body
         if self._ack_timer is not None and self._ack_timer.active():
             self._ack_timer.cancel()
         if not self.confirmed.called:

@@ -137,7 +137,6 @@ class UASession:
     starting: bool = True  # inside start()/answer(): notifications are deferred
     offer: bytes = b""  # the SDP we offered (UAC, or UAS answering a late offer)
     late_offer: bool = False  # UAS: the INVITE had no SDP; the answer comes in the ACK
-    ack_body: tuple[bytes, str | None] = (b"", None)  # late offer: the confirming ACK's body
     peer_max_size: int | None = None  # the peer's a=max-size (RFC 4975 s.8.6)
 
 
