@@ -258,6 +258,15 @@ def refusing_tcp_port():
         yield s.getsockname()[1]
 
 
+async def until(condition, limit: float = TIMEOUT) -> None:
+    """Wait (bounded: polls every 10 ms, at most ``limit`` s) for ``condition()``."""
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    pytest.fail(f"still not true after {limit} s")
+
+
 def pending_calls() -> set:
     """The reactor's timers still to come (a call already due finishes a close)."""
     now = reactor.seconds()
@@ -449,3 +458,73 @@ async def test_a_failure_to_a_target_not_from_srv_marks_nothing(nodes, zone,
         await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
     assert not caller.transport.resolver.is_unreachable(
         Peer("tcp", "127.0.0.1", refusing_tcp_port))
+
+
+class Truncating(protocol.DatagramProtocol):
+    """A DNS server whose UDP answers are all truncated (TC set, nothing in them), so
+    the client asks again over TCP — where a listener on the same port accepts and never
+    answers."""
+
+    def datagramReceived(self, data, addr) -> None:  # noqa: N802 - Twisted's name
+        query = dns.Message()
+        query.fromStr(data)
+        answer = dns.Message(id=query.id, answer=1, trunc=1)
+        answer.queries = query.queries
+        self.transport.write(answer.toStr(), addr)
+
+
+class MuteTCP(protocol.Protocol):
+    """Reads DNS queries over TCP and never answers; ``factory.first`` fires on the
+    first bytes of a query (the client's query is then in flight, its timer running)."""
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        self.factory.accepted.append(self)
+
+    def dataReceived(self, data) -> None:  # noqa: N802
+        if not self.factory.first.called:
+            self.factory.first.callback(data)
+
+    def connectionLost(self, reason=None) -> None:  # noqa: N802
+        self.factory.lost.append(self)
+
+
+@pytest.fixture
+def truncating():
+    """(address, TCP server factory): UDP and TCP on one port of 127.0.0.1."""
+    factory = protocol.ServerFactory.forProtocol(MuteTCP)
+    factory.accepted, factory.lost, factory.first = [], [], defer.Deferred()
+    for _ in range(50):  # the UDP port from the OS; TCP on the same number if free
+        udp = reactor.listenUDP(0, Truncating(), interface="127.0.0.1")
+        number = udp.getHost().port
+        try:
+            tcp = reactor.listenTCP(number, factory, interface="127.0.0.1")
+        except Exception:
+            pytest_twisted.blockon(defer.maybeDeferred(udp.stopListening))
+            continue
+        break
+    else:
+        pytest.fail("no port free for both UDP and TCP on 127.0.0.1")
+    yield f"127.0.0.1:{number}", factory
+    for conn in factory.accepted:
+        conn.transport.abortConnection()
+    pytest_twisted.blockon(defer.gatherResults([defer.maybeDeferred(udp.stopListening),
+                                                defer.maybeDeferred(tcp.stopListening)]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_resolver_stop_also_ends_a_query_gone_to_tcp_after_a_truncated_answer(
+        truncating):
+    address, server_side = truncating
+    calls_before, sockets_before = pending_calls(), open_sockets()
+    resolver = SIPResolver(reactor, servers=[address])
+    located = resolver.locate("sip:bob@example.test")
+    await with_timeout(server_side.first)  # the truncated answer sent it to TCP
+    assert not located.called
+    assert pending_calls() - calls_before, "the TCP query's timeout is pending"
+
+    await with_timeout(resolver.stop())
+    with pytest.raises(DNSLookupError, match="stopped"):
+        await with_timeout(located)
+    assert pending_calls() - calls_before == set()
+    await until(lambda: len(server_side.lost) == len(server_side.accepted))  # we closed it
+    assert open_sockets() - sockets_before == set()
