@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from typing import Sequence
 
 from .sdp_parse import (
+    MAX_FINGERPRINTS,
     MAX_LINES,
     MAX_MEDIA,
     MAX_PATH_URIS,
@@ -23,6 +25,7 @@ from .sdp_parse import (
     SETUP_VALUES,
     WARN_FORMAT,
     WARN_MEDIA,
+    Fingerprint,
     MediaLine,
     MSRPMedia,
     SDPError,
@@ -53,6 +56,8 @@ __all__ = [
     "MAX_MEDIA",
     "MAX_PATH_URIS",
     "MAX_TYPES",
+    "MAX_FINGERPRINTS",
+    "Fingerprint",
     "PROTO_TCP",
     "PROTO_TLS",
     "SETUP_VALUES",
@@ -144,6 +149,7 @@ def _lines(
     max_size: int | None = None,
     sess_id: int | None = None,
     sess_version: int | None = None,
+    fingerprints: Sequence[Fingerprint | str] = (),
 ) -> tuple[list[str], str]:
     if not path:
         raise ValueError("empty local path")
@@ -174,6 +180,9 @@ def _lines(
         lines.append(f"a=max-size:{max_size}")
     lines.append("a=path:" + " ".join(path))
     lines.append(f"a=setup:{setup}")
+    if proto == PROTO_TLS:
+        # RFC 8122 s.5 / RFC 4975 s.14.4: the certificate our TLS side presents
+        lines.extend(f"a=fingerprint:{fp}" for fp in fingerprints)
     return lines, proto
 
 
@@ -190,8 +199,12 @@ def build_offer(
     max_size: int | None = None,
     sess_id: int | None = None,
     sess_version: int | None = None,
+    fingerprints: Sequence[Fingerprint | str] = (),
 ) -> bytes:
-    """An offer with one MSRP stream; c=, port and proto come from our own (last) path URI."""
+    """An offer with one MSRP stream; c=, port and proto come from our own (last) path URI.
+
+    `fingerprints` (``Fingerprint`` or ``"sha-256 AB:..."``) become ``a=fingerprint`` lines
+    when that proto is ``TCP/TLS/MSRP``; a plain TCP offer carries none."""
     lines, _ = _lines(
         path,
         accept_types,
@@ -200,6 +213,7 @@ def build_offer(
         max_size=max_size,
         sess_id=sess_id,
         sess_version=sess_version,
+        fingerprints=fingerprints,
     )
     return _join(lines)
 
@@ -224,10 +238,12 @@ def build_answer(
     accept_wrapped_types: list[str] | None = None,
     max_size: int | None = None,
     sess_id: int | None = None,
+    fingerprints: Sequence[Fingerprint | str] = (),
 ) -> Negotiated:
     """Answer an offer: accept its first usable MSRP stream, reject every other m= (port 0).
 
     accept-types is the intersection of the offer's and ours; none in common is a 488.
+    `fingerprints` as in `build_offer` (TLS answers only); the peer's are in ``peer``.
     """
     sd = parse_sdp(offer) if isinstance(offer, bytes) else offer
     proto = proto_for_uri(path[-1])
@@ -249,6 +265,7 @@ def build_answer(
         accept_wrapped_types=wrapped or None,
         max_size=max_size,
         sess_id=sess_id,
+        fingerprints=fingerprints,
     )
     head, ours = lines[:5], lines[5:]
     out = list(head)

@@ -5,16 +5,23 @@ needs is read (connection address, the ``message`` media lines and their MSRP at
 every other line is kept as written so an answer can reject foreign media in offer order.
 Every failure is an `SDPError` carrying the SIP status (488) and a Warning text. Building
 and negotiation are in `sdp`, which re-exports all of this.
+
+``a=fingerprint`` (RFC 8122, RFC 4975 s.14.4) is read for ``TCP/TLS/MSRP`` lines only:
+media-level lines replace session-level ones; unknown hash names are ignored; when every
+line is malformed the offer is refused (488), when some are usable the malformed ones are
+dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .msrp.fingerprint import Fingerprint, FingerprintError, parse_fingerprint
+
 __all__ = [
     "SDPError", "MediaLine", "SessionDescription", "MSRPMedia", "parse_sdp",
     "find_msrp_media", "proto_for_uri", "split_uri", "MAX_SDP_SIZE", "MAX_LINES", "MAX_MEDIA",
-    "MAX_PATH_URIS", "MAX_TYPES", "PROTO_TCP", "PROTO_TLS", "SETUP_VALUES", "WARN_MEDIA",
+    "MAX_PATH_URIS", "MAX_TYPES", "MAX_FINGERPRINTS", "Fingerprint", "PROTO_TCP", "PROTO_TLS", "SETUP_VALUES", "WARN_MEDIA",
     "WARN_FORMAT",
 ]
 
@@ -24,6 +31,7 @@ MAX_LINES = 256
 MAX_MEDIA = 32
 MAX_PATH_URIS = 16
 MAX_TYPES = 64
+MAX_FINGERPRINTS = 16  # a=fingerprint lines per stream (RFC 8122 allows several hashes)
 
 PROTO_TCP = "TCP/MSRP"
 PROTO_TLS = "TCP/TLS/MSRP"
@@ -90,6 +98,10 @@ class MSRPMedia:
     accept_wrapped_types: list[str]
     setup: str | None  # a=setup as written (lower-cased) or None when absent
     max_size: int | None
+    # The peer's certificate fingerprints (TCP/TLS/MSRP only; empty: none usable given).
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    # Fingerprint lines skipped: unknown hash names, and malformed ones beside usable ones.
+    ignored_fingerprints: list[str] = field(default_factory=list)
 
     @property
     def tls(self) -> bool:
@@ -263,6 +275,10 @@ def _msrp_of(sd: SessionDescription, index: int, m: MediaLine) -> MSRPMedia:
     accept = _types(m.attr("accept-types"), "accept-types")
     if not accept:
         raise SDPError("MSRP media line without a=accept-types")
+    fingerprints: list[Fingerprint] = []
+    ignored: list[str] = []
+    if m.proto.upper() == PROTO_TLS:
+        fingerprints, ignored = _fingerprints(sd, m)
     return MSRPMedia(
         index=index,
         proto=m.proto.upper(),
@@ -273,7 +289,39 @@ def _msrp_of(sd: SessionDescription, index: int, m: MediaLine) -> MSRPMedia:
         accept_wrapped_types=_types(m.attr("accept-wrapped-types"), "accept-wrapped-types"),
         setup=setup,
         max_size=max_size,
+        fingerprints=fingerprints,
+        ignored_fingerprints=ignored,
     )
+
+
+def _fingerprints(sd: SessionDescription, m: MediaLine) -> tuple[list[Fingerprint], list[str]]:
+    """The usable a=fingerprint values of a TLS stream, and why others were skipped.
+
+    Media-level lines win over session-level ones (RFC 8122 s.5). Raises `SDPError` when
+    lines were given but every one is malformed: a peer that pins a certificate we cannot
+    read must not get an unpinned session."""
+    values = [v or "" for k, v in m.attributes if k == "fingerprint"]
+    if not values:
+        values = [v or "" for k, v in sd.attributes if k == "fingerprint"]
+    if len(values) > MAX_FINGERPRINTS:
+        raise SDPError(f"too many a=fingerprint lines ({len(values)}, at most "
+                       f"{MAX_FINGERPRINTS})")
+    usable: list[Fingerprint] = []
+    unknown: list[str] = []
+    malformed: list[str] = []
+    for value in values:
+        try:
+            fp = parse_fingerprint(value)
+        except FingerprintError as e:
+            malformed.append(e.reason)
+            continue
+        if fp is None:
+            unknown.append(f"unknown hash {value.split()[0][:32]!r}")
+        elif fp not in usable:
+            usable.append(fp)
+    if malformed and not usable:
+        raise SDPError("malformed " + "; ".join(malformed)[:300])
+    return usable, unknown + malformed
 
 
 def _is_msrp_line(m: MediaLine) -> bool:
