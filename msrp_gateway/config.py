@@ -323,6 +323,12 @@ class GatewaySettings:
     max_pending_messages: int = _opt(_between(1), 10000)
     stop_timeout: float = _opt(_between(0.1), 5.0)
     failure_message: bool = _opt(None, True)
+    # "hop": a MESSAGE gets 202 once its body is on its way, SEND REPORTs are hop by hop;
+    # "end_to_end": the MESSAGE's final answer waits for the SEND's outcome (at most
+    # delivery_timeout seconds, below the sender's Timer F) and a SEND's success REPORT
+    # waits for the MESSAGE's 2xx.
+    delivery: str = _opt(_one_of("hop", "end_to_end"), "hop")
+    delivery_timeout: float = _opt(_between(1, 30), 25.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +526,14 @@ def _cross_checks(s: Settings, source: str) -> None:
             raise ConfigError(f"[{section}] max_sessions",
                               f"a value <= [sip] max_dialogs ({sip.max_dialogs}), as each "
                               "session needs a SIP dialog", limit, source)
+    # An end-to-end MESSAGE answer must reach the sender before its Timer F (64*T1, RFC
+    # 3261 s.17.1.2.2) gives up on the request; our [sip] timer_t1 stands for the peers'.
+    # (Unused with delivery = "hop", so not checked then: tests shrink timer_t1.)
+    timer_f = 64 * sip.timer_t1
+    if gw.delivery == "end_to_end" and gw.delivery_timeout >= timer_f:
+        raise ConfigError("[msrp_gateway] delivery_timeout",
+                          f"a value below 64 * [sip] timer_t1 ({timer_f:g} s, the sender's "
+                          "Timer F)", gw.delivery_timeout, source)
     if gw.session_timeout < gw.message_timeout:
         raise ConfigError("[msrp_gateway] session_timeout",
                           f"a value >= message_timeout ({gw.message_timeout}), as in OpenSIPS",

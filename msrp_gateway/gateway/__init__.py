@@ -13,7 +13,9 @@ writable `owned` flag (set when the transaction is handed to the UA, which answe
 One job per module: `sessions.py` (the session table, life cycle, sweep, MI management,
 how sessions end), `page_to_session.py` (`msg_to_msrp`: MESSAGE bodies out as SENDs),
 `session_to_page.py` (`msrp_gw_answer`: SENDs out as MESSAGEs), `replies.py` (return codes
-and answers).  `Gateway` joins the two directions; every name is importable from here.
+and answers), `delivery.py` (`[msrp_gateway] delivery = "end_to_end"`: MESSAGE answers that
+wait for the MSRP outcome, SEND REPORTs that wait for the MESSAGE's; the status tables).
+`Gateway` joins the two directions; every name is importable from here.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ from msrp_gateway.registry import (  # noqa: F401 - re-exported, as before the s
     valid_uri,
 )
 
+from .delivery import (  # noqa: F401 - re-exported
+    END_TO_END,
+    HOP,
+    DeliveryMode,
+    PendingAnswer,
+    msrp_failure_status,
+    setup_failure_status,
+)
 from .page_to_session import PageToSession
 from .replies import (  # noqa: F401 - RETRY_AFTER re-exported
     ERR_DUPLICATE,
@@ -45,6 +55,7 @@ from .replies import (  # noqa: F401 - RETRY_AFTER re-exported
     ERR_PARAMS,
     ERR_UA,
     OK,
+    PENDING,
     RETRY_AFTER,
     SETUP_FAILED_EVENT,
 )
@@ -54,6 +65,7 @@ from .sessions import Clock, DelayedCall  # noqa: F401 - re-exported
 __all__ = [
     "SETUP_FAILED_EVENT",
     "OK",
+    "PENDING",
     "ERR_PARAMS",
     "ERR_DUPLICATE",
     "ERR_LIMIT",

@@ -3,6 +3,11 @@
 ``msg_to_msrp`` opens the session (INVITE out, through the UA) when there is none and queues
 bodies, bounded, while it is set up; once the UA says the MSRP side is up the queue goes out
 in order.  A SEND the UA refuses on the spot turns the MESSAGE's answer into 503 or 413.
+
+With ``delivery = "hop"`` the MESSAGE is answered 202 once its body is sent or queued.  With
+``"end_to_end"`` it is answered from the SEND's outcome instead (``delivery.PendingAnswer``:
+200, a mapped error, or 408/504 after ``delivery_timeout``) and ``msg_to_msrp`` returns
+``PENDING`` with the request marked owned, so the router leaves it unanswered meanwhile.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from msrp_gateway.registry import (
     type_accepted,
 )
 
+from .delivery import PendingAnswer
 from .replies import (
     ERR_DUPLICATE,
     ERR_LIMIT,
     ERR_PARAMS,
     ERR_UA,
     OK,
+    PENDING,
     RETRY_AFTER,
     reason_of,
     reply,
@@ -49,7 +56,8 @@ class PageToSession(GatewayBase):
 
     def msg_to_msrp(self, req: Any, key: str, content_types: str | Iterable[str]) -> int:
         """Send a MESSAGE's body to the MSRP session `key`, opening it (INVITE out) if there
-        is none. Answers the MESSAGE: 202 once the body is sent or queued, else 4xx/5xx."""
+        is none. Answers the MESSAGE: 202 once the body is sent or queued, else 4xx/5xx;
+        end_to_end: the answer follows the SEND's outcome and PENDING is returned."""
         try:
             check_key(key)
             types = parse_content_types(content_types)
@@ -84,11 +92,17 @@ class PageToSession(GatewayBase):
                 return ERR_PARAMS
             sess.last_message = now
             if sess.established:
+                if self.delivery.end_to_end:
+                    return self._send_and_wait(req, sess, content_type, body)
                 refused = self._send_now(sess, content_type, body)
                 if refused is not None:
                     return self._refuse_message(req, sess, refused)
-            elif not self._enqueue(sess, req, content_type, body):
-                return ERR_LIMIT
+            else:
+                item = self._enqueue(sess, req, content_type, body)
+                if item is None:
+                    return ERR_LIMIT
+                if self.delivery.end_to_end:
+                    return self._wait_queued(req, sess, item)
             reply(req, 202, "Accepted")
             return OK
 
@@ -107,7 +121,8 @@ class PageToSession(GatewayBase):
             log.warn("msg_to_msrp {key}: {error}", key=key, error=str(e))
             reply(req, e.code if isinstance(e, RegistryFull) else 500, reason_of(e.code))
             return ERR_LIMIT if isinstance(e, RegistryFull) else ERR_DUPLICATE
-        if not self._enqueue(sess, req, content_type, body):
+        item = self._enqueue(sess, req, content_type, body)
+        if item is None:
             self.registry.remove(sess)
             sess.state = State.ENDED
             return ERR_LIMIT
@@ -129,20 +144,81 @@ class PageToSession(GatewayBase):
             return ERR_UA
         log.info("gateway session {key} opened by MESSAGE (UA session {sid})",
                  key=key, sid=sess.ua_session_id)
+        if self.delivery.end_to_end:
+            return self._wait_queued(req, sess, item)
         reply(req, 202, "Accepted")
         return OK
 
-    def _enqueue(self, sess: GatewaySession, req: Any, content_type: str, body: bytes) -> bool:
+    def _enqueue(self, sess: GatewaySession, req: Any, content_type: str,
+                 body: bytes) -> QueuedBody | None:
         s = self.settings
         if len(sess.queue) >= s.max_queued_messages or \
                 sess.queued_bytes + len(body) > s.max_queued_bytes:
             log.warn("gateway session {key}: queue full ({n} messages, {b} bytes) while the "
                      "MSRP side is set up", key=sess.key, n=len(sess.queue), b=sess.queued_bytes)
             reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
-            return False
-        sess.queue.append(QueuedBody(content_type, body, defer.Deferred()))
+            return None
+        item = QueuedBody(content_type, body, defer.Deferred())
+        sess.queue.append(item)
         sess.queued_bytes += len(body)
-        return True
+        return item
+
+    # -- end_to_end: the MESSAGE waits for the MSRP outcome (see delivery.py) --------------
+
+    def _wait(self, req: Any, sess: GatewaySession) -> PendingAnswer:
+        """The MESSAGE's answer now waits (bounded by delivery_timeout); the router must
+        not answer it meanwhile, so the request is owned."""
+        pending = PendingAnswer(req, sess.key, self.reactor, self.delivery.timeout,
+                                self._answer_timed_out, self._waiting.discard)
+        pending.accept = sess.content_types
+        self._waiting.add(pending)
+        try:
+            req.owned = True
+        except AttributeError:
+            pass
+        return pending
+
+    def _wait_queued(self, req: Any, sess: GatewaySession, item: QueuedBody) -> int:
+        """A body queued while the session is set up: its MESSAGE waits for the set-up and
+        then for the SEND (a failed set-up answers it from the INVITE's outcome)."""
+        pending = self._wait(req, sess)
+        pending.session, pending.item = sess, item
+        item.result = pending
+        return PENDING
+
+    def _send_and_wait(self, req: Any, sess: GatewaySession, content_type: str,
+                       body: bytes) -> int:
+        """A body out as a SEND on an established session; its MESSAGE is answered from
+        the SEND's outcome. A refusal on the spot is answered at once, as in hop mode."""
+        try:
+            d = self.ua.send(sess.ua_session_id, content_type, body,
+                             failure_report="yes", success_report="no")
+        except Exception as e:  # noqa: BLE001 - a refusal all the same
+            return self._refuse_message(req, sess, (status_of(e), str(e)))
+        refused = _refused_at_once(d)
+        if refused is not None:
+            return self._refuse_message(req, sess, refused)
+        pending = self._wait(req, sess)
+        d.addErrback(_send_failed, sess.key).addCallback(pending.outcome)
+        return PENDING if not pending.done else OK
+
+    def _answer_timed_out(self, pending: PendingAnswer) -> None:
+        """delivery_timeout passed: a body still queued is taken out and never sent (408);
+        one already sent may still arrive (504: the gateway cannot tell)."""
+        if pending.done:
+            return
+        sess, item = pending.session, pending.item
+        if sess is not None and item is not None and item in sess.queue:
+            sess.queue.remove(item)  # at most max_queued_messages long
+            sess.queued_bytes -= len(item.body)
+            log.warn("gateway session {key}: MESSAGE answered 408: still queued after "
+                     "{t} s while the MSRP side is set up; body dropped", key=pending.key,
+                     t=self.delivery.timeout)
+            pending.answer(408, "Request Timeout")
+            return
+        log.warn("gateway session {key}: MESSAGE answered 504: no MSRP outcome within "
+                 "{t} s", key=pending.key, t=self.delivery.timeout)
+        pending.answer(504, "Server Time-out")
 
     def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:
         """One queued body out as a SEND (its MESSAGE was answered already); fires the MSRP
@@ -167,13 +243,9 @@ class PageToSession(GatewayBase):
                              failure_report="yes", success_report="no")
         except Exception as e:  # noqa: BLE001 - a refusal all the same
             return (status_of(e), str(e))
-        if d.called:
-            failures: list[Failure] = []
-            d.addErrback(failures.append)  # takes the failure: nothing unhandled is left
-            if failures:
-                error = failures[0].value
-                return (status_of(error),
-                        str(getattr(error, "comment", None) or failures[0].getErrorMessage()))
+        refused = _refused_at_once(d)
+        if refused is not None:
+            return refused
         d.addErrback(_send_failed, sess.key)
         return None
 
@@ -203,8 +275,26 @@ class PageToSession(GatewayBase):
             item = sess.queue.popleft()
             sess.queued_bytes -= len(item.body)
             d = self._send(sess, item.content_type, item.body)
-            if item.result is not None:
+            if isinstance(item.result, PendingAnswer):  # end_to_end: its MESSAGE waits
+                item.result.item = item.result.session = None
+                d.addCallback(item.result.outcome)
+            elif item.result is not None:
                 d.chainDeferred(item.result)
+
+
+def _refused_at_once(d: defer.Deferred[int]) -> tuple[int, str] | None:
+    """(code, comment) when `ua.send` returned an already failed Deferred (send queue
+    full, not connected, over the peer's max-size); the failure is taken so nothing is
+    left unhandled. None when the SEND is on its way (or already succeeded)."""
+    if not d.called:
+        return None
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    if not failures:
+        return None
+    error = failures[0].value
+    return (status_of(error),
+            str(getattr(error, "comment", None) or failures[0].getErrorMessage()))
 
 
 def _send_failed(f: Failure, key: str) -> int:

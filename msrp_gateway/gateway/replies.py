@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "SETUP_FAILED_EVENT",
     "OK",
+    "PENDING",
     "ERR_PARAMS",
     "ERR_DUPLICATE",
     "ERR_LIMIT",
@@ -25,6 +26,9 @@ SETUP_FAILED_EVENT = "E_MSRP_GW_SETUP_FAILED"
 
 # Script function return codes: 1 ok, negative on error (as OpenSIPS; the negatives tell why).
 OK = 1
+# delivery = "end_to_end": the body is accepted, the MESSAGE's final answer follows the MSRP
+# outcome (positive, so `if rc > 0` scripts read it as success; the request is then owned).
+PENDING = 2
 ERR_PARAMS = -1  # bad key, URI, body or content type: nothing created
 ERR_DUPLICATE = -2  # msrp_gw_answer with a key already in use
 ERR_LIMIT = -3  # max_sessions or the per-session queue bound: 503

@@ -3,6 +3,11 @@
 ``msrp_gw_answer`` answers the INVITE and records where the MESSAGEs go; every SEND with a
 body is paged as a MESSAGE (``send_message``, bounded by max_pending_messages) and a MESSAGE
 that fails goes back to the MSRP peer as a failure REPORT.
+
+With ``delivery = "end_to_end"`` a SEND that asked for ``Success-Report: yes`` gets its
+success REPORT once the MESSAGE it became is answered 2xx (``msg.report_success()``; the
+MSRP layer must then hold back its own hop-by-hop one), so both REPORTs carry the SIP
+outcome.
 """
 
 from __future__ import annotations
@@ -191,11 +196,21 @@ class SessionToPage(GatewayBase):
         d.addCallback(self._paged, sess, msg)
 
     def _paged(self, result: tuple[int, str], sess: GatewaySession, msg: Any) -> None:
-        """The final answer to a MESSAGE made from a SEND: a failure goes back as a REPORT."""
+        """The final answer to a MESSAGE made from a SEND: a failure goes back as a REPORT;
+        end_to_end, a 2xx as the success REPORT the SEND asked for."""
         status, reason = result
         if status >= 300:  # already logged with the key by send_message
             self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
                          f"MESSAGE answered {status} {reason}")
+        elif self.delivery.end_to_end and getattr(msg, "success_report", "no") == "yes":
+            report_success = getattr(msg, "report_success", None)
+            if report_success is None:  # an MSRP layer that reported hop by hop already
+                return
+            try:
+                report_success()
+            except Exception as e:  # noqa: BLE001 - the session may be gone by now
+                log.warn("gateway session {key}: success REPORT not sent: {error}",
+                         key=sess.key, error=str(e))
 
     def _report(self, sess: GatewaySession, msg: Any, code: int, comment: str) -> None:
         if getattr(msg, "failure_report", "yes") not in ("yes", "partial"):

@@ -24,6 +24,7 @@ from msrp_gateway.registry import (
     State,
 )
 
+from .delivery import DeliveryMode, PendingAnswer, setup_failure_status
 from .replies import SETUP_FAILED_EVENT
 
 __all__ = ["GatewayBase", "Clock", "DelayedCall"]
@@ -87,6 +88,11 @@ class GatewayBase:
         self.ua = ua
         self.sip_stack = sip_stack
         self.settings = GatewaySettings.from_any(settings)
+        # delivery/delivery_timeout are read here, not by GatewaySettings (registry.py)
+        self.delivery = DeliveryMode.from_any(settings)
+        # MESSAGEs waiting for their end-to-end answer; each is an open SIP server
+        # transaction, so [sip] max_transactions bounds it, and each has its timer.
+        self._waiting: set[PendingAnswer] = set()
         self.emit_event = emit_event
         self.registry = Registry(self.settings.hash_size, self.settings.max_sessions)
         self._sweeper: task.LoopingCall | None = None
@@ -111,6 +117,8 @@ class GatewayBase:
             self._sweeper.stop()
         self._sweeper = None
         ends = [self._end(sess, "gateway shutdown")[1] for sess in self.registry]
+        for pending in list(self._waiting):  # SENDs still out: no answer will come now
+            pending.answer(503, "Service Unavailable")
         waiting: list[defer.Deferred[Any]] = [d for d in ends if d is not None and not d.called]
         ua_stop = getattr(self.ua, "stop", None)
         if callable(ua_stop):  # the UA's stop waits for the answers to our BYEs
@@ -243,7 +251,9 @@ class GatewayBase:
             log.error("gateway session {key}: {n} queued message(s) not delivered ({why})",
                       key=sess.key, n=n, why=why)
             for item in sess.queue:
-                if item.result is not None and not item.result.called:
+                if isinstance(item.result, PendingAnswer):  # end_to_end: its MESSAGE waits
+                    item.result.answer(503 if self._stopping else 480)
+                elif item.result is not None and not item.result.called:
                     item.result.callback(480)
             sess.queue.clear()
             sess.queued_bytes = 0
@@ -261,6 +271,11 @@ class GatewayBase:
         sess.state = State.ENDED
         log.error("gateway session {key}: MSRP side set-up failed: {code} {reason}",
                   key=sess.key, code=code, reason=reason)
+        if self.delivery.end_to_end:  # the waiting MESSAGEs hear the INVITE's outcome
+            status, phrase = setup_failure_status(code, reason)
+            for item in sess.queue:
+                if isinstance(item.result, PendingAnswer):
+                    item.result.answer(status, phrase)
         self._drop_queue(sess, "set-up failed")
         if sess.origin is Origin.MESSAGE:
             params = {
