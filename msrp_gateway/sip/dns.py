@@ -7,7 +7,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from collections.abc import Generator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from .resolution import (
 )
 
 __all__ = ["DNSCache", "DNSLookupError", "Located", "ResolverStopped", "SIPResolver",
-           "parse_servers"]
+           "TargetsExhausted", "parse_servers"]
 
 log = Logger()
 
@@ -46,6 +47,11 @@ class DNSLookupError(TransportError):
     def __init__(self, message: str, *, timed_out: bool) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class TargetsExhausted(TransportError):
+    """Every target RFC 3263 gives for a URI is among those excluded (already tried for
+    this request, s.4.3): there is no next one."""
 
 
 def parse_servers(servers: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
@@ -184,6 +190,7 @@ class SIPResolver:
         self._srv_peers: dict[Peer, None] = {}  # peers SRV walks chose lately (bounded)
         self._waits: set[defer.Deferred[Any]] = set()  # answers a walk waits for
         self.stopped = False
+        self._exclude: frozenset[Peer] = frozenset()  # see ``excluding``
 
     def stop(self) -> defer.Deferred[None]:
         """Shutdown: every lookup in flight fails now (its ``locate`` errbacks
@@ -320,14 +327,34 @@ class SIPResolver:
             return False
         return True
 
+    @contextmanager
+    def excluding(self, peers: Collection[Peer]) -> Iterator[None]:
+        """Within the block, ``locate`` calls (made by a layer in between, such as
+        ``SIPTransport.resolve``) get ``exclude=peers``: the s.4.3 "next target" of a request
+        whose earlier targets failed. Read when ``locate`` is called, so a walk that goes
+        on later (answers not cached) keeps it; single-threaded like the reactor."""
+        previous, self._exclude = self._exclude, frozenset(peers)
+        try:
+            yield
+        finally:
+            self._exclude = previous
+
     def locate(self, uri_text: str, *, transports: frozenset[str] | None = None,
-               large: bool = False, families: set[int] | None = None) -> defer.Deferred[Located]:
+               large: bool = False, families: set[int] | None = None,
+               exclude: Collection[Peer] | None = None) -> defer.Deferred[Located]:
         """Where a request to ``uri_text`` goes: s.4.1 transport (the URI's, NAPTR, SRV
         presence, else UDP/TLS), s.4.2 port and host (SRV in RFC 2782 order, else the URI's
         or the default port), the address of the first target that has one (``families``
         preferred). ``transports``: those we can send (default all); ``large``: the request
         must not go over UDP if another transport is offered (s.18.1.1). When every answer
-        needed is cached, the Deferred has fired on return."""
+        needed is cached, the Deferred has fired on return.
+
+        ``exclude``: peers already tried for this request (s.4.3, default: those of an
+        ``excluding`` block): they are never returned; the walk goes on to the next SRV
+        target, then to the next SRV name (NAPTR order or ours), and errbacks
+        ``TargetsExhausted`` (a TransportError) when none is left. Targets marked
+        unreachable come after the others, as without ``exclude``."""
+        skip = frozenset(exclude) if exclude is not None else self._exclude
         known = self._targets.get(uri_text)
         if known is None:
             try:
@@ -344,18 +371,20 @@ class SIPResolver:
         allowed = transports if transports is not None else frozenset(DEFAULT_PORTS)
         order = transport_order(target, allowed, large)
         fams = families or set()
-        return self._run(self._walk(target, srv, order, large, fams), None, fams)
+        return self._run(self._walk(target, srv, order, large, fams, skip), None, fams)
 
     def _walk(self, target: Target, srv: bool, order: list[str], large: bool,
-              families: set[int]) -> Generator[list[tuple[str, int]], list[Any], Located]:
+              families: set[int], exclude: frozenset[Peer] = frozenset(),
+              ) -> Generator[list[tuple[str, int]], list[Any], Located]:
         """RFC 3263 as a sans-IO walk: it yields the lookups it needs (name, type) — all
         of one step at once — and is sent their results in the same order (a list of
         answers, or the DNSLookupError). ``_run`` answers from the cache or the network."""
         if not srv:  # s.4.2: an IP, a port, or a name DNS must not see
             transport = order[0]
             ip = yield from self._walk_address(target.host, families, system=True)
-            return Located(Peer(transport, ip, target.port or DEFAULT_PORTS[transport]),
-                           target.host)
+            return _unless_excluded(
+                Located(Peer(transport, ip, target.port or DEFAULT_PORTS[transport]),
+                        target.host), exclude)
         domain = target.host.rstrip(".").lower()
         choices: list[tuple[str, str]] = []
         if target.transport is None:
@@ -371,6 +400,7 @@ class SIPResolver:
             choices = [(t, srv_name(t, domain)) for t in order]
         refused: list[str] = []
         refused_transports: set[str] = set()
+        passed_over = 0  # targets skipped as ``exclude``d: s.4.3 goes on to the next name
         for transport, name in choices:
             (records,) = yield [(name, dns.SRV)]
             if isinstance(records, Exception):
@@ -382,6 +412,7 @@ class SIPResolver:
             if records:
                 errors = []
                 shunned: Located | None = None
+                excluded = 0
                 for r in order_srv(records, self.rng)[:MAX_TARGETS]:
                     try:
                         ip = yield from self._walk_address(r.target, families, system=False)
@@ -389,13 +420,24 @@ class SIPResolver:
                         errors.append(str(e))
                         continue
                     where = Located(Peer(transport, ip, r.port), domain)
+                    if where.peer in exclude:
+                        excluded += 1
+                        continue
                     if not self.is_unreachable(where.peer):
                         return self._chose(where)
                     shunned = shunned or where  # s.4.3: the next target first
                 if shunned is not None:
                     return self._chose(shunned)  # all known unreachable: better than none
+                if excluded:
+                    passed_over += excluded
+                    continue
+                if passed_over:
+                    break  # the name after the tried ones has no usable target either
                 raise TransportError(f"no SRV target of {domain!r} has an address: "
                                      + "; ".join(errors[:3]))
+        if passed_over:  # failover: never the address fallback (s.4.2 is for no SRV at all)
+            raise TargetsExhausted(f"every target of {domain!r} has been tried "
+                                   f"({passed_over})")
         # s.4.2: no SRV records: the domain's own address, on the default port of the
         # first transport the domain did not refuse with a '.' target
         usable = [t for t in order if t not in refused_transports]
@@ -404,7 +446,8 @@ class SIPResolver:
                                  f"(SRV target '.' at {', '.join(refused)})")
         transport = usable[0]
         ip = yield from self._walk_address(domain, families, system=True)
-        return Located(Peer(transport, ip, DEFAULT_PORTS[transport]), domain)
+        return _unless_excluded(Located(Peer(transport, ip, DEFAULT_PORTS[transport]), domain),
+                                exclude)
 
     def _walk_address(self, host: str, families: set[int], *,
                       system: bool) -> Generator[list[tuple[str, int]], list[Any], str]:
@@ -485,6 +528,14 @@ class SIPResolver:
 
         waits = [ask(*asks[i]) for i in missing]
         return defer.gatherResults(waits).addCallback(resume)
+
+
+def _unless_excluded(where: Located, exclude: frozenset[Peer]) -> Located:
+    """``where``, or TargetsExhausted when it is the one target and was already tried."""
+    if where.peer in exclude:
+        raise TargetsExhausted(f"{where.peer} (the only target of {where.name!r}) "
+                               "has been tried")
+    return where
 
 
 def _stopped_error() -> DNSLookupError:

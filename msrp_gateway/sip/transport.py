@@ -231,10 +231,15 @@ class SIPTransport:
         return self._client_tls
 
     def stop(self) -> defer.Deferred[None]:
-        """Stop listening and close every connection (for service shutdown and tests)."""
+        """Stop listening, close every connection and stop the resolver if one was made or
+        set (its DNS queries fail, their timers and sockets go; stopping it again, as the
+        service does just before, is harmless). For service shutdown and tests."""
         # zope declares interface methods without self, which mypy reads as unbound
         ds = [defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload, misc]
               for _, port, _ in self._ports]
+        resolver: SIPResolver | None = self.__dict__.get("_resolver")
+        if resolver is not None:
+            ds.append(defer.maybeDeferred(resolver.stop))
         self._ports.clear()
         self._listeners_changed()
         self._udp.clear()

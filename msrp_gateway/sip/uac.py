@@ -4,11 +4,21 @@
 Via on them and runs non-INVITE client transactions in the shared ``TransactionTable``; it
 also sends responses and stateless requests.  ``SIPStack`` is a ``RequestSender`` (the
 INVITE client, ``invite.InviteClient``, uses these methods through the stack).
+
+RFC 3263 s.4.3 failover, our policy: a request whose next hop an SRV walk chose is sent
+again — same request, new Via branch, new client transaction — to the next target when
+the transport fails (nothing could be sent) or when the target has not answered at all for
+``FAILOVER_SILENCE`` (16*T1 = 8 s: four UDP retransmissions) and a next target exists. A
+request has 64*T1 (Timer F; Timer B for an INVITE) in all from its first send: no try
+starts after that and the last one is cut there (SIPTimeout). An INVITE fails over only
+before any provisional response. Every failed target is marked unreachable
+(``SIPResolver.mark_unreachable``). The caller sees the last target's outcome.
 """
 
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any, Iterable
 
 from twisted.internet import defer
@@ -17,6 +27,7 @@ from twisted.python.failure import Failure
 
 from .dialog import new_tag
 from .message import Headers, SIPParseError, SIPRequest, SIPResponse, Via
+from .dns import TargetsExhausted
 from .peers import Peer, is_reliable
 from .records import wire_length
 from .resolution import udp_fallback
@@ -30,9 +41,12 @@ from .transaction import (
 )
 from .uri import parse_name_addr
 
-__all__ = ["RequestSender", "new_branch"]
+__all__ = ["FAILOVER_SILENCE", "RequestSender", "new_branch"]
 
 log = Logger(namespace="msrp_gateway.sip.stack")  # operators know the stack's namespace
+
+
+FAILOVER_SILENCE = 16  # in T1: an SRV target silent this long gives way to the next one
 
 
 def new_branch() -> str:
@@ -103,12 +117,7 @@ class RequestSender:
         d = self._resolve(req)
 
         def resolved(peer: Any) -> defer.Deferred[SIPResponse]:
-            self._add_via(req, peer)
-            sent = self._start_client(req, peer)
-            fallback = self._udp_fallback(req, peer)
-            if fallback is not None:
-                sent.addErrback(self._retry_over_udp, req, peer, fallback)
-            return sent
+            return _Tries(self, req, peer).deferred
 
         d.addCallback(resolved)
         d.addErrback(_as_transport_error, req)
@@ -148,29 +157,52 @@ class RequestSender:
             target = self._target(req)
         except SIPTransportError as e:
             return defer.fail(e)
-        size = wire_length(req) + 80  # + our Via, added once the transport is known
+        # + our Via, added once the transport is known (a retry has it already)
+        size = wire_length(req) + (0 if "Via" in req.headers else 80)
         return defer.maybeDeferred(self.transport.resolve, target, size)
+
+    def _resolver(self) -> Any:
+        """The transport's RFC 3263 resolver, or None (test fakes may have none)."""
+        return getattr(self.transport, "resolver", None)
+
+    def _from_srv(self, peer: Any) -> bool:
+        """Whether an SRV walk chose ``peer`` (then s.4.3 failover applies to it)."""
+        resolver = self._resolver()
+        return resolver is not None and isinstance(peer, Peer) and \
+            bool(resolver.found_by_srv(peer))
+
+    def _next_target(self, req: SIPRequest, tried: list[Peer]) -> defer.Deferred[Any]:
+        """s.4.3: where ``req`` goes after the ``tried`` targets failed: the walk again
+        (answers cached within their TTL) through the transport, those excluded. Fires
+        None when there is none (all tried, or the lookup failed); never errbacks."""
+        resolver = self._resolver()
+        excluding = getattr(resolver, "excluding", None)
+        if excluding is None or self.table.stopped:
+            return defer.succeed(None)
+        with excluding(tried):
+            d = self._resolve(req)
+
+        def found(peer: Any) -> Any:
+            return None if peer in tried else peer
+
+        def none(f: Failure) -> None:
+            if not isinstance(f.value, TargetsExhausted):
+                log.info("no next target for {method}: {err}", method=req.method,
+                         err=f.getErrorMessage())
+            return None
+
+        return d.addCallbacks(found, none)
 
     def _udp_fallback(self, req: SIPRequest, peer: Any) -> Peer | None:
         """The UDP peer to retry ``req`` at if it goes to ``peer`` over TCP only because of
-        its size (s.18.1.1), else None."""
-        if getattr(peer, "transport", None) != "tcp":
+        its size (s.18.1.1), else None; never for an SRV-chosen peer (s.4.3 failover goes
+        to the next target instead: the SRV port is TCP's, not UDP's)."""
+        if getattr(peer, "transport", None) != "tcp" or self._from_srv(peer):
             return None
         try:
             return udp_fallback(self._target(req), Peer("tcp", peer.host, peer.port))
         except SIPTransportError:
             return None
-
-    def _retry_over_udp(self, failure: Failure, req: SIPRequest, peer: Any,
-                        fallback: Peer) -> defer.Deferred[SIPResponse] | Failure:
-        """s.18.1.1: a request moved to TCP for its size whose connection failed (refused,
-        reset: nothing was sent) is retried over UDP with a UDP Via; a timeout is not."""
-        if not isinstance(failure.value, SIPTransportError):
-            return failure
-        log.info("{method} to {peer} over TCP failed ({err}); retrying over UDP",
-                 method=req.method, peer=str(peer), err=failure.getErrorMessage())
-        self._add_via(req, fallback)
-        return self._start_client(req, fallback)
 
     def _peer_failed(self, peer: Any) -> None:
         """RFC 3263 s.4.3: a request to ``peer`` could not be sent or got no answer (Timer
@@ -178,8 +210,8 @@ class RequestSender:
         next target first (for ``dns.SIPResolver.mark_unreachable``'s time). Not on stop."""
         if self.table.stopped:
             return
-        resolver = getattr(self.transport, "resolver", None)
-        if resolver is not None and resolver.found_by_srv(peer):
+        resolver = self._resolver()
+        if resolver is not None and self._from_srv(peer):
             if not resolver.is_unreachable(peer):
                 log.info("{peer} failed: other SRV targets are tried first for a while",
                          peer=str(peer))
@@ -226,6 +258,166 @@ class RequestSender:
             return defer.fail(SIPTransportError("transaction table full"))
         self.table.perform(entry, core.start())
         return d
+
+
+class _Tries:
+    """One non-INVITE request through its targets (s.4.3, the policy in the module's
+    docstring; s.18.1.1's retry over UDP for a non-SRV peer): ``deferred`` fires its final
+    response or errbacks the last try's SIPTimeout / SIPTransportError."""
+
+    __slots__ = ("sender", "req", "deferred", "tried", "deadline", "entry", "timer",
+                 "heard", "fallback", "done")
+
+    def __init__(self, sender: RequestSender, req: SIPRequest, peer: Any) -> None:
+        self.sender = sender
+        self.req = req
+        self.deferred: defer.Deferred[SIPResponse] = defer.Deferred()
+        self.tried: list[Any] = []
+        self.deadline = sender.table.reactor.seconds() + 64 * sender.timers.t1  # Timer F
+        self.entry: ClientEntry | None = None
+        self.timer: Any = None
+        self.heard = False
+        self.fallback = sender._udp_fallback(req, peer)
+        self.done = False
+        self.start(peer)
+
+    def start(self, peer: Any) -> None:
+        sender = self.sender
+        table = sender.table
+        if table.stopped:
+            self.fail(SIPTransportError("SIP stack stopped"))
+            return
+        self.tried.append(peer)
+        self.heard = False
+        self.entry = None
+        sender._add_via(self.req, peer)
+        core = NonInviteClientTransaction(self.req, reliable=is_reliable(peer),
+                                          timers=sender.timers)
+        entry = ClientEntry(core, peer, _ignore, _ignore)
+        # bound to this try: a try given up for the next target may still end late (a TCP
+        # connect that fails after we moved on) and must not end the next one
+        entry.on_response = partial(self.on_response, entry)
+        entry.on_end = partial(self.on_end, entry)
+        if not table.add_client(entry):
+            self.fail(SIPTransportError("transaction table full"))
+            return
+        self.entry = entry
+        if sender._from_srv(peer):
+            now = table.reactor.seconds()
+            self.arm(min(now + FAILOVER_SILENCE * sender.timers.t1, self.deadline))
+        table.perform(entry, core.start())
+
+    def arm(self, when: float) -> None:
+        self.disarm()
+        reactor = self.sender.table.reactor
+        self.timer = reactor.callLater(max(when - reactor.seconds(), 0.0), self.on_timer)
+
+    def disarm(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def on_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
+        if entry is not self.entry:
+            return
+        self.heard = True
+        if resp.status >= 200 and not self.done:
+            self.done = True
+            self.disarm()
+            self.deferred.callback(resp)
+
+    def on_end(self, entry: ClientEntry, reason: str) -> None:
+        if self.done or entry is not self.entry:
+            return
+        sender = self.sender
+        method = self.req.method
+        err: Exception
+        if reason not in ("timeout", "transport_error"):
+            self.fail(SIPTransportError(f"{method} ended without a final response"))
+            return
+        sender._peer_failed(entry.peer)
+        if reason == "timeout":
+            err = SIPTimeout(f"no final response to {method} (Timer F)")
+        else:
+            why = f": {entry.error}" if entry.error else ""
+            err = SIPTransportError(f"{method} could not be sent{why}")
+        self.entry = None
+        self.disarm()
+        fallback, self.fallback = self.fallback, None
+        if reason == "transport_error" and fallback is not None and not sender.table.stopped:
+            # s.18.1.1: moved to TCP for its size, the connection failed (nothing was sent):
+            # retried over UDP with a UDP Via; a timeout is not
+            log.info("{method} to {peer} over TCP failed ({err}); retrying over UDP",
+                     method=method, peer=str(entry.peer), err=entry.error or "")
+            self.start(fallback)
+            return
+        self.next_or(err, entry)
+
+    def next_or(self, err: Exception, failed: ClientEntry) -> None:
+        """s.4.3: the same request to the next target, else ``err`` to the caller."""
+        sender = self.sender
+        if not sender._from_srv(failed.peer) or sender.table.stopped or \
+                sender.table.reactor.seconds() >= self.deadline:
+            self.fail(err)
+            return
+
+        def found(peer: Any) -> None:
+            if self.done:
+                return
+            if peer is None or sender.table.reactor.seconds() >= self.deadline:
+                self.fail(err)
+                return
+            log.info("{method} to {peer} failed ({err}); trying the next target {next}",
+                     method=self.req.method, peer=str(failed.peer), err=str(err),
+                     next=str(peer))
+            self.start(peer)
+
+        sender._next_target(self.req, self.tried).addCallback(found)
+
+    def on_timer(self) -> None:
+        """The try is silent past FAILOVER_SILENCE (next target, if any) or the request's
+        time is up (SIPTimeout, whatever the target said so far)."""
+        self.timer = None
+        entry = self.entry
+        if self.done or entry is None:
+            return
+        sender = self.sender
+        if sender.table.reactor.seconds() >= self.deadline - 1e-6:
+            sender.table.drop(entry)
+            if not self.heard:
+                sender._peer_failed(entry.peer)
+            self.fail(SIPTimeout(f"no final response to {self.req.method} within 64*T1 "
+                                 f"(Timer F) from {len(self.tried)} target(s)"))
+            return
+        if self.heard:  # it is alive (a provisional): its answer is awaited
+            self.arm(self.deadline)
+            return
+
+        def found(peer: Any) -> None:
+            if self.done or self.entry is not entry:
+                return  # it answered or ended meanwhile
+            if peer is None:
+                self.arm(self.deadline)  # no other target: this one until Timer F
+                return
+            log.info("{method} to {peer}: no answer in {s} s; trying the next target {next}",
+                     method=self.req.method, peer=str(entry.peer),
+                     s=FAILOVER_SILENCE * sender.timers.t1, next=str(peer))
+            sender.table.drop(entry)
+            sender._peer_failed(entry.peer)
+            self.start(peer)
+
+        sender._next_target(self.req, self.tried).addCallback(found)
+
+    def fail(self, err: Exception) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.disarm()
+        self.deferred.errback(err)
+
+
+def _ignore(_: Any) -> None:
+    pass
 
 
 def _as_transport_error(failure: Failure, req: SIPRequest) -> Failure:
