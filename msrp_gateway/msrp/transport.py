@@ -3,17 +3,20 @@
 The protocol objects only move bytes between a socket and a `session.LinkCore`; all
 MSRP logic lives there. `MSRPStack` is what the UA uses: it creates sessions, listens on
 `msrp:HOST:PORT` / `msrps:HOST:PORT` and opens (or reuses, RFC 4975 s.6) connections.
+
+A session pinned by the peer's SDP fingerprints (`MSRPStack.expect_certificate`, RFC 4975
+s.14.4) binds only to a TLS connection whose peer certificate has one of those digests,
+whichever side connects; a mismatch refuses the binding and fails the session.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, endpoints, ssl
-from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,7 +24,8 @@ from zope.interface import implementer  # type: ignore[import-untyped]  # no py.
 
 from ..sockets import SocketStringError, parse_socket_string
 from .chunks import ReassemblyBudget
-from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
+from .fingerprint import Fingerprint, fingerprint_of, matching
+from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError, MSRPRequest
 from .relay import MAX_INTERVAL, RelayAuthError, RelayClient
 from .rules import MSRPCounters
 from .session import (
@@ -36,13 +40,21 @@ from .session import (
     SessionTable,
     new_id,
 )
+from .tls import TLSSettings, peer_certificate_der
 from .uri import DEFAULT_PORT, MSRPURI, parse_msrp_uri
 
-__all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError"]
+__all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError",
+           "CERTIFICATE_MISMATCH"]
 
 log = Logger()
 
 CONNECT_TIMEOUT = 10.0
+# The status a binding request gets when its connection's certificate is not the pinned one
+# (RFC 4975 s.7.2: 403, the action is not allowed); the connection is then closed.
+CERTIFICATE_MISMATCH = 403
+# Outbound connections are shared per (msrps?, host, port, pinned): a connection opened
+# without CA verification for a fingerprint-pinned peer never carries an unpinned session.
+_Key = tuple[bool, str, int, bool]
 _SOCKET_PROTOCOLS = {"msrp": DEFAULT_PORT, "msrps": DEFAULT_PORT}
 
 
@@ -57,57 +69,6 @@ def parse_socket(text: str) -> tuple[bool, str, int]:
         raise ValueError(f"bad MSRP socket {text!r}: write msrp:HOST:PORT or "
                          "msrps:HOST:PORT") from None
     return addr.protocol == "msrps", addr.host, addr.port
-
-
-@dataclass(slots=True)
-class TLSSettings:
-    """Certificate and key files for msrps; `ca_certificates` verifies peers (else the
-    platform trust store). Files are read once, on first use (the stack does it at start)."""
-
-    certificate: str
-    private_key: str
-    ca_certificates: str | None = None
-    _own_cert: Any = field(default=None, init=False, repr=False, compare=False)
-    _trust_root: Any = field(default=None, init=False, repr=False, compare=False)
-
-    def _own(self) -> Any:
-        if self._own_cert is None:
-            with open(self.certificate, "rb") as f:
-                cert = f.read()
-            with open(self.private_key, "rb") as f:
-                key = f.read()
-            # Twisted's ssl module has no annotations: its calls are untyped, not wrong.
-            self._own_cert = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
-                cert + b"\n" + key)
-        return self._own_cert
-
-    def _trust(self) -> Any:
-        if self._trust_root is not None:
-            return self._trust_root
-        if not self.ca_certificates:
-            self._trust_root = ssl.platformTrust()  # type: ignore[no-untyped-call]
-            return self._trust_root
-        with open(self.ca_certificates, "rb") as f:
-            pem = f.read()
-        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
-                            pem, re.S)
-        if not blocks:
-            raise ValueError(f"[tls] ca_certificates: no certificate in {self.ca_certificates}")
-        self._trust_root = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
-            [ssl.Certificate.loadPEM(b) for b in blocks])
-        return self._trust_root
-
-    def load(self) -> None:
-        """Read and check every file now, so a bad file fails start-up, not a call."""
-        self._own()
-        self._trust()
-
-    def server_options(self) -> Any:
-        return self._own().options()
-
-    def client_options(self, hostname: str) -> Any:
-        return ssl.optionsForClientTLS(hostname, trustRoot=self._trust(),
-                                       clientCertificate=self._own())
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +99,49 @@ def _logged_already(failure: Failure) -> None:
     failure.trap(RelayAuthError)  # type: ignore[no-untyped-call]  # Failure is untyped
 
 
-@implementer(IPushProducer)
+@dataclass(slots=True)
+class _Pin:
+    """The fingerprints a session's peer certificate must match (RFC 4975 s.14.4)."""
+
+    session_id: str
+    next_hop: str  # the peer URI we would connect to (the session's one-URI path)
+    fingerprints: tuple[Fingerprint, ...]
+    on_mismatch: Callable[[str], None] | None
+
+
+@implementer(IPushProducer, IHandshakeListener)
 class MSRPProtocol(Protocol):
     """Bytes in and out of one `LinkCore`; the core pauses when the socket is full."""
 
-    def __init__(self, stack: MSRPStack, outbound_key: tuple[bool, str, int] | None) -> None:
+    def __init__(self, stack: MSRPStack, outbound_key: _Key | None) -> None:
         self.stack = stack
         self.outbound_key = outbound_key
         self.core: LinkCore | None = None
         self.closed: defer.Deferred[None] = defer.Deferred()
+        self.handshaken = False
+        self._handshake_waiters: list[defer.Deferred[None]] = []
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the peer's certificate (if any) is known from now on."""
+        self.handshaken = True
+        waiters, self._handshake_waiters = self._handshake_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_handshaken(self) -> defer.Deferred[None]:
+        """Fires once the TLS handshake is done; errbacks if the connection goes first."""
+        if self.handshaken:
+            return defer.succeed(None)
+        if self.closed.called:
+            return defer.fail(MSRPSendError(CONNECTION_LOST, "connection lost before the "
+                                            "TLS handshake completed"))
+        d: defer.Deferred[None] = defer.Deferred()
+        self._handshake_waiters.append(d)
+        return d
+
+    def peer_certificate(self) -> bytes | None:
+        """The DER certificate the peer presented (None: none, or not TLS)."""
+        return peer_certificate_der(self.transport)
 
     def connectionMade(self) -> None:
         # Without the mypy-zope plugin, ITransport's methods read as functions that take no
@@ -160,6 +155,7 @@ class MSRPProtocol(Protocol):
                              own_uri=self.stack._own_uri, counters=self.stack.counters)
         transport.registerProducer(self, True)
         self.stack._protocols.add(self)
+        self.stack._by_core[self.core] = self
 
     def close(self) -> None:
         """Close after what is written; a registered producer would hold TLS open."""
@@ -180,7 +176,12 @@ class MSRPProtocol(Protocol):
         self.stack._protocols.discard(self)
         self.stack._link_gone(self)
         if self.core is not None:
+            self.stack._by_core.pop(self.core, None)
             self.core.connection_lost(reason.getErrorMessage())
+        waiters, self._handshake_waiters = self._handshake_waiters, []
+        for d in waiters:
+            d.errback(MSRPSendError(CONNECTION_LOST, "TLS handshake failed: "
+                                    f"{reason.getErrorMessage()}"))
         self.closed.callback(None)
 
     # IPushProducer: the transport tells us when its buffer is full and when it drained.
@@ -210,12 +211,30 @@ class _InboundFactory(Factory):
 
 
 class _OutboundFactory(Factory):
-    def __init__(self, stack: MSRPStack, key: tuple[bool, str, int]) -> None:
+    def __init__(self, stack: MSRPStack, key: _Key) -> None:
         self.stack = stack
         self.key = key
 
     def buildProtocol(self, addr: Any) -> MSRPProtocol:
         return MSRPProtocol(self.stack, self.key)
+
+
+class _PinningTable(SessionTable):
+    """Session matching that lets a pinned session bind only to a connection whose peer
+    certificate matches its fingerprints (`check(session, link)` raises SessionError)."""
+
+    def __init__(self, settings: SessionSettings,
+                 check: Callable[[MSRPSession, LinkCore], None]) -> None:
+        super().__init__(settings)
+        self._check = check
+
+    def match(self, req: MSRPRequest, link: LinkCore,
+              to_path: Sequence[str] | None = None,
+              from_path: Sequence[str] | None = None) -> MSRPSession:
+        session = super().match(req, link, to_path, from_path)
+        if session.link is None:  # this request would bind it
+            self._check(session, link)
+        return session
 
 
 class MSRPStack(SessionHost):
@@ -246,16 +265,21 @@ class MSRPStack(SessionHost):
             self.tls.load()
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.settings = settings or SessionSettings()
-        self.table = SessionTable(self.settings)
+        self.table: SessionTable = _PinningTable(self.settings, self._check_binding)
         # One bound on bytes held in incomplete messages across every session.
         self.reassembly_budget = ReassemblyBudget(self.settings.max_reassembly_bytes)
         self.counters = MSRPCounters()
         self._ports: list[IListeningPort] = []
         self._listeners: list[MSRPListener] = []  # what `listening()` reports
         self._protocols: set[MSRPProtocol] = set()
-        self._outbound: dict[tuple[bool, str, int], MSRPProtocol] = {}
-        self._connecting: dict[tuple[bool, str, int], list[defer.Deferred[LinkCore]]] = {}
-        self._attempts: dict[tuple[bool, str, int], defer.Deferred[Any]] = {}
+        self._by_core: dict[LinkCore, MSRPProtocol] = {}
+        self._outbound: dict[_Key, MSRPProtocol] = {}
+        self._connecting: dict[_Key, list[defer.Deferred[LinkCore]]] = {}
+        self._attempts: dict[_Key, defer.Deferred[Any]] = {}
+        # Sessions pinned by the peer's SDP fingerprints: by session id (inbound binding)
+        # and by the peer URI we connect to (outbound); bounded by the session table.
+        self._pins: dict[str, _Pin] = {}
+        self._pins_by_hop: dict[str, _Pin] = {}
         self.relay: RelayClient | None = None
         if relay_uri:
             try:
@@ -341,6 +365,106 @@ class MSRPStack(SessionHost):
 
     def forget(self, session: MSRPSession) -> None:
         self.table.remove(session)
+        pin = self._pins.pop(session.session_id, None)
+        if pin is not None and self._pins_by_hop.get(pin.next_hop) is pin:
+            del self._pins_by_hop[pin.next_hop]
+
+    # -- certificate fingerprints (RFC 4975 s.14.4, RFC 8122) ------------------------------
+    def local_fingerprint(self) -> Fingerprint | None:
+        """The SHA-256 fingerprint of the certificate our msrps side presents (computed once
+        from ``[tls] certificate``); None without TLS settings."""
+        return None if self.tls is None else self.tls.fingerprint()
+
+    def expect_certificate(self, session: MSRPSession, fingerprints: Sequence[Fingerprint],
+                           on_mismatch: Callable[[str], None] | None = None) -> bool:
+        """Pin `session` to its peer's certificate: the TLS connection it binds to (ours
+        or theirs) must present a certificate matching one of `fingerprints`.
+
+        Call after `set_remote_path`, before `connect`/`wait_bound`. A mismatch refuses the
+        binding, closes that connection (unless other sessions use it), logs both digests
+        and calls `on_mismatch(why)` (default: the session ends as if its connection was
+        lost). False (nothing pinned, logged) when the check cannot apply: no fingerprints,
+        a relay of ours, or a peer path with relays (the TLS peer is then a relay)."""
+        fps = tuple(fingerprints)
+        if not fps:
+            return False
+        why = ""
+        if self.relay is not None:
+            why = "our MSRP relay is the TLS peer"
+        elif len(session.remote_path) != 1:
+            why = "the peer's path goes through relays"
+        if why:
+            log.info("MSRP session {sid}: peer certificate fingerprints not checked: {why}",
+                     sid=session.session_id, why=why)
+            return False
+        pin = _Pin(session.session_id, session.remote_path[0], fps, on_mismatch)
+        old = self._pins.get(session.session_id)
+        if old is not None and self._pins_by_hop.get(old.next_hop) is old:
+            del self._pins_by_hop[old.next_hop]
+        self._pins[session.session_id] = pin
+        self._pins_by_hop[pin.next_hop] = pin
+        return True
+
+    def _certificate_refused(self, pin: _Pin, der: bytes | None, peer: str) -> str:
+        """Log a refused certificate with both digests; the reason for the session."""
+        hashes = dict.fromkeys(fp.hash_name for fp in pin.fingerprints)
+        got = "no certificate" if der is None else \
+            ", ".join(str(fingerprint_of(der, h)) for h in hashes)
+        want = ", ".join(str(fp) for fp in pin.fingerprints)
+        log.warn("MSRP session {sid}: TLS peer {peer} refused: its certificate is {got}; "
+                 "the SDP a=fingerprint pinned {want}", sid=pin.session_id, peer=peer,
+                 got=got, want=want)
+        return f"peer certificate does not match the SDP fingerprint (got {got})"
+
+    def _refuse(self, pin: _Pin, session: MSRPSession, core: LinkCore, why: str) -> None:
+        """Close the connection (unless other sessions use it) and fail the session."""
+        proto = self._by_core.get(core)
+        if proto is not None and not core.sessions:
+            proto.close()
+        if pin.on_mismatch is not None:
+            try:
+                pin.on_mismatch(why)
+            except Exception:
+                log.failure("on_mismatch of MSRP session {sid} failed", sid=pin.session_id)
+        if not session.closed:
+            session.link_lost(why)
+
+    def _check_binding(self, session: MSRPSession, core: LinkCore) -> None:
+        """Inbound: a request is about to bind `session` to `core` (the peer connected)."""
+        pin = self._pins.get(session.session_id)
+        if pin is None:
+            return
+        proto = self._by_core.get(core)
+        der = proto.peer_certificate() if proto is not None else None
+        if matching(der, pin.fingerprints) is not None:
+            return
+        why = self._certificate_refused(pin, der, core.name)
+        self._refuse(pin, session, core, why)
+        raise SessionError(CERTIFICATE_MISMATCH, "certificate does not match a=fingerprint")
+
+    def _pinned_link(self, uri: str, pin: _Pin) -> defer.Deferred[LinkCore]:
+        """Outbound: the connection to a pinned peer, once its certificate is checked."""
+        d = self._link_direct(uri, pinned=True)
+
+        def handshaken(core: LinkCore) -> defer.Deferred[LinkCore]:
+            proto = self._by_core.get(core)
+            if proto is None:
+                raise MSRPSendError(CONNECTION_LOST, "connection lost at once")
+            return proto.when_handshaken().addCallback(lambda _: check(core, proto))
+
+        def check(core: LinkCore, proto: MSRPProtocol) -> LinkCore:
+            der = proto.peer_certificate()
+            if matching(der, pin.fingerprints) is not None:
+                return core
+            why = self._certificate_refused(pin, der, core.name)
+            session = self.table.get(pin.session_id)
+            if session is not None:
+                self._refuse(pin, session, core, why)
+            elif not core.sessions:
+                proto.close()
+            raise MSRPSendError(CERTIFICATE_MISMATCH, why)
+
+        return d.addCallback(handshaken)
 
     # -- connections ----------------------------------------------------------------------
     def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
@@ -348,14 +472,18 @@ class MSRPStack(SessionHost):
         relay, always the relay connection (RFC 4976: everything goes through it)."""
         if self.relay is not None:
             return self.relay.link_deferred()
+        pin = self._pins_by_hop.get(uri)
+        if pin is not None:
+            return self._pinned_link(uri, pin)
         return self._link_direct(uri)
 
-    def _link_direct(self, uri: str) -> defer.Deferred[LinkCore]:
+    def _link_direct(self, uri: str, pinned: bool = False) -> defer.Deferred[LinkCore]:
         try:
             target = parse_msrp_uri(uri)
         except MSRPParseError as e:
             return defer.fail(MSRPSendError(400, e.reason))
-        key = (target.secure, target.host.lower(), target.effective_port)
+        pinned = pinned and target.secure
+        key = (target.secure, target.host.lower(), target.effective_port, pinned)
         proto = self._outbound.get(key)
         if proto is not None and proto.core is not None and not proto.core.lost \
                 and not proto.core.closing:
@@ -373,15 +501,16 @@ class MSRPStack(SessionHost):
             if self.tls is None:
                 self._connecting.pop(key)
                 return defer.fail(MSRPSendError(503, "msrps peer but no [tls] settings"))
-            endpoint = endpoints.wrapClientTLS(self.tls.client_options(target.host),
-                                               endpoint)
+            options = self.tls.pinned_client_options() if pinned else \
+                self.tls.client_options(target.host)
+            endpoint = endpoints.wrapClientTLS(options, endpoint)
         cd = endpoint.connect(_OutboundFactory(self, key))
         self._attempts[key] = cd
         cd.addCallbacks(self._connected, self._connect_failed,
                         callbackArgs=(key,), errbackArgs=(key,))
         return d
 
-    def _connected(self, proto: MSRPProtocol, key: tuple[bool, str, int]) -> None:
+    def _connected(self, proto: MSRPProtocol, key: _Key) -> None:
         self._attempts.pop(key, None)
         self._outbound[key] = proto
         core = proto.core
@@ -391,7 +520,7 @@ class MSRPStack(SessionHost):
             else:
                 d.callback(core)
 
-    def _connect_failed(self, failure: Failure, key: tuple[bool, str, int]) -> None:
+    def _connect_failed(self, failure: Failure, key: _Key) -> None:
         self._attempts.pop(key, None)
         why = failure.getErrorMessage() or repr(failure.value)
         log.warn("MSRP connection to {host}:{port} failed: {why}", host=key[1],
