@@ -1,5 +1,8 @@
 """An INVITE we send, as the UA sees it (RFC 3261 s.13.2, s.9.1): the dialog of its 2xx or
 its failure, CANCEL after a provisional, Timer C, and 2xx from other forks (ACKed and ended).
+Before any provisional response, an INVITE to an SRV-chosen target that fails at the
+transport or stays silent moves to the next target (RFC 3263 s.4.3; the policy is
+``uac``'s: FAILOVER_SILENCE, 64*T1 in all from the first send).
 
 ``InviteClient`` is a part of ``stack.SIPStack``: it runs its transaction through the stack's
 table and registers its dialogs there.
@@ -7,6 +10,7 @@ table and registers its dialogs there.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
@@ -17,6 +21,7 @@ from .dialog import Dialog
 from .message import SIPRequest, SIPResponse
 from .peers import is_reliable
 from .table import ClientEntry
+from .uac import FAILOVER_SILENCE
 from .transaction import (
     InviteClientTransaction,
     SIPFinalResponse,
@@ -57,6 +62,9 @@ class InviteClient:
         self._done = False
         self._timer: DelayedCall | None = None  # Timer C, then the 64*T1 after CANCEL
         self._fallback: Any = None
+        self._tried: list[Any] = []  # targets of s.4.3 failover, in the order tried
+        self._deadline: float | None = None  # Timer B from the first send, over all tries
+        self._failover: DelayedCall | None = None  # silence, then the deadline
 
     def start(self, peer: Any, fallback: Any = None) -> None:
         """Send the INVITE to ``peer`` (resolved by the stack) in its client transaction;
@@ -64,17 +72,124 @@ class InviteClient:
         cannot connect (s.18.1.1)."""
         if self._done:
             return
-        self._fallback = fallback
         stack = self._stack
+        if stack.table.stopped:
+            self.fail(SIPTransportError("SIP stack stopped"))
+            return
+        self._fallback = fallback
+        now = stack.reactor.seconds()
+        if self._deadline is None:
+            self._deadline = now + 64 * stack.timers.t1  # Timer B (s.17.1.1.2)
+        previous = self._entry.peer if self._entry is not None else None
+        self._tried.append(peer)
+        headers = self.request.headers
+        if previous is not None and headers.get("Contact") == stack.contact_for(previous):
+            # our Contact named the last try's transport: the dialog's requests would
+            # come back that way
+            headers.set("Contact", stack.contact_for(peer))
         stack._add_via(self.request, peer)
         core = InviteClientTransaction(self.request, reliable=is_reliable(peer),
                                        timers=stack.timers)
-        entry = ClientEntry(core, peer, self._on_response, self._on_end)
+        entry = ClientEntry(core, peer, _ignore, _ignore)
+        # bound to this try: one given up for the next target may still end late
+        entry.on_response = partial(self._try_response, entry)
+        entry.on_end = partial(self._try_end, entry)
         if not stack.table.add_client(entry):
             self.fail(SIPTransportError("transaction table full"))
             return
         self._entry = entry
+        if stack._from_srv(peer):
+            self._arm(min(now + FAILOVER_SILENCE * stack.timers.t1, self._deadline))
         stack.table.perform(entry, core.start())
+
+    # -- RFC 3263 s.4.3 failover ---------------------------------------------------------
+
+    def _try_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
+        if entry is self._entry:
+            self._disarm()  # it answered: no failover from now on
+            self._on_response(resp)
+
+    def _try_end(self, entry: ClientEntry, reason: str) -> None:
+        if entry is self._entry:
+            self._on_end(reason)
+
+    def _arm(self, when: float) -> None:
+        self._disarm()
+        reactor = self._stack.reactor
+        self._failover = reactor.callLater(max(when - reactor.seconds(), 0.0),
+                                           self._silent)
+
+    def _disarm(self) -> None:
+        if self._failover is not None and self._failover.active():
+            self._failover.cancel()
+        self._failover = None
+
+    def _may_fail_over(self) -> bool:
+        entry = self._entry
+        stack = self._stack
+        return (entry is not None and not self._done and not self._provisional
+                and not self._cancel_requested and not stack.table.stopped
+                and self._deadline is not None
+                and stack.reactor.seconds() < self._deadline
+                and stack._from_srv(entry.peer))
+
+    def _silent(self) -> None:
+        """No response at all from this try for FAILOVER_SILENCE (the next target, if any),
+        or by the deadline (SIPTimeout, as Timer B)."""
+        self._failover = None
+        entry = self._entry
+        stack = self._stack
+        deadline = self._deadline
+        if self._done or entry is None or deadline is None or self._provisional:
+            return
+        if stack.reactor.seconds() >= deadline - 1e-6:
+            stack.table.drop(entry)
+            stack._peer_failed(entry.peer)
+            self.fail(SIPTimeout(f"no response to INVITE within 64*T1 (Timer B) from "
+                                 f"{len(self._tried)} target(s)"))
+            return
+        if not self._may_fail_over():
+            self._arm(deadline)
+            return
+
+        def found(peer: Any) -> None:
+            if self._entry is not entry or self._done or self._provisional:
+                return  # it answered or ended meanwhile
+            if peer is None or not self._may_fail_over():
+                self._arm(deadline)  # no other target (or cancelled): this one until then
+                return
+            log.info("INVITE to {peer}: no answer in {s} s; trying the next target {next}",
+                     peer=str(entry.peer), s=FAILOVER_SILENCE * stack.timers.t1,
+                     next=str(peer))
+            stack.table.drop(entry)
+            stack._peer_failed(entry.peer)
+            self.start(peer)
+
+        stack._next_target(self.request, self._tried).addCallback(found)
+
+    def _next_or_fail(self, err: Exception) -> None:
+        """s.4.3 after a try ended (transport error, Timer B): the next target, else
+        ``err``, the last target's outcome."""
+        entry = self._entry
+        if entry is None or not self._may_fail_over():
+            self.fail(err)
+            return
+
+        def found(peer: Any) -> None:
+            if self._done:
+                return
+            if self._cancel_requested:
+                self.fail(SIPFinalResponse(487, "Request Terminated"))  # none pending
+                return
+            if peer is None or self._stack.table.stopped or self._deadline is None or \
+                    self._stack.reactor.seconds() >= self._deadline:
+                self.fail(err)
+                return
+            log.info("INVITE to {peer} failed ({err}); trying the next target {next}",
+                     peer=str(entry.peer), err=str(err), next=str(peer))
+            self.start(peer)
+
+        self._stack._next_target(self.request, self._tried).addCallback(found)
 
     def cancel(self) -> None:
         """CANCEL the INVITE (s.9.1); sent once a provisional response has come."""
@@ -152,25 +267,26 @@ class InviteClient:
         self.deferred.callback(dialog)
 
     def _on_end(self, reason: str) -> None:
+        self._disarm()
+        if reason in ("timeout", "transport_error") and self._entry is not None:
+            self._stack._peer_failed(self._entry.peer)  # s.4.3 marks (SRV peers only)
         if reason == "timeout":
-            self.fail(SIPTimeout("no final response to INVITE (Timer B)"))
+            self._next_or_fail(SIPTimeout("no final response to INVITE (Timer B)"))
         elif reason == "transport_error":
             entry, fallback = self._entry, self._fallback
-            if fallback is not None and not self._provisional and not self._cancel_requested:
+            self._fallback = None
+            if fallback is not None and not self._provisional and not self._cancel_requested \
+                    and not self._stack.table.stopped:
                 log.info("INVITE to {peer} over TCP failed ({err}); retrying over UDP",
                          peer=str(entry.peer if entry else ""), err=entry.error if entry else "")
-                headers = self.request.headers
-                if entry is not None and headers.get("Contact") == \
-                        self._stack.contact_for(entry.peer):
-                    # our TCP Contact would bring the dialog's requests back over TCP
-                    headers.set("Contact", self._stack.contact_for(fallback))
-                self.start(fallback)
+                self.start(fallback)  # with a UDP Via, and Contact if it named TCP
                 return
             why = f": {entry.error}" if entry is not None and entry.error else ""
-            self.fail(SIPTransportError(f"INVITE could not be sent{why}"))
+            self._next_or_fail(SIPTransportError(f"INVITE could not be sent{why}"))
 
     def _finish(self) -> None:
         self._done = True
+        self._disarm()
         self._stack._invite_clients.discard(self)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -181,3 +297,7 @@ class InviteClient:
             return
         self._finish()
         self.deferred.errback(err)
+
+
+def _ignore(_: Any) -> None:
+    pass

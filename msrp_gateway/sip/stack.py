@@ -63,16 +63,6 @@ MAX_DIALOGS = 20000
 USER_AGENT = "msrpgw"
 
 
-class _InviteClient(InviteClient):
-    """An ``InviteClient`` whose failed peer (Timer B, or the INVITE could not be sent)
-    is reported to RFC 3263 failover (``RequestSender._peer_failed``, s.4.3)."""
-
-    def _on_end(self, reason: str) -> None:
-        if reason in ("timeout", "transport_error") and self._entry is not None:
-            self._stack._peer_failed(self._entry.peer)
-        super()._on_end(reason)
-
-
 class SIPStack(RequestSender):
     """Transactions, dialogs and the UA core over one ``SIPTransport`` (docs/internals.md)."""
 
@@ -102,7 +92,7 @@ class SIPStack(RequestSender):
 
     def invite(self, req: SIPRequest) -> InviteClient:
         """Send an INVITE; the returned ``InviteClient`` fires the dialog or the failure."""
-        client: InviteClient = _InviteClient(self, req)
+        client = InviteClient(self, req)  # it does its own s.4.3 failover and marks
         if self.table.stopped:
             client.fail(SIPTransportError("SIP stack stopped"))
             return client
