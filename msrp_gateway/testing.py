@@ -542,3 +542,21 @@ class FakeSIPTransport:
         out = [m for m, _ in self.sent]
         self.sent.clear()
         return out
+
+
+# ---- end-to-end delivery: an MSRP layer that leaves success REPORTs to its owner (T11) ----
+
+
+@_dataclass(slots=True)
+class FakeOwnerReportedMessage(FakeIncomingMessage):
+    """An IncomingMessage whose MSRP layer held back the hop-by-hop success REPORT, as
+    `[msrp_gateway] delivery = "end_to_end"` needs: `report_success()` sends it (counted
+    in `successes`) if the sender asked with Success-Report: yes."""
+
+    successes: int = 0
+
+    def report_success(self) -> bool:
+        if self.success_report != "yes":
+            return False
+        self.successes += 1
+        return True

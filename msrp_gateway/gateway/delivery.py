@@ -43,6 +43,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from msrp_gateway.sip.message import reason_phrase
+
 from .replies import RETRY_AFTER, reply
 
 __all__ = [
@@ -65,12 +67,6 @@ DEFAULT_DELIVERY_TIMEOUT = 25.0
 # (sip.uas.TU_GUARD_NON_INVITE, = Timer F with the default T1): we must answer before.
 MAX_DELIVERY_TIMEOUT = 30.0
 
-_REASONS = {
-    200: "OK", 403: "Forbidden", 408: "Request Timeout", 413: "Request Entity Too Large",
-    415: "Unsupported Media Type", 480: "Temporarily Unavailable", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Server Time-out",
-}
-
 # MSRP status of a failed SEND (MSRPSendError.code) -> SIP status of the MESSAGE.
 _MSRP_TO_SIP = {403: 403, 408: 408, 413: 413, 415: 415, 481: 480, 503: 503}
 
@@ -78,7 +74,8 @@ _SETUP_AS_IS = frozenset({403, 404, 410, 480, 484, 485, 486, 503, 504, 600, 603,
 
 
 def reason_for(status: int) -> str:
-    return _REASONS.get(status, "Error")
+    """RFC 3261's reason phrase for ``status``."""
+    return reason_phrase(status)
 
 
 def msrp_failure_status(code: int | None) -> int:

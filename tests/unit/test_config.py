@@ -535,3 +535,40 @@ def test_every_accepted_dns_server_is_one_the_resolver_accepts():
     sip = from_dict({"sip": {"dns_servers": servers}}).sip
     assert parse_servers(servers) == list(sip.dns_server_addresses)
     assert parse_servers(list(sip.dns_server_addresses)) == list(sip.dns_server_addresses)
+
+
+# --- [msrp_gateway] delivery (end-to-end delivery switch) -----------------------------------
+
+def test_delivery_defaults_to_hop_and_takes_end_to_end():
+    g = from_dict({}).msrp_gateway
+    assert (g.delivery, g.delivery_timeout) == ("hop", 25.0)
+    g = from_dict({"msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 10}}
+                  ).msrp_gateway
+    assert (g.delivery, g.delivery_timeout) == ("end_to_end", 10.0)
+    assert isinstance(g.delivery_timeout, float)
+
+
+def test_delivery_value_is_refused_in_one_line():
+    assert error_of({"msrp_gateway": {"delivery": "e2e"}}) == (
+        "gw.toml: [msrp_gateway] delivery: expected one of 'hop', 'end_to_end', found 'e2e'")
+    assert error_of({"msrp_gateway": {"delivery": True}}) == (
+        "gw.toml: [msrp_gateway] delivery: expected a string, found true")
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 31, 60])
+def test_delivery_timeout_outside_1_to_30(value):
+    assert error_of({"msrp_gateway": {"delivery_timeout": value}}) == (
+        f"gw.toml: [msrp_gateway] delivery_timeout: expected a number from 1 to 30, "
+        f"found {value}")
+
+
+def test_end_to_end_delivery_timeout_must_be_below_the_senders_timer_f():
+    data = {"sip": {"timer_t1": 0.25},
+            "msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 16}}
+    assert error_of(data) == (
+        "gw.toml: [msrp_gateway] delivery_timeout: expected a value below 64 * [sip] "
+        "timer_t1 (16 s, the sender's Timer F), found 16.0")
+    data["msrp_gateway"]["delivery_timeout"] = 15.5
+    assert from_dict(data).msrp_gateway.delivery_timeout == 15.5
+    # with hop delivery the bound is unused, so a short T1 (as tests use) is fine
+    assert from_dict({"sip": {"timer_t1": 0.05}}).msrp_gateway.delivery == "hop"
