@@ -3,11 +3,16 @@
 `UACore` is the base of `MSRPUserAgent`: offering (`ua_uac`) and answering (`ua_uas`)
 both register a session here, bind it (connect, or wait for the peer's binding SEND)
 and end it through `_finish`, which releases everything and tells the handler once.
+
+msrps (RFC 4975 s.14.4, RFC 8122): our SDP carries the fingerprint of the certificate our
+MSRP stack presents; a peer's ``a=fingerprint`` pins its session, so only a TLS connection
+presenting that certificate binds it (a mismatch fails the set-up like any failed bind).
+Without fingerprints from the peer, the stack's CA verification applies as before.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -15,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .msrp.session import Clock, MSRPSendError, SessionError
+from .sdp import PROTO_TLS, Fingerprint, MSRPMedia, proto_for_uri
 from .ua_records import (
     NO_SESSION,
     SETUP_TIMEOUT,
@@ -84,8 +90,41 @@ class UACore:
         s.duration_call = None
         self._finish(s, why=f"max_duration ({self._max_duration:g} s) reached", local=True)
 
-    def _bind(self, s: UASession, active: bool) -> None:
-        """Connect and bind (active side) or wait for the peer's binding SEND (passive)."""
+    def _local_fingerprints(self, own_uri: str) -> Sequence[Fingerprint]:
+        """Our certificate's fingerprint for an msrps path URI (none for msrp: or a stack
+        without TLS): what our offer or answer puts in ``a=fingerprint``."""
+        if proto_for_uri(own_uri) != PROTO_TLS:
+            return ()
+        get = getattr(self._msrp, "local_fingerprint", None)
+        fp = get() if get is not None else None
+        return () if fp is None else (fp,)
+
+    def _pin(self, s: UASession, peer: MSRPMedia) -> None:
+        """Hold the peer to the certificate its SDP fingerprints name (TLS streams only)."""
+        if not peer.tls:
+            return
+        if peer.ignored_fingerprints:
+            log.info("session {sid}: a=fingerprint lines ignored: {why}", sid=s.sid,
+                     why="; ".join(peer.ignored_fingerprints)[:300])
+        if not peer.fingerprints:
+            log.debug("session {sid}: msrps peer without a=fingerprint: CA verification "
+                      "as configured", sid=s.sid)
+            return
+        expect = getattr(self._msrp, "expect_certificate", None)
+        if expect is None:
+            log.warn("session {sid}: the MSRP stack cannot check certificate fingerprints",
+                     sid=s.sid)
+            return
+        expect(s.msrp, peer.fingerprints,
+               lambda why: self._finish(s, why=f"MSRP session not bound: {why}"))
+
+    def _bind(self, s: UASession, active: bool, peer: MSRPMedia | None = None) -> None:
+        """Connect and bind (active side) or wait for the peer's binding SEND (passive);
+        `peer`'s fingerprints, if any, pin the connection's certificate first."""
+        if peer is not None:
+            self._pin(s, peer)
+            if s.state is SessionState.ENDED:
+                return
         if s.setup_call is None:
             s.setup_call = self._clock.callLater(self._setup_timeout, self._setup_expired, s)
         d = s.msrp.connect() if active else s.msrp.wait_bound(self._setup_timeout)

@@ -31,7 +31,8 @@ class UACOffering(UACore):
         self._check_room()
         msess = self._create_msrp(types)
         try:
-            offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup)
+            offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup,
+                                    fingerprints=self._local_fingerprints(msess.local_path[-1]))
             req = self._sip.new_request(
                 "INVITE", from_uri, to_uri, ruri, body=offer, content_type=SDP_TYPE
             )
@@ -78,7 +79,7 @@ class UACOffering(UACore):
         s.peer_max_size = peer.max_size
         s.content_types = common
         s.state = SessionState.SETUP
-        self._bind(s, active)
+        self._bind(s, active, peer)
 
     def _uac_refused(self, f: Failure, s: UASession) -> None:
         s.invite = None

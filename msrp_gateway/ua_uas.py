@@ -63,10 +63,13 @@ class UASAnswering(UACore):
             offer = sdp.parse_sdp(req.body)
             wanted = sdp.find_msrp_media(offer, tuple(p for p in _PROTOS if p in uris))
         except sdp.SDPError as e:
+            log.info("offer from {uri} refused {code}: {why}", uri=uri_of(req.headers.get("From")),
+                     code=e.code, why=e.reason)
             raise UAError(e.code, "Not Acceptable Here", [("Warning", e.warning())]) from None
         msess = self._create_msrp(types, uris[wanted.proto])
         try:
-            neg = sdp.build_answer(offer, list(msess.local_path), types, prefer_active=self._actpass_active)
+            neg = sdp.build_answer(offer, list(msess.local_path), types, prefer_active=self._actpass_active,
+                                   fingerprints=self._local_fingerprints(msess.local_path[-1]))
             msess.set_remote_path(neg.peer.path)
         except sdp.SDPError as e:
             msess.close()
@@ -79,7 +82,7 @@ class UASAnswering(UACore):
         s.remote_path = list(neg.peer.path)
         s.peer_max_size = neg.peer.max_size
         self._accept(txn, s, neg.body)
-        self._bind(s, neg.active)
+        self._bind(s, neg.active, neg.peer)
         s.starting = False
         return s.sid
 
@@ -87,7 +90,8 @@ class UASAnswering(UACore):
         """An INVITE without SDP: offer in our 200, read the answer from the ACK."""
         msess = self._create_msrp(types)  # our offer is on my_uri's transport
         try:
-            offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup)
+            offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup,
+                                    fingerprints=self._local_fingerprints(msess.local_path[-1]))
         except Exception as e:
             msess.close()
             log.failure("cannot build the offer for a late-offer INVITE")
@@ -158,7 +162,7 @@ class UASAnswering(UACore):
         s.remote_path = list(peer.path)
         s.peer_max_size = peer.max_size
         s.content_types = common
-        self._bind(s, active)
+        self._bind(s, active, peer)
 
     def _uas_no_ack(self, f: Failure, s: UASession) -> None:
         if s.state is not SessionState.ENDED:
