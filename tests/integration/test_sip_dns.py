@@ -5,8 +5,8 @@ serves NAPTR, SRV and A records for example.test; SIP stacks send MESSAGE and IN
 resolver is given it — directly, or through ``[sip] dns_servers`` and
 ``service.build_service`` — and the server records what it was asked. Also: stopping a
 resolver (or the service) with a query in flight leaves no timer and no socket behind;
-a request to an SRV target that is down (refused, silent) makes the next one go to the
-next target (s.4.3)."""
+a request to an SRV target that is down (refused, silent) goes on to the next target
+itself, and later requests go there first (s.4.3)."""
 
 from __future__ import annotations
 
@@ -380,11 +380,11 @@ def two_targets(zone, service: str, first_port: int, second_port: int) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_refused_srv_target_is_passed_over_by_the_next_message(
+async def test_a_message_to_a_refused_srv_target_is_sent_again_to_the_next_target(
         nodes, zone, refusing_tcp_port):
-    """The first target refuses TCP: the first MESSAGE is reported 503 (nothing could be
-    sent), the next ones go to the second target — from the cached SRV answer, no new
-    SRV query."""
+    """The first target refuses TCP: the first MESSAGE itself reaches the second target
+    (the gateway reports 200, not 503); the refused target is marked, so the next
+    MESSAGEs go straight to the second — from the cached SRV answer, no new SRV query."""
     second = nodes()
     two_targets(zone, "_sip._tcp.failover.example.test", refusing_tcp_port,
                 second.port("tcp"))
@@ -392,24 +392,23 @@ async def test_a_refused_srv_target_is_passed_over_by_the_next_message(
     svc.startService()
     ruri = "sip:bob@failover.example.test;transport=tcp"
     try:
-        first = await with_timeout(svc.gateway.send_message(
-            "sip:alice@127.0.0.1", "sip:bob@failover.example.test", ruri, b"one"))
-        then = [await with_timeout(svc.gateway.send_message(
+        answers = [await with_timeout(svc.gateway.send_message(
             "sip:alice@127.0.0.1", "sip:bob@failover.example.test", ruri, text))
-            for text in (b"two", b"three")]
+            for text in (b"one", b"two", b"three")]
     finally:
         await stopped(svc)
-    assert first[0] == 503
-    assert [status for status, _ in then] == [200, 200]
-    assert second.seen == [("MESSAGE", "TCP"), ("MESSAGE", "TCP")]
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert second.seen == [("MESSAGE", "TCP")] * 3
     assert zone.asked.count(("_sip._tcp.failover.example.test", dns.SRV)) == 1
     assert svc.sip.transport.resolver.is_unreachable(
         Peer("tcp", "127.0.0.1", refusing_tcp_port))
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_invite_that_cannot_reach_an_srv_target_moves_the_next_request_on(
+async def test_an_invite_to_a_refused_srv_target_is_sent_again_to_the_next_target(
         nodes, zone, refusing_tcp_port):
+    """The same INVITE (a new branch) reaches the second target and its dialog is set up;
+    the refused target is marked."""
     second = nodes()
     two_targets(zone, "_sip._tcp.failover.example.test", refusing_tcp_port,
                 second.port("tcp"))
@@ -417,34 +416,98 @@ async def test_an_invite_that_cannot_reach_an_srv_target_moves_the_next_request_
     ruri = "sip:bob@failover.example.test;transport=tcp"
     invite = caller.stack.new_request("INVITE", "sip:alice@127.0.0.1", ruri, ruri,
                                       body=b"offer", content_type="application/sdp")
-    with pytest.raises(SIPTransportError):
-        await with_timeout(caller.stack.invite(invite).deferred)
-    resp = await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
-    assert resp.status == 200 and second.seen == [("MESSAGE", "TCP")]
+    dialog = await with_timeout(caller.stack.invite(invite).deferred)
+    assert dialog.remote_sdp == b"answer"
+    assert second.seen == [("INVITE", "TCP")] and len(second.dialogs) == 1
+    assert caller.transport.resolver.is_unreachable(
+        Peer("tcp", "127.0.0.1", refusing_tcp_port))
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_silent_srv_target_times_out_408_and_the_next_message_goes_on(
-        nodes, zone, silent):
-    """The first target (UDP) never answers: Timer F ends the first MESSAGE (SIPTimeout,
-    the gateway's 408) and the next MESSAGE goes to the second target. The caller's
-    timers run on a task.Clock (sockets and DNS are real), so 64*T1 passes at once."""
-    second = nodes()
-    two_targets(zone, "_sip._udp.failover.example.test", silent.port, second.port("udp"))
+@pytest.fixture
+def silent2():
+    s = Silent()
+    port = reactor.listenUDP(0, s, interface="127.0.0.1")
+    s.port = port.getHost().port
+    yield s
+    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+
+
+def silent_caller(nodes, zone):
+    """A caller whose stack's timers run on a task.Clock (sockets and DNS are real), so
+    T1 multiples pass when the test says."""
     clock = task.Clock()
     caller = nodes(clock=clock)
     caller.transport.resolver = SIPResolver(reactor, servers=[zone.address])
+    return caller, clock
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_to_a_silent_srv_target_moves_to_the_next_after_16_t1(
+        nodes, zone, silent):
+    """The first target (UDP) never answers: after 16*T1 (8 s) of silence the same
+    MESSAGE goes to the second target, which answers 200; the silent one is marked."""
+    second = nodes()
+    two_targets(zone, "_sip._udp.failover.example.test", silent.port, second.port("udp"))
+    caller, clock = silent_caller(nodes, zone)
     ruri = "sip:bob@failover.example.test;transport=udp"
+    t1 = TimerSettings().t1
 
     first = caller.stack.send_request(message_to(caller, ruri))
     await with_timeout(silent.first)  # it went to the silent target
-    clock.advance(64 * TimerSettings().t1)
-    with pytest.raises(SIPTimeout):
-        await with_timeout(first)
-
-    resp = await with_timeout(caller.stack.send_request(message_to(caller, ruri)))
+    clock.advance(16 * t1 - 0.01)
+    assert not first.called and second.seen == []
+    clock.advance(0.01)
+    resp = await with_timeout(first)
     assert resp.status == 200 and second.seen == [("MESSAGE", "UDP")]
-    assert len(silent.received) >= 1
+    assert caller.transport.resolver.is_unreachable(Peer("udp", "127.0.0.1", silent.port))
+    branches = {line for data in silent.received for line in data.split(b"\r\n")
+                if line.startswith(b"Via:")}
+    assert len(branches) == 1  # retransmissions of one try, not new tries
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_whose_srv_targets_are_all_silent_gets_408_at_64_t1_in_all(
+        nodes, zone, silent, silent2):
+    """Both targets are silent: the MESSAGE moves to the second after 16*T1 and is given
+    up (SIPTimeout, the gateway's 408) 64*T1 after its first send, not 64*T1 after the
+    second try began."""
+    two_targets(zone, "_sip._udp.failover.example.test", silent.port, silent2.port)
+    caller, clock = silent_caller(nodes, zone)
+    ruri = "sip:bob@failover.example.test;transport=udp"
+    t1 = TimerSettings().t1
+
+    d = caller.stack.send_request(message_to(caller, ruri))
+    await with_timeout(silent.first)
+    clock.advance(16 * t1)
+    await with_timeout(silent2.first)  # the same request, at the second target
+    clock.advance(48 * t1 - 0.01)
+    assert not d.called
+    clock.advance(0.01)
+    with pytest.raises(SIPTimeout):
+        await with_timeout(d)
+    assert clock.getDelayedCalls() == []  # no try's timer outlives the request
+    assert caller.stack.transaction_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_silent_srv_target_keeps_the_message_until_timer_f(nodes, zone, silent):
+    """With no other target, silence past 16*T1 changes nothing: Timer F (64*T1) ends it."""
+    zone.add("_sip._udp.lone.example.test",
+             dns.Record_SRV(10, 0, silent.port, b"first.example.test", ttl=60))
+    zone.add("first.example.test", dns.Record_A("127.0.0.1", ttl=60))
+    caller, clock = silent_caller(nodes, zone)
+    ruri = "sip:bob@lone.example.test;transport=udp"
+    t1 = TimerSettings().t1
+
+    d = caller.stack.send_request(message_to(caller, ruri))
+    await with_timeout(silent.first)
+    clock.advance(16 * t1)
+    await task.deferLater(reactor, 0.05, lambda: None)  # a DNS answer would be read here
+    assert not d.called
+    clock.advance(48 * t1)
+    with pytest.raises(SIPTimeout):
+        await with_timeout(d)
+    assert caller.transport.resolver.is_unreachable(Peer("udp", "127.0.0.1", silent.port))
 
 
 @pytest_twisted.ensureDeferred
