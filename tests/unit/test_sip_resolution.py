@@ -16,7 +16,9 @@ from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.names import dns, error
 
-from msrp_gateway.sip.dns import DNSCache, DNSLookupError, Located, SIPResolver, parse_servers
+from msrp_gateway.sip.dns import (
+    DNSCache, DNSLookupError, Located, SIPResolver, TargetsExhausted, parse_servers,
+)
 from msrp_gateway.sip.peers import Peer, TransportError
 from msrp_gateway.sip.resolution import (
     NAPTRRecord, SRVRecord, naptr_choices, order_srv, refuses_service, srv_name, target_of,
@@ -678,3 +680,109 @@ def test_found_by_srv_names_the_peers_srv_walks_chose_and_is_bounded(zone):
     assert not r.found_by_srv(srv_peer)
     assert r.found_by_srv(Peer("udp", "127.0.8.1", 1)) and r.found_by_srv(
         Peer("udp", "127.0.8.1", 4096))
+
+
+# -- s.4.3: the targets after the tried ones ---------------------------------------------
+
+def three_targets(zone, name="_sip._udp.example.test", rtype_records=None):
+    zone.add("c.example.test", dns.Record_A("127.0.0.13"))
+    for prio, port, host in ((10, 5101, b"a.example.test"), (20, 5102, b"b.example.test"),
+                             (30, 5103, b"c.example.test")):
+        zone.add(name, dns.Record_SRV(prio, 0, port, host))
+    return [Peer("udp", "127.0.0.11", 5101), Peer("udp", "127.0.0.12", 5102),
+            Peer("udp", "127.0.0.13", 5103)]
+
+
+def test_locate_excluding_tried_targets_gives_the_next_in_srv_order_then_none(zone):
+    a, b, c = three_targets(zone)
+    r = resolver(zone)
+    assert result_of(r.locate("sip:bob@example.test")).peer == a
+    assert result_of(r.locate("sip:bob@example.test", exclude=[a])).peer == b
+    assert result_of(r.locate("sip:bob@example.test", exclude=[a, b])).peer == c
+    assert r.found_by_srv(b) and r.found_by_srv(c)
+    exhausted = result_of(r.locate("sip:bob@example.test", exclude=[a, b, c]))
+    assert isinstance(exhausted.value, TargetsExhausted)
+    assert isinstance(exhausted.value, TransportError)  # the stack's 503 if it gets there
+    # never the domain's own address (s.4.2's fallback is for a domain without SRV)
+    assert "every target of 'example.test' has been tried" in str(exhausted.value)
+
+
+def test_excluded_targets_yield_to_unreachable_ones_last(zone):
+    """An untried target marked unreachable (by another request) still comes after an
+    untried reachable one, and is used when it is all that is left."""
+    a, b, c = three_targets(zone)
+    r = resolver(zone)
+    r.mark_unreachable(b)
+    assert result_of(r.locate("sip:bob@example.test", exclude=[a])).peer == c
+    assert result_of(r.locate("sip:bob@example.test", exclude=[a, c])).peer == b
+
+
+def test_when_one_srv_name_is_used_up_the_next_naptr_choice_follows(zone):
+    zone.add("example.test", dns.Record_NAPTR(10, 10, b"s", b"SIP+D2T", b"",
+                                              b"_sip._tcp.example.test"))
+    zone.add("example.test", dns.Record_NAPTR(20, 10, b"s", b"SIP+D2U", b"",
+                                              b"_sip._udp.example.test"))
+    zone.add("_sip._tcp.example.test", dns.Record_SRV(10, 0, 5070, b"a.example.test"))
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5080, b"b.example.test"))
+    r = resolver(zone)
+    first = result_of(r.locate("sip:bob@example.test")).peer
+    assert first == Peer("tcp", "127.0.0.11", 5070)
+    assert result_of(r.locate("sip:bob@example.test", exclude=[first])).peer == \
+        Peer("udp", "127.0.0.12", 5080)
+    last = result_of(r.locate("sip:bob@example.test",
+                              exclude=[first, Peer("udp", "127.0.0.12", 5080)]))
+    assert isinstance(last.value, TargetsExhausted)
+
+
+@pytest.mark.parametrize("uri", ["sip:bob@127.0.0.5:5070", "sip:bob@a.example.test:5070",
+                                 "sip:bob@example.test"])
+def test_a_uri_with_a_single_target_has_no_next_one(zone, uri):
+    """An IP, a port given, or a domain without SRV (its own address): one target only."""
+    r = resolver(zone)
+    only = result_of(r.locate(uri)).peer
+    assert isinstance(result_of(r.locate(uri, exclude=[only])).value, TargetsExhausted)
+    assert result_of(r.locate(uri, exclude=[Peer("udp", "127.0.0.99", 1)])).peer == only
+
+
+def test_excluding_applies_to_locate_calls_made_in_its_block_even_when_they_finish_later():
+    """``excluding`` serves callers that reach locate through the transport: the set is
+    taken when locate is called, so a walk waiting for DNS keeps it after the block."""
+    zone = Zone()
+    a, b, _ = three_targets(zone)
+    zone.add("a.example.test", dns.Record_A("127.0.0.11"))
+    zone.add("b.example.test", dns.Record_A("127.0.0.12"))
+    zone.hold[("example.test", dns.NAPTR)] = []
+    r = resolver(zone)
+    with r.excluding([a]):
+        waiting = r.locate("sip:bob@example.test")
+    assert not waiting.called
+    zone.release("example.test", dns.NAPTR)
+    assert result_of(waiting).peer == b
+    assert result_of(r.locate("sip:bob@example.test")).peer == a  # outside: nothing excluded
+
+
+# -- SIPTransport.stop() stops its resolver ------------------------------------------------
+
+def test_transport_stop_stops_the_resolver_it_was_given_and_a_second_stop_is_harmless():
+    zone = StoppableZone()
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5093, b"a.example.test"))
+    zone.hold[("example.test", dns.NAPTR)] = []
+    t = SIPTransport(MemoryReactorClock())
+    t.resolver = resolver(zone)
+    waiting = t.resolve("sip:bob@example.test")
+    assert not waiting.called
+    assert result_of(t.stop()) is None
+    assert isinstance(result_of(waiting).value, DNSLookupError)  # failed by the stop
+    assert zone.stops == 1 and t.resolver.stopped
+    assert isinstance(result_of(t.resolve("sip:carol@example.test")).value, DNSLookupError)
+    # the service stops the resolver, then the transport (listeners last): no error
+    assert result_of(t.resolver.stop()) is None and result_of(t.stop()) is None
+
+
+def test_transport_stop_makes_no_resolver_when_none_was_used():
+    """No resolver was needed (IP hosts only): stop() does not make one to stop it; one
+    made later is fresh."""
+    t = SIPTransport(MemoryReactorClock())
+    assert result_of(t.resolve("sip:bob@127.0.0.1")) == Peer("udp", "127.0.0.1", 5060)
+    assert result_of(t.stop()) is None
+    assert not t.resolver.stopped
