@@ -132,6 +132,19 @@ def test_settings_come_from_the_config_section() -> None:
     assert whole.delivery.end_to_end is True
 
 
+def test_the_service_hands_the_switch_to_the_gateway() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from msrp_gateway.service import build_service
+
+    root = build_service(config.from_dict(
+        {"msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 12}}),
+        MemoryReactorClock())
+    assert (root.gateway.delivery.end_to_end, root.gateway.delivery.timeout) == (True, 12.0)
+    assert build_service(config.from_dict({}), MemoryReactorClock()
+                         ).gateway.delivery.end_to_end is False
+
+
 @pytest.mark.parametrize("settings,word", [
     ({"delivery": "e2e"}, "msrp_gateway.delivery"),
     ({"delivery": "end_to_end", "delivery_timeout": 31}, "msrp_gateway.delivery_timeout"),
@@ -203,7 +216,9 @@ def test_no_outcome_within_the_bound_answers_504_once(h: Harness) -> None:
 
 def test_default_bound_is_below_timer_f_and_the_stack_guard() -> None:
     gw = Gateway(task.Clock(), FakeUA(), FakeSIPSender(), {"delivery": "end_to_end"})
-    assert gw.delivery.timeout == 25.0 < 32.0  # 64*T1 and sip.uas.TU_GUARD_NON_INVITE
+    from msrp_gateway.sip.uas import TU_GUARD_NON_INVITE
+
+    assert gw.delivery.timeout == 25.0 < TU_GUARD_NON_INVITE  # = 64*T1 with T1 = 0.5
 
 
 # -- page -> session while the session is set up ------------------------------------------
