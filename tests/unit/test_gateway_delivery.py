@@ -298,6 +298,32 @@ def test_session_ended_before_the_queue_went_out_answers_480(h: Harness) -> None
     assert h.timers() == []
 
 
+def test_mi_end_during_set_up_answers_480_and_a_sent_one_still_gets_its_bound(
+        h: Harness) -> None:
+    queued = request()
+    h.gw.msg_to_msrp(queued, KEY, "text/plain")
+    h.gw.end_session(KEY)
+    assert status(queued) == 480
+    h.open_established()
+    sent = request(b"two", 2)
+    h.gw.msg_to_msrp(sent, KEY, "text/plain")
+    h.gw.end_session(KEY)  # the fake UA never fails the SEND: only the bound answers
+    assert status(sent) is None
+    h.clock.advance(TIMEOUT)
+    assert status(sent) == 504
+    assert h.timers() == []
+
+
+def test_a_script_that_answers_itself_is_not_answered_twice(h: Harness) -> None:
+    h.open_established()
+    req = request(b"two", 2)
+    assert h.gw.msg_to_msrp(req, KEY, "text/plain") == PENDING
+    req.reply(202, "Accepted")  # a hop-mode habit in a script
+    h.fire(-1, 200)
+    assert status(req) == 202  # final() fails on a second final answer
+    assert h.timers() == []
+
+
 def test_queue_bound_still_answers_503_at_once(h: Harness) -> None:
     h2 = Harness(max_queued_messages=1)
     first, second = request(b"one", 1), request(b"two", 2)
