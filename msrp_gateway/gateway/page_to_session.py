@@ -233,11 +233,12 @@ class PageToSession(GatewayBase):
 
     def _send_now(self, sess: GatewaySession, content_type: str,
                   body: bytes) -> tuple[int, str] | None:
-        """A MESSAGE body out as a SEND on an established session. Returns None when it is
-        on its way (a later failure is logged with the key: the explicit path a later
-        end-to-end MESSAGE answer will hang on), or (code, comment) when the UA refused it
-        on the spot: `ua.send` then returns an already failed Deferred (send queue full,
-        not connected, over the peer's max-size), so the MESSAGE can still be told."""
+        """Hop mode: a MESSAGE body out as a SEND on an established session. Returns None
+        when it is on its way (a later failure is logged with the key; end_to_end hangs the
+        MESSAGE's answer on it instead, see `_send_and_wait`), or (code, comment) when the
+        UA refused it on the spot: `ua.send` then returns an already failed Deferred (send
+        queue full, not connected, over the peer's max-size), so the MESSAGE can still be
+        told."""
         try:
             d = self.ua.send(sess.ua_session_id, content_type, body,
                              failure_report="yes", success_report="no")
