@@ -112,6 +112,10 @@ class SessionSettings:
     max_reassembly_bytes: int = 256 * 1024 * 1024  # held in open reassemblies by all
                                                    # sessions together: beyond, 413
     session_id_matching: bool = False   # RFC 6714 (CEMA): match on session-id only
+    # Success-Report: yes is answered by the session's owner (`IncomingMessage.
+    # report_success()`) once the message is really delivered, not by the session on
+    # receipt: the gateway's `delivery = "end_to_end"` reports the SIP MESSAGE's 2xx.
+    owner_success_reports: bool = False
 
 
 @dataclass(slots=True)

@@ -68,9 +68,14 @@ def _uri_session_id(uri: str) -> str | None:
 
 # ---- received messages ----------------------------------------------------------------
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class IncomingMessage:
-    """A whole (reassembled) message handed to `session.on_message`."""
+    """A whole (reassembled) message handed to `session.on_message`.
+
+    It holds no timer and the session keeps no reference to it: a message its owner never
+    reports on (the MESSAGE it became failed, the owner dropped it) goes with its last
+    reference and leaves nothing behind.
+    """
 
     message_id: str
     content_type: str | None
@@ -79,14 +84,37 @@ class IncomingMessage:
     success_report: str
     _session: MSRPSession | None = field(default=None, repr=False)
     _report_path: list[str] = field(default_factory=list, repr=False)
+    # The session left the success REPORT to us (SessionSettings.owner_success_reports).
+    _owner_reports: bool = field(default=False, repr=False)
+    # A REPORT with the message's outcome went out: no success REPORT after it.
+    _reported: bool = field(default=False, repr=False)
 
     def report_failure(self, code: int, comment: str | None = None) -> bool:
         """Send a failure REPORT if the sender asked for one; True if one was sent."""
         if self._session is None or not wants_failure_report(self.failure_report):
             return False
         n = len(self.body)
-        return self._session.send_report(self.message_id, f"1-{n}/{n}", code, comment,
+        sent = self._session.send_report(self.message_id, f"1-{n}/{n}", code, comment,
                                          self._report_path)
+        self._reported = self._reported or sent
+        return sent
+
+    def report_success(self, comment: str | None = None) -> bool:
+        """Send the success REPORT the sender asked for (Success-Report: yes) now that the
+        owner knows the message was delivered; True if one was sent.
+
+        Only when the session left it to its owner (`owner_success_reports`), at most once
+        and never after a failure REPORT; one REPORT covers the whole byte range of a
+        chunked message (RFC 4975 s.7.1.2). False when the session is gone.
+        """
+        if (self._session is None or not self._owner_reports or self._reported
+                or self.success_report != "yes"):
+            return False
+        n = len(self.body)
+        sent = self._session.send_report(self.message_id, f"1-{n}/{n}", 200, comment,
+                                         self._report_path)
+        self._reported = sent
+        return sent
 
 
 # ---- sessions ---------------------------------------------------------------------------
@@ -247,9 +275,11 @@ class MSRPSession:
 
     def _deliver(self, whole: AssembledMessage) -> None:
         path = whole.request.from_path
+        owner_reports = self.settings.owner_success_reports
         msg = IncomingMessage(whole.message_id, whole.content_type, whole.body,
-                              whole.failure_report, whole.success_report, self, path)
-        if whole.success_report == "yes":
+                              whole.failure_report, whole.success_report, self, path,
+                              owner_reports)
+        if whole.success_report == "yes" and not owner_reports:
             n = len(whole.body)
             self.send_report(whole.message_id, f"1-{n}/{n}", 200, None, path)
         if self.on_message is not None:
