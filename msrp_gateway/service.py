@@ -281,7 +281,8 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         max_queued_messages=m.max_send_queue,
         max_queued_bytes=m.max_send_queue_bytes, max_inflight=m.max_in_flight,
         max_sessions=settings.msrp_gateway.max_sessions,
-        session_id_matching=(m.session_matching == "session-id"))
+        session_id_matching=(m.session_matching == "session-id"),
+        owner_success_reports=(settings.msrp_gateway.delivery == "end_to_end"))
     limits = MSRPLimits(max_header_bytes=m.max_header_size,
                         max_body_size=max(m.max_message_size, m.chunk_size))
     try:
