@@ -12,9 +12,10 @@
 #      msrp_gw_answer(req, key, content_types, from_uri, to_uri, ruri)
 #      send_message(from_uri, to_uri, ruri, body, content_type="text/plain")
 #      list_sessions(), end_session(key), settings
-# The two gateway functions return 1 on success and a negative number on error; they
-# answer the request themselves (202 for a MESSAGE, the UA's 200 for an INVITE, or the
-# error), so the route needs no reply of its own after calling them.
+# The two gateway functions return 1 on success (2 with delivery = "end_to_end":
+# accepted, the MESSAGE's answer follows the MSRP result) and a negative number on
+# error; they answer the request themselves (202 for a MESSAGE, the UA's 200 for an
+# INVITE, or the error), so the route needs no reply of its own after calling them.
 #
 # msg_to_msrp is for MESSAGE only (anything else: 500); a MESSAGE the MSRP side cannot
 # take at once (its send queue full) gets 503 with Retry-After, not 202.
