@@ -10,7 +10,6 @@ table and registers its dialogs there.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
@@ -21,7 +20,7 @@ from .dialog import Dialog
 from .message import SIPRequest, SIPResponse
 from .peers import is_reliable
 from .table import ClientEntry
-from .uac import FAILOVER_SILENCE
+from .uac import FAILOVER_SILENCE, TryEntry
 from .transaction import (
     InviteClientTransaction,
     SIPFinalResponse,
@@ -90,10 +89,7 @@ class InviteClient:
         stack._add_via(self.request, peer)
         core = InviteClientTransaction(self.request, reliable=is_reliable(peer),
                                        timers=stack.timers)
-        entry = ClientEntry(core, peer, _ignore, _ignore)
-        # bound to this try: one given up for the next target may still end late
-        entry.on_response = partial(self._try_response, entry)
-        entry.on_end = partial(self._try_end, entry)
+        entry = TryEntry(core, peer, self)
         if not stack.table.add_client(entry):
             self.fail(SIPTransportError("transaction table full"))
             return
@@ -104,12 +100,13 @@ class InviteClient:
 
     # -- RFC 3263 s.4.3 failover ---------------------------------------------------------
 
-    def _try_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
+    def try_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
+        """From this INVITE's transaction entry (``uac.TryEntry``): a stale try is ignored."""
         if entry is self._entry:
             self._disarm()  # it answered: no failover from now on
             self._on_response(resp)
 
-    def _try_end(self, entry: ClientEntry, reason: str) -> None:
+    def try_end(self, entry: ClientEntry, reason: str) -> None:
         if entry is self._entry:
             self._on_end(reason)
 
@@ -298,6 +295,3 @@ class InviteClient:
         self._finish()
         self.deferred.errback(err)
 
-
-def _ignore(_: Any) -> None:
-    pass

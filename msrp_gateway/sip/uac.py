@@ -18,7 +18,6 @@ before any provisional response. Every failed target is marked unreachable
 from __future__ import annotations
 
 import secrets
-from functools import partial
 from typing import Any, Iterable
 
 from twisted.internet import defer
@@ -41,7 +40,7 @@ from .transaction import (
 )
 from .uri import parse_name_addr
 
-__all__ = ["FAILOVER_SILENCE", "RequestSender", "new_branch"]
+__all__ = ["FAILOVER_SILENCE", "RequestSender", "TryEntry", "new_branch"]
 
 log = Logger(namespace="msrp_gateway.sip.stack")  # operators know the stack's namespace
 
@@ -273,7 +272,7 @@ class _Tries:
         self.req = req
         self.deferred: defer.Deferred[SIPResponse] = defer.Deferred()
         self.tried: list[Any] = []
-        self.deadline = sender.table.reactor.seconds() + 64 * sender.timers.t1  # Timer F
+        self.deadline = 0.0  # 64*T1 (Timer F) from the first send to an SRV-chosen peer
         self.entry: ClientEntry | None = None
         self.timer: Any = None
         self.heard = False
@@ -293,17 +292,15 @@ class _Tries:
         sender._add_via(self.req, peer)
         core = NonInviteClientTransaction(self.req, reliable=is_reliable(peer),
                                           timers=sender.timers)
-        entry = ClientEntry(core, peer, _ignore, _ignore)
-        # bound to this try: a try given up for the next target may still end late (a TCP
-        # connect that fails after we moved on) and must not end the next one
-        entry.on_response = partial(self.on_response, entry)
-        entry.on_end = partial(self.on_end, entry)
+        entry = TryEntry(core, peer, self)
         if not table.add_client(entry):
             self.fail(SIPTransportError("transaction table full"))
             return
         self.entry = entry
         if sender._from_srv(peer):
             now = table.reactor.seconds()
+            if not self.deadline:
+                self.deadline = now + 64 * sender.timers.t1
             self.arm(min(now + FAILOVER_SILENCE * sender.timers.t1, self.deadline))
         table.perform(entry, core.start())
 
@@ -317,16 +314,17 @@ class _Tries:
             self.timer.cancel()
         self.timer = None
 
-    def on_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
+    def try_response(self, entry: ClientEntry, resp: SIPResponse) -> None:
         if entry is not self.entry:
             return
         self.heard = True
         if resp.status >= 200 and not self.done:
             self.done = True
             self.disarm()
+            self.entry = None  # its Timer K may keep the entry a while: not the request
             self.deferred.callback(resp)
 
-    def on_end(self, entry: ClientEntry, reason: str) -> None:
+    def try_end(self, entry: ClientEntry, reason: str) -> None:
         if self.done or entry is not self.entry:
             return
         sender = self.sender
@@ -414,6 +412,25 @@ class _Tries:
         self.done = True
         self.disarm()
         self.deferred.errback(err)
+
+
+class TryEntry(ClientEntry):
+    """The client transaction of one try of a request: its results go to ``owner``'s
+    ``try_response(entry, msg)`` / ``try_end(entry, reason)`` with the entry itself, so
+    that a try given up for the next target (s.4.3) that still ends late — a TCP connect
+    failing after we moved on — is told apart from the current one."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, core: Any, peer: Any, owner: Any) -> None:
+        super().__init__(core, peer, _ignore, _ignore)
+        self.owner = owner
+
+    def deliver(self, msg: Any) -> None:
+        self.owner.try_response(self, msg)
+
+    def terminated(self, reason: str) -> None:
+        self.owner.try_end(self, reason)
 
 
 def _ignore(_: Any) -> None:
