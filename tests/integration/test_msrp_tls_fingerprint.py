@@ -16,8 +16,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor, ssl, task
 from twisted.internet.protocol import ClientFactory, Protocol
 
+from msrp_gateway import sdp
 from msrp_gateway.msrp.fingerprint import Fingerprint, fingerprint_of, pem_to_der
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
+from msrp_gateway.sip.transaction import SIPFinalResponse
 from tests.integration.test_ua_loopback import Handler, Party
 from tests.tlscerts import make_certs
 
@@ -141,6 +143,34 @@ async def test_without_fingerprint_an_outbound_connection_keeps_ca_verification(
         await a.h.wait("failed")
         assert a.h.endings() == [("failed", sid_a, None, None)]
         assert b.h.of("message") == []
+
+
+@pytest.mark.parametrize("lines, refused", [
+    (["a=fingerprint:sha-256 ZZ:ZZ", "a=fingerprint:sha-1 12:34"], True),
+    (["a=fingerprint:sha-256 12:34", "a=fingerprint:md5 " + ":".join(["00"] * 16)], True),
+    (["a=fingerprint:md5 " + ":".join(["00"] * 16)], False),  # unknown hash: ignored
+])
+@pytest_twisted.ensureDeferred
+async def test_offer_whose_only_fingerprints_are_malformed_gets_488(pair, lines, refused):
+    a, b = pair()
+    offer = sdp.build_offer([f"msrps://127.0.0.1:{a.msrp_ports['msrps']}/hand01;tcp"],
+                            ["text/plain"])
+    offer += "".join(f"{line}\r\n" for line in lines).encode()
+    req = a.sip.new_request("INVITE", a.uri, b.uri, b.uri, body=offer,
+                            content_type="application/sdp")
+    invite = a.sip.invite(req)
+    if not refused:
+        # no usable fingerprint and none malformed: accepted as a fingerprint-less peer
+        dialog = await invite.deferred
+        assert b"a=fingerprint:" in dialog.remote_sdp  # bob's own, in his answer
+        await dialog.bye()
+        return
+    with pytest.raises(SIPFinalResponse) as e:
+        await invite.deferred
+    assert e.value.code == 488
+    warning = e.value.response.headers.get("Warning")
+    assert warning.startswith("305 msrpgw ") and "a=fingerprint" in warning
+    assert [x.code for x in b.refused] == [488] and b.ua.sessions() == []
 
 
 # ---------------------------------------------------------------- the stack alone
