@@ -148,10 +148,12 @@ class InviteClient:
         if not self._may_fail_over():
             self._arm(deadline)
             return
+        tries = len(self._tried)
 
         def found(peer: Any) -> None:
-            if self._entry is not entry or self._done or self._provisional:
-                return  # it answered or ended meanwhile
+            if self._entry is not entry or self._done or self._provisional or \
+                    len(self._tried) != tries:
+                return  # it answered, or ended and the request moved on meanwhile
             if peer is None or not self._may_fail_over():
                 self._arm(deadline)  # no other target (or cancelled): this one until then
                 return
@@ -171,10 +173,11 @@ class InviteClient:
         if entry is None or not self._may_fail_over():
             self.fail(err)
             return
+        tries = len(self._tried)
 
         def found(peer: Any) -> None:
-            if self._done:
-                return
+            if self._done or len(self._tried) != tries:
+                return  # finished, or a look-up begun for silence already moved it on
             if self._cancel_requested:
                 self.fail(SIPFinalResponse(487, "Request Terminated"))  # none pending
                 return

@@ -967,3 +967,26 @@ def test_stopping_the_stack_while_the_next_target_is_looked_up_ends_the_request(
     sent = len(wire.sent)
     zone.release("_sip._udp.example.test", dns.SRV)
     assert len(wire.sent) == sent and clock.getDelayedCalls() == []
+
+
+def test_an_invite_that_ends_while_its_next_target_is_looked_up_is_sent_on_once(zone):
+    """Silence past 16*T1 starts a look-up of the next target that waits for DNS (the SRV
+    TTL ran out); the first try's connect then fails, which asks for the next target too:
+    when DNS answers, the INVITE goes to the second target once, not twice."""
+    zone.add("_sip._udp.example.test", dns.Record_SRV(10, 0, 5101, b"a.example.test"), ttl=1)
+    zone.add("_sip._udp.example.test", dns.Record_SRV(20, 0, 5102, b"b.example.test"), ttl=1)
+    a, b = Peer("udp", "127.0.0.11", 5101), Peer("udp", "127.0.0.12", 5102)
+    clock = task.Clock()
+    stack, wire = failover_stack(zone, clock)
+    wire.hanging[a] = []
+    client = stack.invite(invite(stack))
+    zone.hold[("_sip._udp.example.test", dns.SRV)] = []
+    clock.advance(16 * T1)
+    assert set(wire.peers()) == {a}  # (Timer A resent it) and it waits for DNS
+    wire.hanging.pop(a)[0].errback(TransportError("connection refused"))
+    assert set(wire.peers()) == {a} and not client.deferred.called
+    before = len(wire.sent)
+    zone.release("_sip._udp.example.test", dns.SRV)
+    assert wire.peers()[before:] == [b]  # one try, not two
+    wire.answer(before, 200)
+    assert result_of(client.deferred).remote_target
