@@ -279,7 +279,9 @@ class MSRPStack(SessionHost):
         # Sessions pinned by the peer's SDP fingerprints: by session id (inbound binding)
         # and by the peer URI we connect to (outbound); bounded by the session table.
         self._pins: dict[str, _Pin] = {}
-        self._pins_by_hop: dict[str, _Pin] = {}
+        # A peer URI is one session's, but a hostile offer may copy another's: every pin
+        # naming that URI must then match the connection's certificate.
+        self._pins_by_hop: dict[str, dict[str, _Pin]] = {}
         self.relay: RelayClient | None = None
         if relay_uri:
             try:
@@ -365,9 +367,7 @@ class MSRPStack(SessionHost):
 
     def forget(self, session: MSRPSession) -> None:
         self.table.remove(session)
-        pin = self._pins.pop(session.session_id, None)
-        if pin is not None and self._pins_by_hop.get(pin.next_hop) is pin:
-            del self._pins_by_hop[pin.next_hop]
+        self._unpin(session.session_id)
 
     # -- certificate fingerprints (RFC 4975 s.14.4, RFC 8122) ------------------------------
     def local_fingerprint(self) -> Fingerprint | None:
@@ -398,12 +398,20 @@ class MSRPStack(SessionHost):
                      sid=session.session_id, why=why)
             return False
         pin = _Pin(session.session_id, session.remote_path[0], fps, on_mismatch)
-        old = self._pins.get(session.session_id)
-        if old is not None and self._pins_by_hop.get(old.next_hop) is old:
-            del self._pins_by_hop[old.next_hop]
+        self._unpin(session.session_id)
         self._pins[session.session_id] = pin
-        self._pins_by_hop[pin.next_hop] = pin
+        self._pins_by_hop.setdefault(pin.next_hop, {})[pin.session_id] = pin
         return True
+
+    def _unpin(self, session_id: str) -> None:
+        pin = self._pins.pop(session_id, None)
+        if pin is None:
+            return
+        same_hop = self._pins_by_hop.get(pin.next_hop)
+        if same_hop is not None:
+            same_hop.pop(session_id, None)
+            if not same_hop:
+                del self._pins_by_hop[pin.next_hop]
 
     def _certificate_refused(self, pin: _Pin, der: bytes | None, peer: str) -> str:
         """Log a refused certificate with both digests; the reason for the session."""
@@ -442,8 +450,9 @@ class MSRPStack(SessionHost):
         self._refuse(pin, session, core, why)
         raise SessionError(CERTIFICATE_MISMATCH, "certificate does not match a=fingerprint")
 
-    def _pinned_link(self, uri: str, pin: _Pin) -> defer.Deferred[LinkCore]:
-        """Outbound: the connection to a pinned peer, once its certificate is checked."""
+    def _pinned_link(self, uri: str) -> defer.Deferred[LinkCore]:
+        """Outbound: the connection to a pinned peer, once its certificate is checked
+        against every session pinned to that peer URI (each that fails is refused)."""
         d = self._link_direct(uri, pinned=True)
 
         def handshaken(core: LinkCore) -> defer.Deferred[LinkCore]:
@@ -454,13 +463,17 @@ class MSRPStack(SessionHost):
 
         def check(core: LinkCore, proto: MSRPProtocol) -> LinkCore:
             der = proto.peer_certificate()
-            if matching(der, pin.fingerprints) is not None:
+            pins = list(self._pins_by_hop.get(uri, {}).values())
+            failed = [p for p in pins if matching(der, p.fingerprints) is None]
+            if not failed:
                 return core
-            why = self._certificate_refused(pin, der, core.name)
-            session = self.table.get(pin.session_id)
-            if session is not None:
-                self._refuse(pin, session, core, why)
-            elif not core.sessions:
+            why = ""
+            for pin in failed:
+                why = self._certificate_refused(pin, der, core.name)
+                session = self.table.get(pin.session_id)
+                if session is not None:
+                    self._refuse(pin, session, core, why)
+            if not core.sessions:
                 proto.close()
             raise MSRPSendError(CERTIFICATE_MISMATCH, why)
 
@@ -472,9 +485,8 @@ class MSRPStack(SessionHost):
         relay, always the relay connection (RFC 4976: everything goes through it)."""
         if self.relay is not None:
             return self.relay.link_deferred()
-        pin = self._pins_by_hop.get(uri)
-        if pin is not None:
-            return self._pinned_link(uri, pin)
+        if uri in self._pins_by_hop:
+            return self._pinned_link(uri)
         return self._link_direct(uri)
 
     def _link_direct(self, uri: str, pinned: bool = False) -> defer.Deferred[LinkCore]:

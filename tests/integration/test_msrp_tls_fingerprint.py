@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, ssl, task
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 from msrp_gateway import sdp
 from msrp_gateway.msrp.fingerprint import Fingerprint, fingerprint_of, pem_to_der
@@ -296,8 +296,71 @@ async def test_pins_do_not_apply_through_relays_in_the_peer_path(stack):
 
 
 async def wait_for(cond, what: str) -> None:
-    for _ in range(300):  # at most 3 s
+    for _ in range(1000):  # at most 10 s
         if cond():
             return
         await task.deferLater(reactor, 0.01, lambda: None)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class PeerServer(Protocol):
+    """A TLS peer that answers every SEND 200 and keeps what it received."""
+
+    def __init__(self, received: list[bytes]) -> None:
+        self.received = received
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        head = data.split(b"\r\n")
+        tid = head[0].split()[1]
+        paths = dict(line.split(b": ", 1) for line in head[1:3])
+        self.transport.write(b"MSRP %s 200 OK\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n"
+                             % (tid, paths[b"From-Path"], paths[b"To-Path"], tid))
+
+
+@pytest_twisted.async_yield_fixture
+async def peer_server(tmp_path):
+    peer_tls = tls_in(tmp_path / "srv")
+    received: list[bytes] = []
+    factory = Factory.forProtocol(lambda: PeerServer(received))
+    port = reactor.listenSSL(0, factory, peer_tls.pinned_client_options(), interface="127.0.0.1")
+    yield peer_tls, port.getHost().port, received
+    await port.stopListening()
+
+
+@pytest.mark.parametrize("pinned", ["its certificate", "another certificate", "a copied URI"])
+@pytest_twisted.ensureDeferred
+async def test_we_connect_to_a_pinned_peer_only_if_its_certificate_matches(
+        stack, peer_server, tmp_path, pinned):
+    s, _ = stack
+    peer_tls, port, received = peer_server
+    uri = f"msrps://127.0.0.1:{port}/peer02;tcp"
+    session = s.create_session(["text/plain"])
+    session.set_remote_path([uri])
+    why: list[str] = []
+    right, wrong = cert_fingerprint(peer_tls), cert_fingerprint(tls_in(tmp_path / "x"))
+    s.expect_certificate(session, [right if pinned == "its certificate" else wrong],
+                         why.append)
+    copier = None
+    if pinned == "a copied URI":
+        # a later offer copies our session's peer URI and pins the certificate that a man
+        # in the middle at that address presents: it must not unlock our session
+        copier = s.create_session(["text/plain"])
+        copier.set_remote_path([uri])
+        s.expect_certificate(copier, [right])
+    outcome: list[Any] = []
+    session.connect().addBoth(outcome.append)
+    await wait_for(lambda: outcome, "connect() to fire")
+    if pinned == "its certificate":
+        assert outcome == [None] and why == []
+        assert b" SEND\r\n" in b"".join(received)  # the binding SEND went out after the check
+        assert await session.send("text/plain", b"hi") == 200
+        session.close()
+        return
+    assert outcome[0].value.code == 403  # connect() failed before anything was sent
+    assert received == []
+    assert len(why) == 1 and str(right) in why[0]  # the digest it presented is named
+    assert s.get_session(session.session_id) is None  # refused: the session is gone
+    if copier is not None:
+        copier.close()
+    await wait_for(lambda: s.connection_count() == 0, "the refused connection to close")
