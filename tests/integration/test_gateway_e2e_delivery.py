@@ -13,8 +13,18 @@ import socket
 import time
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
 
 from bench.gateway_harness import HOST, GatewayProcess, PeerProcess
+from bench.ports import free_port
+from msrp_gateway import config
+from msrp_gateway.msrp.session import SessionSettings
+from msrp_gateway.msrp.transport import MSRPStack
+from msrp_gateway.service import build_service
+from msrp_gateway.sip.stack import SIPStack
+from msrp_gateway.sip.transport import SIPTransport
+from msrp_gateway.ua import MSRPUserAgent, UASettings
 
 DELIVERY_TIMEOUT = 3.0
 WAIT = 30.0  # bounds a failure only; a loaded CI machine may be slow
@@ -176,3 +186,175 @@ def test_peer_that_never_answers_the_send_gives_504_at_delivery_timeout(world) -
     finally:
         peer.send(cmd="stall", on=False)
         peer.expect("ok", cmd="stall")
+
+
+
+# ---- session -> page: the success REPORT follows the phone's answer ----------------------
+# The MSRP peer process cannot ask for a success REPORT (its `send` command sets only
+# failure_report) and prints a REPORT's Status alone, so this test runs the gateway
+# (service.build_service), the session-mode UA and the phone in this process over real
+# sockets on 127.0.0.1. The gateway's ports come from free_port(): my_uri must name its
+# MSRP port before it binds.
+
+E2E_TIMEOUT = 30.0  # bounds a failure only
+
+
+class _Waitable:
+    """Items as they come; `wait(n)` fires with the first n once there are n."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self._waiters: list = []
+
+    def add(self, item) -> None:
+        self.items.append(item)
+        for n, d in list(self._waiters):
+            if len(self.items) >= n:
+                self._waiters.remove((n, d))
+                d.callback(self.items[:n])
+
+    def wait(self, n: int) -> defer.Deferred:
+        if len(self.items) >= n:
+            return defer.succeed(self.items[:n])
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((n, d))
+        return d.addTimeout(E2E_TIMEOUT, reactor)
+
+
+class _SessionSide:
+    """The MSRP user: our SIP stack (UDP, the gateway as outbound proxy), MSRP stack and
+    UA, and the UA's handler; chunks of 1024 bytes, so a longer message is several SENDs."""
+
+    def __init__(self, gw_sip_port: int) -> None:
+        self.transport = SIPTransport(reactor)
+        self.sip_port = self.transport.listen(f"udp:{HOST}:0").getHost().port
+        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{HOST}:{self.sip_port}",
+                            outbound_proxy=f"sip:{HOST}:{gw_sip_port};lr",
+                            router=lambda txn: txn.respond(405))
+        self.msrp = MSRPStack(reactor, settings=SessionSettings(chunk_size=1024))
+        self.msrp.listen(f"msrp:{HOST}:0")
+        self.ua = MSRPUserAgent(reactor, self.sip, self.msrp, UASettings(max_duration=0))
+        self.up = _Waitable()
+        self.reports = _Waitable()
+        self.endings: list = []
+
+    def established(self, sid) -> None:
+        self.up.add(sid)
+
+    def failed(self, sid, code, reason) -> None:
+        self.endings.append(("failed", code, reason))
+
+    def terminated(self, sid, why) -> None:
+        self.endings.append(("terminated", why))
+
+    def message_received(self, sid, msg) -> None:
+        pass
+
+    def report_received(self, sid, report) -> None:
+        self.reports.add(report)
+
+    async def stop(self) -> None:
+        await self.ua.stop()
+        await self.msrp.stop()
+        self.sip.stop()
+        await self.transport.stop()
+
+
+class _Phone:
+    """The page-mode UA (our SIP stack on UDP): keeps each MESSAGE's transaction for the
+    test to answer when it chooses."""
+
+    def __init__(self) -> None:
+        self.transport = SIPTransport(reactor)
+        self.port = self.transport.listen(f"udp:{HOST}:0").getHost().port
+        self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{HOST}:{self.port}",
+                            router=self.route)
+        self.messages = _Waitable()
+
+    def route(self, txn) -> None:
+        if txn.request.method != "MESSAGE":
+            txn.respond(405)
+            return
+        self.messages.add(txn)
+
+    async def stop(self) -> None:
+        self.sip.stop()
+        await self.transport.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def in_process():
+    """Gateway (end_to_end), session-mode side and phone; all stopped afterwards."""
+    sip_port, msrp_port = free_port(HOST), free_port(HOST, both=False)
+    svc = build_service(config.from_dict({
+        "sip": {"socket": [f"udp:{HOST}:{sip_port}"]},
+        "msrp": {"socket": [f"msrp:{HOST}:{msrp_port}"],
+                 "my_uri": f"msrp://{HOST}:{msrp_port};tcp"},
+        "mi": {"http": ""},
+        "msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 10},
+    }), reactor)
+    svc.startService()
+    side = phone = None
+    try:
+        side = _SessionSide(sip_port)
+        phone = _Phone()
+        yield side, phone
+    finally:
+        if side is not None:
+            await side.stop()
+        await svc.stopService()
+        if phone is not None:
+            await phone.stop()
+
+
+def _range(report) -> tuple:
+    br = report.byte_range
+    return (br.start, br.end, br.total)
+
+
+@pytest_twisted.ensureDeferred
+async def test_success_report_only_after_the_phones_200_and_a_failure_report_for_its_486(
+        in_process) -> None:
+    """A SEND with Success-Report: yes gets its 200 at once but its success REPORT only
+    when the MESSAGE it became is answered 2xx (one REPORT over the whole of a chunked
+    message); a MESSAGE answered 486 gets a failure REPORT and no success REPORT."""
+    side, phone = in_process
+    uri = f"sip:phone{secrets.token_hex(3)}@{HOST}:{phone.port}"
+    sid = side.ua.start("text/plain", f"sip:alice@{HOST}:{side.sip_port}", uri, uri, side)
+    await side.up.wait(1)
+
+    def send(body: bytes) -> defer.Deferred:
+        return side.ua.send(sid, "text/plain", body, failure_report="yes",
+                            success_report="yes").addTimeout(E2E_TIMEOUT, reactor)
+
+    # 1. 2500 bytes, three chunks: the SEND's 200 comes while the MESSAGE waits unanswered
+    long_body = (b"0123456789abcdefghijklmnopqrstuvwxyz\n" * 70)[:2500]
+    assert await send(long_body) == 200
+    [txn] = await phone.messages.wait(1)
+    assert txn.request.body == long_body
+    # A hop-by-hop REPORT would have been written before the last chunk's 200 on the same
+    # connection: none came, so none is on its way.
+    assert side.reports.items == []
+    txn.respond(200)
+    [success] = await side.reports.wait(1)
+    assert success.headers.get("Status") == "000 200 OK"
+    assert _range(success) == (1, 2500, 2500)
+
+    # 2. the phone answers 486: a failure REPORT, never a success one
+    assert await send(b"busy?") == 200
+    txn = (await phone.messages.wait(2))[1]
+    assert side.reports.items == [success]
+    txn.respond(486)
+    failure = (await side.reports.wait(2))[1]
+    assert failure.headers.get("Status") == "000 400 MESSAGE answered 486 Busy Here"
+    assert _range(failure) == (1, 5, 5)
+
+    # 3. a later message's success REPORT fences the second: nothing else came for it
+    assert await send(b"fenced!") == 200
+    txn = (await phone.messages.wait(3))[2]
+    txn.respond(200)
+    await side.reports.wait(3)
+    assert [(r.headers.get("Status")[:7], _range(r)) for r in side.reports.items] == [
+        ("000 200", (1, 2500, 2500)), ("000 400", (1, 5, 5)), ("000 200", (1, 7, 7))]
+    assert len({r.message_id for r in side.reports.items}) == 3
+    assert side.endings == []
