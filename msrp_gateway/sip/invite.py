@@ -20,7 +20,6 @@ from .dialog import Dialog
 from .message import SIPRequest, SIPResponse
 from .peers import is_reliable
 from .table import ClientEntry
-from .uac import FAILOVER_SILENCE, TryEntry
 from .transaction import (
     InviteClientTransaction,
     SIPFinalResponse,
@@ -28,6 +27,7 @@ from .transaction import (
     SIPTransportError,
     invite_companion,
 )
+from .uac import FAILOVER_SILENCE, TryEntry
 
 if TYPE_CHECKING:
     from .stack import SIPStack
@@ -157,9 +157,9 @@ class InviteClient:
             if peer is None or not self._may_fail_over():
                 self._arm(deadline)  # no other target (or cancelled): this one until then
                 return
-            log.info("INVITE to {peer}: no answer in {s} s; trying the next target {next}",
-                     peer=str(entry.peer), s=FAILOVER_SILENCE * stack.timers.t1,
-                     next=str(peer))
+            log.debug("INVITE to {peer}: no answer in {s} s; trying the next target {next}",
+                      peer=str(entry.peer), s=FAILOVER_SILENCE * stack.timers.t1,
+                      next=str(peer))
             stack.table.drop(entry)
             stack._peer_failed(entry.peer)
             self.start(peer)
@@ -185,8 +185,8 @@ class InviteClient:
                     self._stack.reactor.seconds() >= self._deadline:
                 self.fail(err)
                 return
-            log.info("INVITE to {peer} failed ({err}); trying the next target {next}",
-                     peer=str(entry.peer), err=str(err), next=str(peer))
+            log.debug("INVITE to {peer} failed ({err}); trying the next target {next}",
+                      peer=str(entry.peer), err=str(err), next=str(peer))
             self.start(peer)
 
         self._stack._next_target(self.request, self._tried).addCallback(found)

@@ -25,8 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .dialog import new_tag
-from .message import Headers, SIPParseError, SIPRequest, SIPResponse, Via
 from .dns import TargetsExhausted
+from .message import Headers, SIPParseError, SIPRequest, SIPResponse, Via
 from .peers import Peer, is_reliable
 from .records import wire_length
 from .resolution import udp_fallback
@@ -365,9 +365,9 @@ class _Tries:
             if peer is None or sender.table.reactor.seconds() >= self.deadline:
                 self.fail(err)
                 return
-            log.info("{method} to {peer} failed ({err}); trying the next target {next}",
-                     method=self.req.method, peer=str(failed.peer), err=str(err),
-                     next=str(peer))
+            log.debug("{method} to {peer} failed ({err}); trying the next target {next}",
+                      method=self.req.method, peer=str(failed.peer), err=str(err),
+                      next=str(peer))
             self.start(peer)
 
         sender._next_target(self.req, self.tried).addCallback(found)
@@ -397,9 +397,9 @@ class _Tries:
             if peer is None:
                 self.arm(self.deadline)  # no other target: this one until Timer F
                 return
-            log.info("{method} to {peer}: no answer in {s} s; trying the next target {next}",
-                     method=self.req.method, peer=str(entry.peer),
-                     s=FAILOVER_SILENCE * sender.timers.t1, next=str(peer))
+            log.debug("{method} to {peer}: no answer in {s} s; trying the next target {next}",
+                      method=self.req.method, peer=str(entry.peer),
+                      s=FAILOVER_SILENCE * sender.timers.t1, next=str(peer))
             sender.table.drop(entry)
             sender._peer_failed(entry.peer)
             self.start(peer)
