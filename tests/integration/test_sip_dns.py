@@ -423,6 +423,24 @@ async def test_an_invite_to_a_refused_srv_target_is_sent_again_to_the_next_targe
         Peer("tcp", "127.0.0.1", refusing_tcp_port))
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_sips_message_moves_to_the_next_tls_target_still_verified_against_the_domain(
+        nodes, zone, tmp_path, refusing_tcp_port):
+    """The first _sips._tcp target refuses: the same MESSAGE goes to the second over TLS,
+    whose certificate is checked against the URI's domain as for the first target (the
+    next target comes through the transport's own resolve, which keeps that name)."""
+    certs = make_certs(tmp_path, names=("secure.example.test",))
+    callee = nodes(certs)
+    two_targets(zone, "_sips._tcp.secure.example.test", refusing_tcp_port,
+                callee.port("tls"))
+    caller = caller_of(nodes, zone, replace(certs, verify_peers=True))
+    resp = await with_timeout(caller.stack.send_request(
+        message_to(caller, "sips:bob@secure.example.test")))
+    assert resp.status == 200 and callee.seen == [("MESSAGE", "TLS")]
+    assert caller.transport.resolver.is_unreachable(
+        Peer("tls", "127.0.0.1", refusing_tcp_port))
+
+
 @pytest.fixture
 def silent2():
     s = Silent()
