@@ -459,6 +459,8 @@ class MSRPStack(SessionHost):
             proto = self._by_core.get(core)
             if proto is None:
                 raise MSRPSendError(CONNECTION_LOST, "connection lost at once")
+            if proto.outbound_key is not None and not proto.outbound_key[0]:
+                return defer.succeed(check(core, proto))  # plain TCP: no certificate
             return proto.when_handshaken().addCallback(lambda _: check(core, proto))
 
         def check(core: LinkCore, proto: MSRPProtocol) -> LinkCore:

@@ -364,3 +364,24 @@ async def test_we_connect_to_a_pinned_peer_only_if_its_certificate_matches(
     if copier is not None:
         copier.close()
     await wait_for(lambda: s.connection_count() == 0, "the refused connection to close")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pinned_session_never_binds_over_plain_tcp(stack, tmp_path):
+    """A pin cannot be met without TLS: connect() fails at once, nothing is sent."""
+    s, _ = stack
+    received: list[bytes] = []
+    listener = reactor.listenTCP(0, Factory.forProtocol(lambda: PeerServer(received)),
+                                 interface="127.0.0.1")
+    uri = f"msrp://127.0.0.1:{listener.getHost().port}/plain01;tcp"
+    session = s.create_session(["text/plain"])
+    session.set_remote_path([uri])
+    why: list[str] = []
+    assert s.expect_certificate(session, [cert_fingerprint(tls_in(tmp_path / "p"))], why.append)
+    outcome: list[Any] = []
+    session.connect().addBoth(outcome.append)
+    await wait_for(lambda: outcome, "connect() to fire")
+    assert outcome[0].value.code == 403 and received == []
+    assert len(why) == 1 and "no certificate" in why[0]
+    await wait_for(lambda: s.connection_count() == 0, "the connection to close")
+    await listener.stopListening()
