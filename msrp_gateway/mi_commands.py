@@ -29,6 +29,7 @@ from twisted.logger import (
 from . import __version__
 from .events import EventBus, EventError
 from .mi import CommandTable, MIError, ParamsError
+from .stats import Statistics, StatsNotFound
 
 __all__ = ["build_table", "LogLevelControl", "GATEWAY_SESSION_FIELDS", "UA_SESSION_FIELDS"]
 
@@ -198,12 +199,13 @@ def build_table(
     server_name: str = "msrpgw",
     ua_max_duration: float = 0.0,
     wall_time: Callable[[], float] = time.time,
+    stats: Statistics | None = None,
 ) -> CommandTable:
     """All MI commands for the given parts; commands of absent parts are left out.
 
     ``clock`` measures uptime; ``wall_time`` gives the dates ``uptime`` prints;
     ``ua_max_duration`` ([msrp_ua] max_duration) gives msrp_ua_list_sessions'
-    ``lifetime``.
+    ``lifetime``; ``stats`` adds get_statistics, list_statistics, reset_statistics.
     """
     table = CommandTable()
     start_clock = clock.seconds()
@@ -347,4 +349,53 @@ def build_table(
                   [(), ("event",), ("event", "socket")])
         table.add("raise_event", raise_event, [("event",), ("event", "params")],
                   types={"params": object})
+
+    if stats is not None:
+        _add_statistics(table, stats)
     return table
+
+
+# --- statistics (OpenSIPS statistics.c) -------------------------------------------------
+
+#: At most this many names in one ``statistics`` array (a request is size-bounded anyway).
+MAX_STATISTICS_PARAM = 1024
+
+
+def _stat_names(value: Any) -> list[str]:
+    """The ``statistics`` array, as OpenSIPS' get_mi_array_param wants it: an array of
+    strings (a bare string or a non-string item is a bad type, -32602)."""
+    if not isinstance(value, list) or len(value) > MAX_STATISTICS_PARAM \
+            or not all(isinstance(v, str) for v in value):
+        raise ParamsError("Bad type for parameter 'statistics'")
+    return value
+
+
+def _add_statistics(table: CommandTable, stats: Statistics) -> None:
+    not_found = MIError(StatsNotFound.code, StatsNotFound.message)
+
+    def get_statistics(statistics: Any) -> dict[str, int]:
+        try:
+            return stats.get(_stat_names(statistics))
+        except StatsNotFound:
+            raise MIError(not_found.code, not_found.message) from None
+
+    def list_statistics(statistics: Any = None) -> dict[str, str]:
+        names = None if statistics is None else _stat_names(statistics)
+        try:
+            return stats.describe(names)
+        except StatsNotFound:
+            raise MIError(not_found.code, not_found.message) from None
+
+    def reset_statistics(statistics: Any) -> str:
+        try:
+            stats.reset(_stat_names(statistics))
+        except StatsNotFound:
+            raise MIError(not_found.code, not_found.message) from None
+        return "OK"
+
+    table.add("get_statistics", get_statistics, [("statistics",)],
+              types={"statistics": object}, aliases=["statistics:get"])
+    table.add("list_statistics", list_statistics, [(), ("statistics",)],
+              types={"statistics": object}, aliases=["statistics:list"])
+    table.add("reset_statistics", reset_statistics, [("statistics",)],
+              types={"statistics": object}, aliases=["statistics:reset"])
