@@ -3,7 +3,12 @@
 UDP datagrams and framed stream messages go straight to the one controller
 (``transport.SIPTransport``), which owns the rules and the connection table; these classes
 are its parts and call its hooks (``_datagram_received``, ``_deliver``, ``_bad_message``,
-``_stream_failed``, ``_connection_made``, ``_connection_lost``).
+``_stream_failed``, ``_connection_made``, ``_connection_ready``, ``_handshake_failed``,
+``_connection_lost``).
+
+A TLS connection is *ready* only once its handshake has completed (``IHandshakeListener``):
+until then nothing is written to it, it is not in the table for reuse, and its loss is a
+handshake failure — the sends waiting for it errback at once instead of waiting for Timer F.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]  # no stubs
@@ -48,12 +53,13 @@ class DatagramProtocol(protocol.DatagramProtocol):
         self.controller._datagram_received(self, data, Peer("udp", addr[0], addr[1]))
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class StreamProtocol(protocol.Protocol):
     """One TCP or TLS connection: frames messages, answers pings, closes when idle.
 
     It registers itself as the producer of its own writes, so Twisted tells it when the peer
-    stops reading; what is written meanwhile is bounded by ``max_write_backlog``.
+    stops reading; what is written meanwhile is bounded by ``max_write_backlog``. A TLS
+    connection is ``ready`` after its handshake, which must end within ``connect_timeout``.
     """
 
     transport: Any  # ITransport & ITCPTransport once connected (zope stubs cannot say so)
@@ -69,13 +75,38 @@ class StreamProtocol(protocol.Protocol):
         self._pings = 0
         self._paused = False
         self._backlog = 0
+        self.ready = kind != "tls"  # TLS: once the handshake has completed
+        self.quiet = False  # closed by the transport's stop(): its loss is not news
+        self._handshake: Any = None  # the handshake's deadline
+        self._why: str | None = None  # why we closed it, when we know better than Twisted
 
     def connectionMade(self) -> None:  # noqa: N802
         addr = self.transport.getPeer()
         self.peer = Peer(self.kind, addr.host, addr.port)
         self.transport.registerProducer(self, True)
         self.controller._connection_made(self)
+        if not self.ready:
+            self._handshake = self.controller.reactor.callLater(
+                self.controller.connect_timeout, self._handshake_timeout)
         self._touch()
+
+    # IHandshakeListener: TLS only
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        if self.ready or getattr(self.transport, "disconnecting", False):
+            return  # already failed (e.g. a name check that aborted it): not usable
+        self._cancel_handshake_timer()
+        self.ready = True
+        self.controller._connection_ready(self)
+
+    def _handshake_timeout(self) -> None:
+        self._handshake = None
+        self._why = f"no TLS handshake within {self.controller.connect_timeout:g} s"
+        self.transport.abortConnection()
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
+        self._handshake = None
 
     # IPushProducer: Twisted pauses us when its write buffer is full (the peer is slow).
     def pauseProducing(self) -> None:  # noqa: N802
@@ -99,9 +130,11 @@ class StreamProtocol(protocol.Protocol):
             self._idle = self.controller.reactor.callLater(timeout, self._idle_close)
 
     def stop_idle_timer(self) -> None:
+        """Cancel this connection's timers (idle, and the handshake deadline)."""
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
+        self._cancel_handshake_timer()
 
     def _idle_close(self) -> None:
         self._idle = None
@@ -141,7 +174,25 @@ class StreamProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
         self.stop_idle_timer()
-        self.controller._connection_lost(self)
+        self.controller._connection_lost(self)  # out of the table before anyone hears of it
+        if not self.ready:
+            self.controller._handshake_failed(self, self._why or _tls_reason(reason))
+
+
+def _tls_reason(reason: Failure) -> str:
+    """A short sentence for a lost handshake: OpenSSL's reasons, a failed name check."""
+    value = reason.value
+    mismatched = [getattr(e, "mismatched_id", None) for e in getattr(value, "errors", ())]
+    names = [getattr(m, "hostname", None) or getattr(m, "ip", None) for m in mismatched]
+    if names and all(names):  # service_identity's VerificationError: the name check
+        shown = ", ".join(n.decode("ascii", "replace") if isinstance(n, bytes) else str(n)
+                          for n in names)
+        return f"TLS handshake failed: the peer's certificate does not name {shown}"
+    errors = getattr(value, "args", None)
+    if errors and isinstance(errors[0], list) and errors[0] and \
+            isinstance(errors[0][0], tuple):  # OpenSSL.SSL.Error: [(lib, func, reason)]
+        return "TLS handshake failed: " + "; ".join(str(e[-1]) for e in errors[0])
+    return f"TLS handshake failed: {reason.getErrorMessage()}"
 
 
 class ServerFactory(protocol.ServerFactory):

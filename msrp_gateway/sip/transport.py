@@ -10,7 +10,7 @@ connection table, delivery, the answer to a broken request. Time comes from the 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
@@ -40,7 +40,7 @@ from .peers import (
     response_peer,
     stamp_via,
 )
-from .dns import Located, SIPResolver
+from .dns import Located, SIPResolver, TargetsExhausted
 from .resolution import NextHopCache
 
 __all__ = ["ListenError", "Peer", "SIPTransport", "TransportError", "parse_listen_string", "DEFAULT_PORTS",
@@ -249,6 +249,7 @@ class SIPTransport:
                 factory.connector.stopConnecting()
             factory.failed("transport stopped")
         for conn in list(self._streams):
+            conn.quiet = True
             conn.stop_idle_timer()
             conn.transport.abortConnection()
         return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
@@ -333,12 +334,14 @@ class SIPTransport:
         conn.transport.loseConnection()
 
     def _may_log(self) -> bool:
-        """At most ``MALFORMED_LOG_PER_MINUTE`` lines a minute about malformed input, so a
-        flood of garbage cannot flood the log; the count of the rest is logged once."""
+        """At most ``MALFORMED_LOG_PER_MINUTE`` lines a minute about malformed input and
+        failed TLS handshakes, so a flood of garbage cannot flood the log; the count of the
+        rest is logged once."""
         now = self.reactor.seconds()
         if now - self._log_window >= 60.0:
             if self._log_suppressed:
-                log.info("{n} more malformed SIP messages in the last minute (not logged)",
+                log.info("{n} more lines on malformed SIP input or failed TLS handshakes in "
+                         "the last minute (not logged)",
                          n=self._log_suppressed)
             self._log_window, self._log_count, self._log_suppressed = now, 0, 0
         if self._log_count < MALFORMED_LOG_PER_MINUTE:
@@ -350,8 +353,16 @@ class SIPTransport:
     # -- connection table --------------------------------------------------------------
 
     def _connection_made(self, conn: StreamProtocol) -> None:
-        assert conn.peer is not None
+        """A TCP connection (or the TCP under a TLS one) is up: it counts against
+        ``max_connections`` and ``stop()`` closes it; it is usable once ready."""
         self._streams.add(conn)
+        if conn.ready:
+            self._connection_ready(conn)
+
+    def _connection_ready(self, conn: StreamProtocol) -> None:
+        """TCP connected or TLS handshake completed: reusable, and the sends waiting for
+        it go out."""
+        assert conn.peer is not None
         keys = {conn.peer}
         if conn.outbound_key is not None:
             keys.add(conn.outbound_key)
@@ -361,6 +372,22 @@ class SIPTransport:
         factory = getattr(conn, "factory", None)
         if isinstance(factory, ClientFactory):
             factory.succeeded(conn)
+
+    def _handshake_failed(self, conn: StreamProtocol, why: str) -> None:
+        """A TLS connection closed before its handshake completed (certificate refused
+        either way, an alert, no TLS, a timeout): the sends waiting for it errback
+        TransportError now (the stack answers 503 or tries the next SRV target); it was
+        never in the table, so nothing reuses it. One log line per connection (bounded
+        like malformed input: a peer can open many)."""
+        if conn.quiet:
+            return
+        factory = getattr(conn, "factory", None)
+        outbound = isinstance(factory, ClientFactory)
+        if self._may_log():
+            log.info("TLS connection {direction} {peer} dropped: {why}",
+                     direction="to" if outbound else "from", peer=str(conn.peer), why=why)
+        if isinstance(factory, ClientFactory):
+            factory.failed(why)
 
     def _connection_lost(self, conn: StreamProtocol) -> None:
         self._streams.discard(conn)
@@ -490,24 +517,29 @@ class SIPTransport:
     def resolver(self, value: SIPResolver) -> None:
         self.__dict__["_resolver"] = value
 
-    def resolve(self, uri_text: str, size: int = 0) -> defer.Deferred[Peer]:
+    def resolve(self, uri_text: str, size: int = 0, *,
+                exclude: Collection[Peer] = ()) -> defer.Deferred[Peer]:
         """Next hop for a request of ``size`` bytes to ``uri_text``: an IP host through
         ``resolution.next_hop`` (s.18.1.1, no DNS), a host name through RFC 3263
         (``self.resolver``: NAPTR, SRV, A/AAAA) among the transports we listen on. A large
         request moves from UDP to TCP only when we listen on TCP (else our Via could not
         name a TCP sent-by); without one, a request too large for UDP fails here.
-        Errbacks TransportError."""
+        ``exclude``: peers this request already tried (RFC 3263 s.4.3), never returned —
+        the resolver's next target, else ``dns.TargetsExhausted``. Errbacks TransportError."""
         try:
             transport, host, port, peer = self._hops.lookup(uri_text, size, self._upgrade)
         except TransportError as e:
             return defer.fail(e)
         if peer is not None:
+            if peer in exclude:  # an IP host is a single target: there is no next one
+                return defer.fail(TargetsExhausted(f"{peer} has been tried: no other "
+                                                   f"target for {uri_text!r}"))
             return self._fits(peer, size)
         mine = frozenset(p.transport for p in self.listening)
         large = size > MTU_SIZE_LIMIT and self._upgrade
         families = {family(p.host) for p in self.listening}
         d = self.resolver.locate(uri_text, transports=mine or None, large=large,
-                                 families=families)
+                                 families=families, exclude=exclude or None)
 
         def located(where: Located) -> defer.Deferred[Peer]:
             if where.peer.transport == "tls":

@@ -151,13 +151,17 @@ class RequestSender:
         except SIPParseError as e:
             raise SIPTransportError(f"bad Route {routes[0]!r}: {e.reason}") from None
 
-    def _resolve(self, req: SIPRequest) -> defer.Deferred[Any]:
+    def _resolve(self, req: SIPRequest, exclude: list[Peer] | None = None,
+                 ) -> defer.Deferred[Any]:
         try:
             target = self._target(req)
         except SIPTransportError as e:
             return defer.fail(e)
         # + our Via, added once the transport is known (a retry has it already)
         size = wire_length(req) + (0 if "Via" in req.headers else 80)
+        if exclude:
+            return defer.maybeDeferred(self.transport.resolve, target, size,
+                                       exclude=tuple(exclude))
         return defer.maybeDeferred(self.transport.resolve, target, size)
 
     def _resolver(self) -> Any:
@@ -172,14 +176,12 @@ class RequestSender:
 
     def _next_target(self, req: SIPRequest, tried: list[Peer]) -> defer.Deferred[Any]:
         """s.4.3: where ``req`` goes after the ``tried`` targets failed: the walk again
-        (answers cached within their TTL) through the transport, those excluded. Fires
+        (answers cached within their TTL) through the transport's ``resolve(...,
+        exclude=tried)``, which keeps its TLS names and size rules. Fires
         None when there is none (all tried, or the lookup failed); never errbacks."""
-        resolver = self._resolver()
-        excluding = getattr(resolver, "excluding", None)
-        if excluding is None or self.table.stopped:
+        if self._resolver() is None or self.table.stopped:
             return defer.succeed(None)
-        with excluding(tried):
-            d = self._resolve(req)
+        d = self._resolve(req, tried)
 
         def found(peer: Any) -> Any:
             return None if peer in tried else peer

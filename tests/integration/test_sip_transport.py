@@ -698,8 +698,10 @@ async def test_tls_verification_checks_the_name_we_resolved(transports, tls_file
     other = transports(tls_settings=tls_files)
     other.listen("tls:127.0.0.2:0")
     other_inbox = Inbox(other)
-    await a.send(request(branch="z9hG4bKwrong"), Peer("tls", "127.0.0.2", port_of(other, "tls")))
-    await until(lambda: a.connection_count == 1)  # the failed handshake dropped that one
+    with pytest.raises(TransportError, match="certificate does not name 127.0.0.2"):
+        await with_timeout(a.send(request(branch="z9hG4bKwrong"),
+                                  Peer("tls", "127.0.0.2", port_of(other, "tls"))))
+    assert a.connection_count == 1  # the failed handshake dropped that one at once
     assert other_inbox.items == []
 
 

@@ -806,8 +806,9 @@ class Wire:
         self.refusing: set = set()
         self.hanging: dict = {}
 
-    def resolve(self, uri_text, size=0):
-        return self.resolver.locate(uri_text).addCallback(lambda where: where.peer)
+    def resolve(self, uri_text, size=0, *, exclude=()):
+        return self.resolver.locate(uri_text, exclude=exclude or None).addCallback(
+            lambda where: where.peer)
 
     def send(self, msg, peer):
         self.sent.append((parse_message(msg.to_bytes()), peer))
