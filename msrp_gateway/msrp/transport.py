@@ -24,8 +24,9 @@ from zope.interface import implementer  # type: ignore[import-untyped]  # no py.
 
 from ..sockets import SocketStringError, parse_socket_string
 from .chunks import ReassemblyBudget
-from .fingerprint import Fingerprint, fingerprint_of, matching
-from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError, MSRPRequest
+from .fingerprint import Fingerprint
+from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
+from .pinning import Pin, PinningTable, PinSet
 from .relay import MAX_INTERVAL, RelayAuthError, RelayClient
 from .rules import MSRPCounters
 from .session import (
@@ -97,16 +98,6 @@ def _logged_already(failure: Failure) -> None:
     """The relay client logs and retries its failures; a caller that does not wait on
     `start()` drops them here (anything else is a bug and propagates)."""
     failure.trap(RelayAuthError)  # type: ignore[no-untyped-call]  # Failure is untyped
-
-
-@dataclass(slots=True)
-class _Pin:
-    """The fingerprints a session's peer certificate must match (RFC 4975 s.14.4)."""
-
-    session_id: str
-    next_hop: str  # the peer URI we would connect to (the session's one-URI path)
-    fingerprints: tuple[Fingerprint, ...]
-    on_mismatch: Callable[[str], None] | None
 
 
 @implementer(IPushProducer, IHandshakeListener)
@@ -219,24 +210,6 @@ class _OutboundFactory(Factory):
         return MSRPProtocol(self.stack, self.key)
 
 
-class _PinningTable(SessionTable):
-    """Session matching that lets a pinned session bind only to a connection whose peer
-    certificate matches its fingerprints (`check(session, link)` raises SessionError)."""
-
-    def __init__(self, settings: SessionSettings,
-                 check: Callable[[MSRPSession, LinkCore], None]) -> None:
-        super().__init__(settings)
-        self._check = check
-
-    def match(self, req: MSRPRequest, link: LinkCore,
-              to_path: Sequence[str] | None = None,
-              from_path: Sequence[str] | None = None) -> MSRPSession:
-        session = super().match(req, link, to_path, from_path)
-        if session.link is None:  # this request would bind it
-            self._check(session, link)
-        return session
-
-
 class MSRPStack(SessionHost):
     """Sessions, listeners and connections of one MSRP endpoint.
 
@@ -265,7 +238,7 @@ class MSRPStack(SessionHost):
             self.tls.load()
         self.limits = limits if limits is not None else DEFAULT_LIMITS
         self.settings = settings or SessionSettings()
-        self.table: SessionTable = _PinningTable(self.settings, self._check_binding)
+        self.table: SessionTable = PinningTable(self.settings, self._check_binding)
         # One bound on bytes held in incomplete messages across every session.
         self.reassembly_budget = ReassemblyBudget(self.settings.max_reassembly_bytes)
         self.counters = MSRPCounters()
@@ -276,12 +249,8 @@ class MSRPStack(SessionHost):
         self._outbound: dict[_Key, MSRPProtocol] = {}
         self._connecting: dict[_Key, list[defer.Deferred[LinkCore]]] = {}
         self._attempts: dict[_Key, defer.Deferred[Any]] = {}
-        # Sessions pinned by the peer's SDP fingerprints: by session id (inbound binding)
-        # and by the peer URI we connect to (outbound); bounded by the session table.
-        self._pins: dict[str, _Pin] = {}
-        # A peer URI is one session's, but a hostile offer may copy another's: every pin
-        # naming that URI must then match the connection's certificate.
-        self._pins_by_hop: dict[str, dict[str, _Pin]] = {}
+        # Sessions pinned by the peer's SDP fingerprints (RFC 4975 s.14.4).
+        self.pins = PinSet()
         self.relay: RelayClient | None = None
         if relay_uri:
             try:
@@ -367,7 +336,7 @@ class MSRPStack(SessionHost):
 
     def forget(self, session: MSRPSession) -> None:
         self.table.remove(session)
-        self._unpin(session.session_id)
+        self.pins.remove(session.session_id)
 
     # -- certificate fingerprints (RFC 4975 s.14.4, RFC 8122) ------------------------------
     def local_fingerprint(self) -> Fingerprint | None:
@@ -397,56 +366,28 @@ class MSRPStack(SessionHost):
             log.info("MSRP session {sid}: peer certificate fingerprints not checked: {why}",
                      sid=session.session_id, why=why)
             return False
-        pin = _Pin(session.session_id, session.remote_path[0], fps, on_mismatch)
-        self._unpin(session.session_id)
-        self._pins[session.session_id] = pin
-        self._pins_by_hop.setdefault(pin.next_hop, {})[pin.session_id] = pin
+        self.pins.add(Pin(session.session_id, session.remote_path[0], fps, on_mismatch))
         return True
 
-    def _unpin(self, session_id: str) -> None:
-        pin = self._pins.pop(session_id, None)
-        if pin is None:
-            return
-        same_hop = self._pins_by_hop.get(pin.next_hop)
-        if same_hop is not None:
-            same_hop.pop(session_id, None)
-            if not same_hop:
-                del self._pins_by_hop[pin.next_hop]
-
-    def _certificate_refused(self, pin: _Pin, der: bytes | None, peer: str) -> str:
-        """Log a refused certificate with both digests; the reason for the session."""
-        hashes = dict.fromkeys(fp.hash_name for fp in pin.fingerprints)
-        got = "no certificate" if der is None else \
-            ", ".join(str(fingerprint_of(der, h)) for h in hashes)
-        want = ", ".join(str(fp) for fp in pin.fingerprints)
-        log.warn("MSRP session {sid}: TLS peer {peer} refused: its certificate is {got}; "
-                 "the SDP a=fingerprint pinned {want}", sid=pin.session_id, peer=peer,
-                 got=got, want=want)
-        return f"peer certificate does not match the SDP fingerprint (got {got})"
-
-    def _refuse(self, pin: _Pin, session: MSRPSession, core: LinkCore, why: str) -> None:
+    def _refuse(self, pin: Pin, session: MSRPSession, core: LinkCore, why: str) -> None:
         """Close the connection (unless other sessions use it) and fail the session."""
         proto = self._by_core.get(core)
         if proto is not None and not core.sessions:
             proto.close()
-        if pin.on_mismatch is not None:
-            try:
-                pin.on_mismatch(why)
-            except Exception:
-                log.failure("on_mismatch of MSRP session {sid} failed", sid=pin.session_id)
+        pin.notify(why)
         if not session.closed:
             session.link_lost(why)
 
     def _check_binding(self, session: MSRPSession, core: LinkCore) -> None:
         """Inbound: a request is about to bind `session` to `core` (the peer connected)."""
-        pin = self._pins.get(session.session_id)
+        pin = self.pins.get(session.session_id)
         if pin is None:
             return
         proto = self._by_core.get(core)
         der = proto.peer_certificate() if proto is not None else None
-        if matching(der, pin.fingerprints) is not None:
+        if pin.accepts(der):
             return
-        why = self._certificate_refused(pin, der, core.name)
+        why = pin.refusal(der, core.name)
         self._refuse(pin, session, core, why)
         raise SessionError(CERTIFICATE_MISMATCH, "certificate does not match a=fingerprint")
 
@@ -465,13 +406,12 @@ class MSRPStack(SessionHost):
 
         def check(core: LinkCore, proto: MSRPProtocol) -> LinkCore:
             der = proto.peer_certificate()
-            pins = list(self._pins_by_hop.get(uri, {}).values())
-            failed = [p for p in pins if matching(der, p.fingerprints) is None]
+            failed = [p for p in self.pins.for_hop(uri) if not p.accepts(der)]
             if not failed:
                 return core
             why = ""
             for pin in failed:
-                why = self._certificate_refused(pin, der, core.name)
+                why = pin.refusal(der, core.name)
                 session = self.table.get(pin.session_id)
                 if session is not None:
                     self._refuse(pin, session, core, why)
@@ -487,7 +427,7 @@ class MSRPStack(SessionHost):
         relay, always the relay connection (RFC 4976: everything goes through it)."""
         if self.relay is not None:
             return self.relay.link_deferred()
-        if uri in self._pins_by_hop:
+        if self.pins.has_hop(uri):
             return self._pinned_link(uri)
         return self._link_direct(uri)
 
