@@ -90,10 +90,11 @@ class UACore:
         s.duration_call = None
         self._finish(s, why=f"max_duration ({self._max_duration:g} s) reached", local=True)
 
-    def _local_fingerprints(self, own_uri: str) -> Sequence[Fingerprint]:
-        """Our certificate's fingerprint for an msrps path URI (none for msrp: or a stack
-        without TLS): what our offer or answer puts in ``a=fingerprint``."""
-        if proto_for_uri(own_uri) != PROTO_TLS:
+    def _local_fingerprints(self, path: Sequence[str]) -> Sequence[Fingerprint]:
+        """Our certificate's fingerprint for an msrps path (none for msrp:, a stack without
+        TLS, or a path through our relay, whose certificate the peer meets instead): what
+        our offer or answer puts in ``a=fingerprint``."""
+        if len(path) != 1 or proto_for_uri(path[-1]) != PROTO_TLS:
             return ()
         get = getattr(self._msrp, "local_fingerprint", None)
         fp = get() if get is not None else None

@@ -32,7 +32,7 @@ class UACOffering(UACore):
         msess = self._create_msrp(types)
         try:
             offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup,
-                                    fingerprints=self._local_fingerprints(msess.local_path[-1]))
+                                    fingerprints=self._local_fingerprints(msess.local_path))
             req = self._sip.new_request(
                 "INVITE", from_uri, to_uri, ruri, body=offer, content_type=SDP_TYPE
             )

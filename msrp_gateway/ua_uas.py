@@ -69,7 +69,7 @@ class UASAnswering(UACore):
         msess = self._create_msrp(types, uris[wanted.proto])
         try:
             neg = sdp.build_answer(offer, list(msess.local_path), types, prefer_active=self._actpass_active,
-                                   fingerprints=self._local_fingerprints(msess.local_path[-1]))
+                                   fingerprints=self._local_fingerprints(msess.local_path))
             msess.set_remote_path(neg.peer.path)
         except sdp.SDPError as e:
             msess.close()
@@ -91,7 +91,7 @@ class UASAnswering(UACore):
         msess = self._create_msrp(types)  # our offer is on my_uri's transport
         try:
             offer = sdp.build_offer(list(msess.local_path), types, setup=self._offer_setup,
-                                    fingerprints=self._local_fingerprints(msess.local_path[-1]))
+                                    fingerprints=self._local_fingerprints(msess.local_path))
         except Exception as e:
             msess.close()
             log.failure("cannot build the offer for a late-offer INVITE")
