@@ -35,6 +35,7 @@ from msrp_gateway.sip.message import Limits as SIPLimits
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transaction import TimerSettings
 from msrp_gateway.sip.transport import SIPTransport
+from msrp_gateway.stats import Statistics, register_gateway, register_msrp, register_sip
 from msrp_gateway.ua import MSRPUserAgent
 
 __all__ = ["StartupError", "ListenerService", "GatewayService", "GCTuning", "build_service"]
@@ -213,6 +214,8 @@ class GatewayService(MultiService):
         self.ua: MSRPUserAgent | None = None
         self.gateway: Gateway | None = None
         self.router: Router | None = None
+        #: what MI get_statistics / list_statistics / reset_statistics read
+        self.stats = Statistics()
         self.first_to_stop: list[_Service] = []
         self.gc_tuning = GCTuning(settings.process)
         self._stop_by: float | None = None
@@ -295,6 +298,14 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
         raise StartupError(str(e)) from e
 
 
+def _register_statistics(stats: Statistics, sip: SIPStack, msrp: MSRPStack,
+                         gw: Gateway) -> None:
+    """OpenSIPS' groups in its order (core, tm), then ours; gauges read the live tables."""
+    register_sip(stats, sip.stats, inuse=lambda: sip.transaction_count)
+    register_msrp(stats, msrp.msrp_stats, active=lambda: len(msrp.table))
+    register_gateway(stats, gw.stats, active=lambda: len(gw.registry))
+
+
 def _refuse_until_routed(txn: Any) -> None:
     txn.respond(503, "Starting")
 
@@ -374,11 +385,12 @@ def build_service(settings: Settings, reactor: Any,
     # Gateway first (its sessions' BYEs), then whatever the UA still has, then the SIP
     # stack's timers and DNS lookups; the listeners and connections close after that.
     root.first_to_stop += [gw_svc, ua_svc, stack_svc, dns_svc]
+    _register_statistics(root.stats, stack, msrp, gw)
 
     mi = settings.mi
     if mi.address is not None:
         table = build_table(clock=reactor, gateway=root.gateway, ua=root.ua, events=events,
-                            log_control=root.log_control)
+                            log_control=root.log_control, stats=root.stats)
         auth = MIAuth(token=mi.bearer_token or None, username=mi.basic_user or None,
                       password=mi.basic_password or None)
         site = make_site(table, clock=reactor, max_body=mi.max_body_size,

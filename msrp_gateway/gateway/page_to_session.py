@@ -31,6 +31,8 @@ from msrp_gateway.registry import (
     type_accepted,
 )
 
+from msrp_gateway.stats import GatewayCounters
+
 from .delivery import PendingAnswer
 from .replies import (
     ERR_DUPLICATE,
@@ -58,6 +60,12 @@ class PageToSession(GatewayBase):
         """Send a MESSAGE's body to the MSRP session `key`, opening it (INVITE out) if there
         is none. Answers the MESSAGE: 202 once the body is sent or queued, else 4xx/5xx;
         end_to_end: the answer follows the SEND's outcome and PENDING is returned."""
+        rc = self._msg_to_msrp(req, key, content_types)
+        if rc == OK or rc == PENDING:  # the body is on its way (sent or queued)
+            self.stats.messages_to_msrp += 1
+        return rc
+
+    def _msg_to_msrp(self, req: Any, key: str, content_types: str | Iterable[str]) -> int:
         try:
             check_key(key)
             types = parse_content_types(content_types)
@@ -126,6 +134,7 @@ class PageToSession(GatewayBase):
             self.registry.remove(sess)
             sess.state = State.ENDED
             return ERR_LIMIT
+        self.stats.sessions_created += 1
         try:
             sess.ua_session_id = self.ua.start(
                 ua_types(types), req.from_uri, req.to_uri, req.ruri, _SessionHandler(self, sess)
@@ -133,6 +142,7 @@ class PageToSession(GatewayBase):
         except Exception as e:  # noqa: BLE001 - the UA's refusal becomes the MESSAGE's answer
             self.registry.remove(sess)
             sess.state = State.ENDED
+            self.stats.sessions_setup_failed += 1
             code = status_of(e)
             log.error("msg_to_msrp {key}: the UA could not start a session: {error}",
                       key=key, error=str(e))
@@ -157,6 +167,7 @@ class PageToSession(GatewayBase):
             log.warn("gateway session {key}: queue full ({n} messages, {b} bytes) while the "
                      "MSRP side is set up", key=sess.key, n=len(sess.queue), b=sess.queued_bytes)
             reply(req, 503, "Service Unavailable", headers=[("Retry-After", str(RETRY_AFTER))])
+            self.stats.messages_failed += 1
             return None
         item = QueuedBody(content_type, body, defer.Deferred())
         sess.queue.append(item)
@@ -199,7 +210,7 @@ class PageToSession(GatewayBase):
         if refused is not None:
             return self._refuse_message(req, sess, refused)
         pending = self._wait(req, sess)
-        d.addErrback(_send_failed, sess.key).addCallback(pending.outcome)
+        d.addErrback(_send_failed, sess.key, self.stats).addCallback(pending.outcome)
         return PENDING if not pending.done else OK
 
     def _answer_timed_out(self, pending: PendingAnswer) -> None:
@@ -211,6 +222,7 @@ class PageToSession(GatewayBase):
         if sess is not None and item is not None and item in sess.queue:
             sess.queue.remove(item)  # at most max_queued_messages long
             sess.queued_bytes -= len(item.body)
+            self.stats.messages_failed += 1
             log.warn("gateway session {key}: MESSAGE answered 408: still queued after "
                      "{t} s while the MSRP side is set up; body dropped", key=pending.key,
                      t=self.delivery.timeout)
@@ -228,7 +240,7 @@ class PageToSession(GatewayBase):
                              failure_report="yes", success_report="no")
         except Exception as e:  # noqa: BLE001
             d = defer.fail(e)
-        result: defer.Deferred[int] = d.addErrback(_send_failed, sess.key)
+        result: defer.Deferred[int] = d.addErrback(_send_failed, sess.key, self.stats)
         return result
 
     def _send_now(self, sess: GatewaySession, content_type: str,
@@ -247,7 +259,7 @@ class PageToSession(GatewayBase):
         refused = _refused_at_once(d)
         if refused is not None:
             return refused
-        d.addErrback(_send_failed, sess.key)
+        d.addErrback(_send_failed, sess.key, self.stats)
         return None
 
     def _refuse_message(self, req: Any, sess: GatewaySession,
@@ -255,6 +267,7 @@ class PageToSession(GatewayBase):
         """Answer a MESSAGE whose SEND the UA refused at once: a bound hit (503, with
         Retry-After) or a body too large for the peer (413), never a 202 and a lost body."""
         code, comment = refused
+        self.stats.messages_failed += 1
         if code == 413:
             log.warn("gateway session {key}: MESSAGE refused 413: {comment}", key=sess.key,
                      comment=comment)
@@ -298,7 +311,8 @@ def _refused_at_once(d: defer.Deferred[int]) -> tuple[int, str] | None:
             str(getattr(error, "comment", None) or failures[0].getErrorMessage()))
 
 
-def _send_failed(f: Failure, key: str) -> int:
+def _send_failed(f: Failure, key: str, stats: GatewayCounters) -> int:
+    stats.messages_failed += 1
     code = getattr(f.value, "code", None) or 500
     log.error("gateway session {key}: SEND failed: {code} {comment}", key=key,
               code=code, comment=getattr(f.value, "comment", None) or f.getErrorMessage())

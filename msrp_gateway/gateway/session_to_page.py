@@ -104,12 +104,14 @@ class SessionToPage(GatewayBase):
                 return ERR_DUPLICATE
             reply(req, 503, "Service Unavailable")
             return ERR_LIMIT
+        self.stats.sessions_created += 1
         txn = getattr(req, "transaction", req)
         try:
             sess.ua_session_id = self.ua.answer(txn, ua_types(types), _SessionHandler(self, sess))
         except Exception as e:  # noqa: BLE001 - UAError(code, reason): we answer, UA did not
             self.registry.remove(sess)
             sess.state = State.ENDED
+            self.stats.sessions_setup_failed += 1
             code = status_of(e)
             log.warn("msrp_gw_answer {key}: offer refused: {code} {error}",
                      key=key, code=code, error=str(e))
@@ -189,8 +191,10 @@ class SessionToPage(GatewayBase):
         content_type = msg.content_type
         if not content_type:
             log.warn("gateway session {key}: SEND without Content-Type not paged", key=sess.key)
+            self.stats.messages_failed += 1
             self._report(sess, msg, 415, "Content-Type missing")
             return
+        self.stats.messages_to_sip += 1
         d = self.send_message(sess.from_uri, sess.to_uri, sess.ruri, body, content_type,
                               key=sess.key)
         d.addCallback(self._paged, sess, msg)
@@ -200,6 +204,7 @@ class SessionToPage(GatewayBase):
         end_to_end, a 2xx as the success REPORT the SEND asked for."""
         status, reason = result
         if status >= 300:  # already logged with the key by send_message
+            self.stats.messages_failed += 1
             self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
                          f"MESSAGE answered {status} {reason}")
         elif self.delivery.end_to_end and getattr(msg, "success_report", "no") == "yes":

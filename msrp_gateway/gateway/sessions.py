@@ -24,6 +24,8 @@ from msrp_gateway.registry import (
     State,
 )
 
+from msrp_gateway.stats import GatewayCounters
+
 from .delivery import DeliveryMode, PendingAnswer, setup_failure_status
 from .replies import SETUP_FAILED_EVENT
 
@@ -98,6 +100,8 @@ class GatewayBase:
         self._sweeper: task.LoopingCall | None = None
         self._stopping = False
         self._pending_messages = 0
+        #: msrp_gateway: counters (``stats.register_gateway`` names them)
+        self.stats = GatewayCounters()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -248,6 +252,7 @@ class GatewayBase:
     def _drop_queue(self, sess: GatewaySession, why: str) -> int:
         n = len(sess.queue)
         if n:
+            self.stats.messages_failed += n
             log.error("gateway session {key}: {n} queued message(s) not delivered ({why})",
                       key=sess.key, n=n, why=why)
             for item in sess.queue:
@@ -269,6 +274,7 @@ class GatewayBase:
             return
         self.registry.remove(sess)
         sess.state = State.ENDED
+        self.stats.sessions_setup_failed += 1
         log.error("gateway session {key}: MSRP side set-up failed: {code} {reason}",
                   key=sess.key, code=code, reason=reason)
         if self.delivery.end_to_end:  # the waiting MESSAGEs hear the INVITE's outcome

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ..stats import MSRPStats
 from .chunks import (
     BUDGET_EXHAUSTED,
     path_head,
@@ -146,6 +147,7 @@ class MSRPSession:
         # The To-Path/From-Path lines of what we send, built once per remote path.
         self._head: bytes | None = None
         self._head_for: list[str] | None = None
+        self._stats = stack.msrp_stats
 
     # -- set-up -------------------------------------------------------------------
     @property
@@ -226,6 +228,7 @@ class MSRPSession:
             link.enqueue(msg)
         except SessionError as e:
             return defer.fail(MSRPSendError(e.code, e.comment))
+        self._stats.sends_sent += 1
         return msg.deferred
 
     def send_report(self, message_id: str, byte_range: str, status: int,
@@ -236,11 +239,16 @@ class MSRPSession:
             return False
         self.link.write_frame(build_report(self.local_uri, path, message_id, byte_range,
                                            status, comment))
+        stats = self._stats
+        stats.reports_sent += 1
+        if status != 200:
+            stats.failure_reports_sent += 1
         return True
 
     # -- receiving ------------------------------------------------------------------
     def receive_send(self, req: MSRPRequest) -> int:
         """Handle a SEND matched to us; return the status to answer (raise SessionError)."""
+        self._stats.sends_received += 1
         ctype = req.content_type
         if ctype is not None or req.body and req.byte_range.start == 1:
             if not content_type_accepted(ctype, self.accept_types):
@@ -366,6 +374,15 @@ class SessionHost:
 
     clock: Clock
     reassembly_budget: ReassemblyBudget | None = None
+
+    @property
+    def msrp_stats(self) -> MSRPStats:
+        """The counters every session of this host bumps (``msrp:`` statistics), made on
+        first use so that any host (the stack, a test's) has its own."""
+        stats: MSRPStats | None = self.__dict__.get("_msrp_stats")
+        if stats is None:
+            stats = self.__dict__["_msrp_stats"] = MSRPStats()
+        return stats
 
     def link_for(self, uri: str) -> defer.Deferred[LinkCore]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..stats import SIPCounters
 from .dialog import Dialog
 from .invite import MAX_FORKS, TIMER_C, InviteClient  # noqa: F401 - constants re-exported
 from .message import SIPParseError, SIPRequest, SIPResponse
@@ -72,8 +73,10 @@ class SIPStack(RequestSender):
                  max_transactions: int = MAX_TRANSACTIONS, max_dialogs: int = MAX_DIALOGS,
                  max_completed: int = MAX_COMPLETED,
                  timers: TimerSettings = DEFAULT_TIMERS, user_agent: str = USER_AGENT) -> None:
+        #: OpenSIPS' core: and tm: counters (``stats.register_sip`` names them)
+        self.stats = SIPCounters()
         table = TransactionTable(reactor, transport, max_transactions=max_transactions,
-                                 max_completed=max_completed)
+                                 max_completed=max_completed, counters=self.stats)
         super().__init__(transport, table, local_uri_host=local_uri_host,
                          outbound_proxy=outbound_proxy, timers=timers, user_agent=user_agent)
         self.reactor = reactor
@@ -179,12 +182,20 @@ class SIPStack(RequestSender):
     # -- internals: what the transport hands us -------------------------------------
 
     def _on_message(self, msg: SIPRequest | SIPResponse, source: Any) -> None:
+        stats = self.stats
         try:
             if isinstance(msg, SIPResponse):
+                stats.rcv_replies += 1
                 self._on_response(msg)
             else:
+                stats.rcv_requests += 1
                 self._incoming.on_request(msg, source)
         except SIPParseError as e:
+            # a header read lazily turned out malformed: counted as OpenSIPS' err_*
+            if isinstance(msg, SIPResponse):
+                stats.err_replies += 1
+            else:
+                stats.err_requests += 1
             log.info("dropped a message from {source}: {reason}", source=source,
                      reason=e.reason)
 
@@ -192,6 +203,7 @@ class SIPStack(RequestSender):
         key = response_key(resp)
         entry = self.table.clients.get(key) if key is not None else None
         if entry is not None:
+            self.stats.received_replies += 1
             self.table.perform(entry, entry.core.on_response(resp))
             return
         if 200 <= resp.status < 300 and resp.cseq[1] == "INVITE":
@@ -205,4 +217,5 @@ class SIPStack(RequestSender):
             if client is not None:
                 client.on_2xx(resp)  # another fork answered: ACK and BYE it
                 return
+        self.stats.drop_replies += 1
         log.debug("stray {status} response dropped", status=resp.status)

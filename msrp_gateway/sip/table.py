@@ -16,6 +16,7 @@ from twisted.internet.base import DelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..stats import SIPCounters
 from .message import SIPRequest, SIPResponse
 from .transaction import Action, CancelTimer, Deliver, Send, StartTimer, State, Terminated
 
@@ -74,8 +75,10 @@ class TransactionTable:
     """
 
     def __init__(self, reactor: Any, transport: Any, *, max_transactions: int,
-                 max_completed: int) -> None:
+                 max_completed: int, counters: SIPCounters | None = None) -> None:
         self.reactor = reactor
+        # tm:UAC_transactions and the final-response classes of our requests are bumped here
+        self.counters = counters if counters is not None else SIPCounters()
         self.transport = transport
         self.max_transactions = max_transactions
         self.max_completed = max_completed
@@ -115,6 +118,7 @@ class TransactionTable:
             log.warn("transaction table full ({n}): request not sent", n=self.max_transactions)
             return False
         self.clients[entry.key] = entry
+        self.counters.uac_transactions += 1
         return True
 
     def is_merged(self, merge_key: Any) -> bool:
@@ -149,7 +153,11 @@ class TransactionTable:
                 if call is not None and call.active():
                     call.cancel()
             elif isinstance(action, Deliver):
-                entry.deliver(action.message)
+                msg = action.message
+                if isinstance(msg, SIPResponse) and msg.status >= 200:
+                    # a client machine delivers its final response once (2xx forks aside)
+                    self.counters.finals[msg.status // 100 if msg.status < 700 else 6] += 1
+                entry.deliver(msg)
             elif isinstance(action, Terminated):
                 self.drop(entry)
                 entry.terminated(action.reason)

@@ -83,6 +83,10 @@ class ServerTransaction(Entry):
         if self.core.final_sent:
             log.debug("second final response to {method} ignored", method=self.request.method)
             return None
+        if status >= 200:  # tm: local_replies and the transaction's final class, once
+            stats = self._stack.stats
+            stats.local_replies += 1
+            stats.finals[status // 100 if status < 700 else 6] += 1
         incoming = self._stack._incoming
         if self.request.method == "INVITE" and 200 <= status < 300:
             self._stop_guard()
@@ -163,6 +167,7 @@ class IncomingRequests:
         txn = ServerTransaction(stack, core, req, source, peer, key)
         txn.merge_key = merge_key
         table.add_server(txn)
+        stack.stats.uas_transactions += 1
         table.perform(txn, core.start())  # 100 Trying for INVITE, then dispatch via Deliver
 
     def build_response(self, txn: ServerTransaction, status: int, reason: str | None,
@@ -218,6 +223,7 @@ class IncomingRequests:
         if dialog is not None:
             dialog.on_ack(ack)
         else:
+            self._stack.stats.drop_requests += 1
             log.debug("ACK for no dialog dropped")
 
     def _stateless_reply(self, req: SIPRequest, peer: Any, status: int,
