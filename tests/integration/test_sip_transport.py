@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, ssl
+from twisted.internet.task import Clock
 
 from msrp_gateway.sip.message import (
     Limits,
@@ -759,3 +760,237 @@ async def test_with_two_udp_listeners_each_peer_is_answered_from_the_one_it_used
         await server.send(make_response(msg, 200), server.response_peer(msg, source))
         await client.next(n)
     assert responses_from == [("127.0.0.2", second), ("127.0.0.1", first)]
+
+
+# -- TLS handshakes that fail -------------------------------------------------------------
+
+class ClockedReactor:
+    """Real sockets of the global reactor, timers from a ``task.Clock``: what happens
+    without the test advancing the clock happened without any timer (Timer F, connect or
+    handshake deadlines)."""
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, *args, **kw):  # noqa: N802 - IReactorTime
+        return self.clock.callLater(*args, **kw)
+
+    def getDelayedCalls(self):  # noqa: N802
+        return self.clock.getDelayedCalls()
+
+    def __getattr__(self, name):
+        return getattr(reactor, name)
+
+
+class TransportLog:
+    """The transport's log events whose format contains ``text``, while in use."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.events: list[dict] = []
+
+    def __call__(self, event: dict) -> None:
+        if event.get("log_namespace") == "msrp_gateway.sip.transport" and \
+                self.text in event.get("log_format", ""):
+            self.events.append(event)
+
+    def __enter__(self) -> TransportLog:
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.removeObserver(self)
+
+    def where(self, **fields) -> list[dict]:
+        return [e for e in self.events if all(e.get(k) == v for k, v in fields.items())]
+
+
+def bundle(tmp_path, *certs) -> str:
+    """One CA file trusting the CAs of every ``certs``."""
+    path = tmp_path / "cas.pem"
+    path.write_bytes(b"".join(open(c.ca_certificates, "rb").read() for c in certs))
+    return str(path)
+
+
+@pytest.fixture
+def elsewhere(tmp_path):
+    """TLS files whose certificate names only elsewhere.example.test (not 127.0.0.1)."""
+    return make_certs(tmp_path / "elsewhere", names=("elsewhere.example.test",))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_failing_verification_errbacks_every_waiting_send_at_once(
+        transports, elsewhere):
+    """[tls] verify_peers and a server certificate that does not name the host: the three
+    sends waiting for that connection errback TransportError as soon as the handshake
+    fails (no timer runs), the connection is not kept for reuse — the next send opens a
+    new one and fails the same way — and each failed connection is logged once."""
+    server = transports(tls_settings=elsewhere)
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    clock = Clock()
+    client = transports(use_reactor=ClockedReactor(clock),
+                        tls_settings=replace(elsewhere, verify_peers=True))
+    peer = Peer("tls", "127.0.0.1", port_of(server, "tls"))
+    with TransportLog("TLS connection") as logged:
+        sends = [client.send(request(branch=f"z9hG4bKhs{n}"), peer) for n in range(3)]
+        results = await with_timeout(defer.DeferredList(sends, consumeErrors=True))
+        assert [ok for ok, _ in results] == [False] * 3
+        assert all(f.check(TransportError) for _, f in results)
+        assert "certificate does not name 127.0.0.1" in results[0][1].getErrorMessage()
+        assert client.connection_count == 0
+        with pytest.raises(TransportError, match="does not name 127.0.0.1"):
+            await with_timeout(client.send(request(branch="z9hG4bKhs3"), peer))
+        assert client.connection_count == 0
+        await until(lambda: server.connection_count == 0)
+    assert clock.seconds() == 0 and inbox.items == []
+    assert len(logged.where(direction="to")) == 2  # two connections, one line each
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_to_a_tls_peer_whose_certificate_fails_gets_503_before_timer_f(
+        transports, elsewhere):
+    """Through the SIP stack (its timers on a clock that never moves): the MESSAGE fails
+    with SIPTransportError, the stack's 503 (s.8.1.3.1), and no transaction is left."""
+    from msrp_gateway.sip.stack import SIPStack, SIPTransportError
+
+    server = transports(tls_settings=elsewhere)
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    clock = Clock()
+    client = transports(tls_settings=replace(elsewhere, verify_peers=True))
+    client.listen("tls:127.0.0.1:0")
+    stack = SIPStack(clock, client, local_uri_host="127.0.0.1", router=lambda txn: None)
+    ruri = f"sips:bob@127.0.0.1:{port_of(server, 'tls')}"
+    msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
+                            content_type="text/plain")
+    with pytest.raises(SIPTransportError, match="does not name 127.0.0.1") as failed:
+        await with_timeout(stack.send_request(msg))
+    assert failed.value.code == 503
+    assert clock.seconds() == 0 and stack.transaction_count == 0 and inbox.items == []
+    stack.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_answers_503_at_once_for_a_message_to_a_peer_failing_tls(
+        transports, elsewhere):
+    """The whole service (build_service, [tls] verify_peers): send_message to a sips: peer
+    whose certificate names another host reports 503 within seconds, not after Timer F's
+    32 s."""
+    from msrp_gateway.config import from_dict
+    from msrp_gateway.service import build_service
+
+    server = transports(tls_settings=elsewhere)
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    settings = from_dict({
+        "sip": {"socket": ["udp:127.0.0.1:0", "tls:127.0.0.1:0"]},
+        "msrp": {"socket": ["msrp:127.0.0.1:0"]}, "mi": {"http": ""},
+        "tls": {"certificate": elsewhere.certificate, "private_key": elsewhere.private_key,
+                "ca_certificates": elsewhere.ca_certificates, "verify_peers": True},
+        "process": {"gc_freeze": False, "gc_thresholds": []}})
+    svc = build_service(settings, reactor)
+    svc.startService()
+    try:
+        ruri = f"sips:bob@127.0.0.1:{port_of(server, 'tls')}"
+        started = reactor.seconds()
+        answered: defer.Deferred = defer.Deferred()  # a timeout must not cancel the
+        svc.gateway.send_message(  # MESSAGE itself: send_message reports that as 503 too
+            "sip:alice@127.0.0.1", "sip:bob@127.0.0.1", ruri, b"hello").addBoth(
+            answered.callback)
+        status, _ = await with_timeout(answered)
+        elapsed = reactor.seconds() - started
+    finally:
+        await with_timeout(defer.maybeDeferred(svc.stopService))
+    assert status == 503 and inbox.items == []
+    assert elapsed < 2.0  # the handshake's failure, not a timer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_never_completes_the_handshake_fails_the_send_at_connect_timeout(
+        transports):
+    """A TCP server that accepts and never speaks TLS: the send errbacks once
+    ``connect_timeout`` has passed on the transport's clock, not before."""
+    accepted: list[protocol.Protocol] = []
+
+    class Mute(protocol.Protocol):
+        def connectionMade(self):  # noqa: N802
+            self.gone = defer.Deferred()
+            accepted.append(self)
+
+        def connectionLost(self, reason):  # noqa: N802
+            self.gone.callback(None)
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Mute), interface="127.0.0.1")
+    try:
+        clock = Clock()
+        client = transports(use_reactor=ClockedReactor(clock), connect_timeout=3.0,
+                            tls_settings=TLSFiles("", ""))
+        sent = client.send(request(), Peer("tls", "127.0.0.1", port.getHost().port))
+        await until(lambda: accepted)
+        clock.advance(2.9)
+        assert not sent.called
+        clock.advance(0.1)
+        with pytest.raises(TransportError, match="no TLS handshake within 3 s"):
+            await with_timeout(sent)
+        assert client.connection_count == 0
+        await with_timeout(accepted[0].gone)
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_inbound_handshake_failures_drop_only_that_connection_logged_once_each(
+        transports, tls_files, elsewhere, tmp_path):
+    """Our tls: listener meets a client that refuses our certificate (its alert), one that
+    speaks plain SIP, and one that says nothing past ``connect_timeout``: each connection
+    is closed and logged once, while an established TLS client is served throughout."""
+    from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
+
+    clock = Clock()
+    server = transports(use_reactor=ClockedReactor(clock), tls_settings=tls_files,
+                        connect_timeout=5.0)
+    server.listen("tls:127.0.0.1:0")
+    port = port_of(server, "tls")
+    inbox = Inbox(server)
+    with TransportLog("TLS connection") as logged:
+        good = await connect_client(port, tls=True)
+        good.transport.write(request(branch="z9hG4bKin1").to_bytes())
+        await inbox.next(1)
+
+        distrustful = StreamClient()  # trusts another CA only: aborts with an alert
+        other_ca = ssl.Certificate.loadPEM(open(elsewhere.ca_certificates, "rb").read())
+        options = ssl.optionsForClientTLS("127.0.0.1", trustRoot=other_ca)
+        await with_timeout(SSL4ClientEndpoint(reactor, "127.0.0.1", port, options).connect(
+            protocol.Factory.forProtocol(lambda: distrustful)))
+        await with_timeout(distrustful.closed)
+
+        plain = StreamClient()
+        await with_timeout(TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            protocol.Factory.forProtocol(lambda: plain)))
+        plain.transport.write(request(branch="z9hG4bKplain").to_bytes())
+        await with_timeout(plain.closed)
+
+        mute = StreamClient()
+        await with_timeout(TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            protocol.Factory.forProtocol(lambda: mute)))
+        await until(lambda: server.connection_count == 2)
+        clock.advance(5.0)
+        await with_timeout(mute.closed)
+
+        await until(lambda: len(logged.where(direction="from")) == 3)
+        good.transport.write(request(branch="z9hG4bKin2").to_bytes())
+        msg, source = await inbox.next(2)
+        await server.send(make_response(msg, 200), server.response_peer(msg, source))
+        assert (await good.next()).status == 200
+        assert server.connection_count == 1
+        assert [m.top_via.branch for m, _ in inbox.items] == ["z9hG4bKin1", "z9hG4bKin2"]
+        whys = [e["why"] for e in logged.where(direction="from")]
+    assert len(whys) == 3 and "no TLS handshake within 5 s" in whys[2]
+    assert plain.messages == [] and mute.messages == []
+    await close_client(good)
