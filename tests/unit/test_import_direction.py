@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / PKG
 # Pure protocol cores: no Twisted, no reactor, no sockets (STYLE.md "sans-IO").
 SANS_IO = {
     "sockets", "config", "sip.message", "sip.uri", "sip.transaction", "msrp.message", "msrp.uri",
-    "msrp.chunks", "sdp", "sdp_parse", "registry", "stats",
+    "msrp.chunks", "msrp.fingerprint", "sdp", "sdp_parse", "registry", "stats",
 }
 # "message/uri modules import nothing of ours" (DESIGN.md): outside their own package, and
 # inside it only its sans-IO helpers (the Twisted side of the package is off limits).

@@ -43,6 +43,7 @@ SANS_IO_CORES = [
     "msrp_gateway/msrp/uri.py",
     "msrp_gateway/msrp/chunks.py",
     "msrp_gateway/msrp/rules.py",
+    "msrp_gateway/msrp/fingerprint.py",
     # SDP: sdp.py builds and negotiates; sdp_parse.py reads hostile offers and answers
     "msrp_gateway/sdp.py",
     "msrp_gateway/sdp_parse.py",
