@@ -994,3 +994,49 @@ async def test_inbound_handshake_failures_drop_only_that_connection_logged_once_
     assert len(whys) == 3 and "no TLS handshake within 5 s" in whys[2]
     assert plain.messages == [] and mute.messages == []
     await close_client(good)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_whose_first_srv_target_fails_tls_verification_reaches_the_next(
+        transports, elsewhere, tmp_path):
+    """RFC 3263 s.4.3 over TLS: the first _sips._tcp target's certificate does not name
+    the URI's domain; the handshake failure fails that try at once and the same MESSAGE
+    goes to the second target, whose certificate does, on a stack clock that never moved.
+    The first target is marked unreachable."""
+    from twisted.names import dns
+
+    from msrp_gateway.sip.dns import SIPResolver
+    from msrp_gateway.sip.stack import SIPStack
+    from tests.unit.test_sip_resolution import Zone
+
+    names = make_certs(tmp_path / "secure", names=("secure.example.test",))
+    wrong = transports(tls_settings=elsewhere)
+    wrong.listen("tls:127.0.0.1:0")
+    wrong_inbox = Inbox(wrong)
+    right = transports(tls_settings=names)
+    right.listen("tls:127.0.0.1:0")
+    callee = SIPStack(reactor, right, local_uri_host="127.0.0.1",
+                      router=lambda txn: txn.respond(200))
+    zone = Zone()
+    zone.add("_sips._tcp.secure.example.test",
+             dns.Record_SRV(10, 0, port_of(wrong, "tls"), b"first.example.test"))
+    zone.add("_sips._tcp.secure.example.test",
+             dns.Record_SRV(20, 0, port_of(right, "tls"), b"second.example.test"))
+    zone.add("first.example.test", dns.Record_A("127.0.0.1"))
+    zone.add("second.example.test", dns.Record_A("127.0.0.1"))
+    clock = Clock()
+    caller = transports(tls_settings=TLSFiles(names.certificate, names.private_key,
+                                              bundle(tmp_path, names, elsewhere), True))
+    caller.listen("tls:127.0.0.1:0")
+    caller.resolver = SIPResolver(clock, dns_client=zone)
+    stack = SIPStack(clock, caller, local_uri_host="127.0.0.1", router=lambda txn: None)
+    ruri = "sips:bob@secure.example.test"
+    msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
+                            content_type="text/plain")
+    try:
+        resp = await with_timeout(stack.send_request(msg))
+    finally:
+        stack.stop()
+        callee.stop()
+    assert resp.status == 200 and clock.seconds() == 0 and wrong_inbox.items == []
+    assert caller.resolver.is_unreachable(Peer("tls", "127.0.0.1", port_of(wrong, "tls")))
