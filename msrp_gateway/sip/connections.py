@@ -35,13 +35,21 @@ log = Logger(namespace="msrp_gateway.sip.transport")  # one namespace for the wh
 PONG = b"\r\n"  # RFC 5626 s.3.5.1: one CRLF answers a double-CRLF ping
 
 
+# TLS 1.3: a server checks our certificate after our side of the handshake is complete,
+# so its refusal (an alert) comes one round trip later. Sends over a new outbound TLS 1.3
+# connection are reported written once the peer has sent us something, or after this long
+# without its refusal (on the injected clock).
+TLS_CONFIRM_WINDOW = 2.0
+
+
 def write(conn: StreamProtocol, data: bytes) -> defer.Deferred[None]:
-    """``conn.write`` as a Deferred: errbacks TransportError past the write backlog."""
+    """``conn.write`` as a Deferred: errbacks TransportError past the write backlog, or
+    when a TLS 1.3 peer refuses our certificate right after the handshake."""
     try:
         conn.write(data)
     except TransportError as e:
         return defer.fail(e)
-    return defer.succeed(None)
+    return conn.written()
 
 
 class DatagramProtocol(protocol.DatagramProtocol):
@@ -79,6 +87,10 @@ class StreamProtocol(protocol.Protocol):
         self.quiet = False  # closed by the transport's stop(): its loss is not news
         self._handshake: Any = None  # the handshake's deadline
         self._why: str | None = None  # why we closed it, when we know better than Twisted
+        # outbound TLS 1.3 until the peer is heard or TLS_CONFIRM_WINDOW passes: the sends
+        # written meanwhile, reported once we know the peer did not refuse our certificate
+        self._unconfirmed: list[defer.Deferred[None]] | None = None
+        self._confirm_timer: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802
         addr = self.transport.getPeer()
@@ -96,7 +108,30 @@ class StreamProtocol(protocol.Protocol):
             return  # already failed (e.g. a name check that aborted it): not usable
         self._cancel_handshake_timer()
         self.ready = True
+        if self.outbound_key is not None and _is_tls13(self.transport):
+            self._unconfirmed = []
+            self._confirm_timer = self.controller.reactor.callLater(
+                TLS_CONFIRM_WINDOW, self._confirm)
         self.controller._connection_ready(self)
+
+    def written(self) -> defer.Deferred[None]:
+        """The outcome of the write just made: at once, except on an outbound TLS 1.3
+        connection still in its confirmation window (see ``TLS_CONFIRM_WINDOW``)."""
+        waiting = self._unconfirmed
+        if waiting is None or len(waiting) >= self.controller.max_pending_per_connection:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        waiting.append(d)
+        return d
+
+    def _confirm(self) -> None:
+        """The peer spoke, or did not refuse us in time: the waiting sends went out."""
+        if self._confirm_timer is not None and self._confirm_timer.active():
+            self._confirm_timer.cancel()
+        self._confirm_timer = None
+        waiting, self._unconfirmed = self._unconfirmed, None
+        for d in waiting or ():
+            d.callback(None)
 
     def _handshake_timeout(self) -> None:
         self._handshake = None
@@ -135,6 +170,9 @@ class StreamProtocol(protocol.Protocol):
             self._idle.cancel()
         self._idle = None
         self._cancel_handshake_timer()
+        if self._confirm_timer is not None and self._confirm_timer.active():
+            self._confirm_timer.cancel()
+        self._confirm_timer = None
 
     def _idle_close(self) -> None:
         self._idle = None
@@ -142,6 +180,8 @@ class StreamProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._unconfirmed is not None:
+            self._confirm()
         self._touch()
         try:
             events = self.parser.feed(data)
@@ -177,6 +217,36 @@ class StreamProtocol(protocol.Protocol):
         self.controller._connection_lost(self)  # out of the table before anyone hears of it
         if not self.ready:
             self.controller._handshake_failed(self, self._why or _tls_reason(reason))
+        elif self._unconfirmed is not None:
+            self._lost_unconfirmed(reason)
+
+    def _lost_unconfirmed(self, reason: Failure) -> None:
+        """Lost in the TLS 1.3 confirmation window without a word from the peer: a TLS
+        error then is the peer refusing our certificate (or another alert), and what we
+        wrote was never read — those sends fail now. Any other loss leaves them sent."""
+        waiting, self._unconfirmed = self._unconfirmed or [], None
+        if not _is_tls_error(reason) or self.quiet:
+            for d in waiting:
+                d.callback(None)
+            return
+        why = _tls_reason(reason) + " (after our handshake: our certificate refused?)"
+        self.controller._handshake_failed(self, why)
+        error = TransportError(f"TLS connection to {self.peer} dropped: {why}")
+        for d in waiting:
+            d.errback(error)
+
+
+def _is_tls13(transport: Any) -> bool:
+    try:
+        return bool(transport.getHandle().get_protocol_version_name() == "TLSv1.3")
+    except Exception:  # not a TLS transport (tests' fakes): no window
+        return False
+
+
+def _is_tls_error(reason: Failure) -> bool:
+    from OpenSSL import SSL
+
+    return isinstance(reason.value, SSL.Error)
 
 
 def _tls_reason(reason: Failure) -> str:

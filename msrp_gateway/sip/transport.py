@@ -422,7 +422,7 @@ class SIPTransport:
             conn = self._by_peer.get(peer)
             if conn is not None:
                 return write(conn, data)
-        return self._connect(peer).addCallback(lambda c: c.write(data))
+        return self._connect(peer).addCallback(write, data)
 
     def _send_udp(self, data: bytes, peer: Peer) -> defer.Deferred[None]:
         if len(data) > MAX_UDP_SIZE:

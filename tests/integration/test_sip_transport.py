@@ -1040,3 +1040,73 @@ async def test_a_message_whose_first_srv_target_fails_tls_verification_reaches_t
         callee.stop()
     assert resp.status == 200 and clock.seconds() == 0 and wrong_inbox.items == []
     assert caller.resolver.is_unreachable(Peer("tls", "127.0.0.1", port_of(wrong, "tls")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_refusing_our_certificate_after_a_tls13_handshake_fails_the_send_at_once(
+        transports, tls_files, elsewhere):
+    """The server verifies clients ([tls] verify_peers) and our certificate is not from
+    its CA: in TLS 1.3 our handshake completes before its refusal arrives, yet the send
+    errbacks as soon as that alert does (no timer ran), the stack's MESSAGE fails with
+    503, and one line is logged per connection."""
+    from msrp_gateway.sip.connections import TLS_CONFIRM_WINDOW
+    from msrp_gateway.sip.stack import SIPStack, SIPTransportError
+
+    server = transports(tls_settings=replace(tls_files, verify_peers=True))
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    clock = Clock()
+    ours = TLSFiles(elsewhere.certificate, elsewhere.private_key, tls_files.ca_certificates,
+                    True)  # trusts the server; its own certificate is from another CA
+    client = transports(use_reactor=ClockedReactor(clock), tls_settings=ours)
+    client.listen("tls:127.0.0.1:0")
+    peer = Peer("tls", "127.0.0.1", port_of(server, "tls"))
+    with TransportLog("TLS connection") as logged:
+        with pytest.raises(TransportError, match="alert"):
+            await with_timeout(client.send(request(branch="z9hG4bKcr1"), peer))
+        stack = SIPStack(clock, client, local_uri_host="127.0.0.1", router=lambda txn: None)
+        ruri = f"sips:bob@127.0.0.1:{peer.port}"
+        msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
+                                content_type="text/plain")
+        with pytest.raises(SIPTransportError, match="alert") as failed:
+            await with_timeout(stack.send_request(msg))
+        stack.stop()
+    assert failed.value.code == 503 and clock.seconds() < TLS_CONFIRM_WINDOW
+    assert client.connection_count == 0 and inbox.items == []
+    assert len(logged.where(direction="to")) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_send_on_a_new_tls13_connection_is_reported_when_the_peer_speaks_or_in_time(
+        transports, tls_files):
+    """Outbound TLS 1.3: a send is reported written once the peer has sent something (its
+    answer) or, from a peer that accepts us and stays silent, after TLS_CONFIRM_WINDOW on
+    the transport's clock; from then on sends on that connection are reported at once."""
+    from msrp_gateway.sip.connections import TLS_CONFIRM_WINDOW
+
+    server = transports(tls_settings=tls_files)
+    server.listen("tls:127.0.0.1:0")
+    inbox = Inbox(server)
+    clock = Clock()
+    client = transports(use_reactor=ClockedReactor(clock),
+                        tls_settings=replace(tls_files, verify_peers=True))
+    peer = Peer("tls", "127.0.0.1", port_of(server, "tls"))
+    first: list = []
+    client.send(request(branch="z9hG4bKw1"), peer).addBoth(first.append)
+    msg, source = await inbox.next(1)
+    assert first == []  # delivered, but the peer has said nothing yet
+    clock.advance(TLS_CONFIRM_WINDOW - 0.1)
+    assert first == []
+    clock.advance(0.1)
+    assert first == [None]
+    second: list = []
+    client.send(request(branch="z9hG4bKw2"), peer).addBoth(second.append)
+    assert second == [None]  # a confirmed connection: at once
+
+    other = transports(use_reactor=ClockedReactor(clock),
+                       tls_settings=replace(tls_files, verify_peers=True))
+    answered = other.send(request(branch="z9hG4bKw3"), peer)
+    msg, source = await inbox.next(3)
+    await server.send(make_response(msg, 200), server.response_peer(msg, source))
+    await with_timeout(answered)  # the peer spoke: no need for the window
+    assert clock.seconds() == TLS_CONFIRM_WINDOW
