@@ -118,6 +118,7 @@ class SIPStack(RequestSender):
         """Answer an initial INVITE 200 and make its dialog; the 200 is resent until the ACK
         (``dialog.confirmed`` fires) or 64*T1 (it errbacks ``SIPTimeout``, BYE sent)."""
         req = txn.request
+        self.count_final(200)
         dialog = Dialog.from_uas(self, req, txn.local_tag)
         txn.dialog = dialog
         self._dialogs[dialog.key] = dialog
@@ -126,6 +127,13 @@ class SIPStack(RequestSender):
         self.table.perform(txn, txn.core.on_response(resp))
         dialog.send_2xx(resp, txn.peer, already_sent=True)
         return dialog
+
+    def count_final(self, status: int) -> None:
+        """tm:local_replies and the final class of a server transaction we answer (once:
+        the callers are the first final response of each)."""
+        stats = self.stats
+        stats.local_replies += 1
+        stats.finals[status // 100 if status < 700 else 6] += 1
 
     def dialogs(self) -> list[Dialog]:
         return list(self._dialogs.values())

@@ -83,17 +83,14 @@ class ServerTransaction(Entry):
         if self.core.final_sent:
             log.debug("second final response to {method} ignored", method=self.request.method)
             return None
-        if status >= 200:  # tm: local_replies and the transaction's final class, once
-            stats = self._stack.stats
-            stats.local_replies += 1
-            stats.finals[status // 100 if status < 700 else 6] += 1
         incoming = self._stack._incoming
         if self.request.method == "INVITE" and 200 <= status < 300:
             self._stop_guard()
-            if self.dialog is None:
+            if self.dialog is None:  # (accept counts its 2xx)
                 dialog = self._stack.accept(self, body=body, content_type=content_type,
                                             headers=headers)
                 return dialog._pending.response if dialog._pending is not None else None
+            self._stack.count_final(status)
             resp = incoming.build_response(self, status, reason, headers, body,
                                            content_type, to_tag, contact=True)
             self._stack.table.perform(self, self.core.on_response(resp))
@@ -104,6 +101,7 @@ class ServerTransaction(Entry):
                                        to_tag, contact=early)
         if status >= 200:
             self._stop_guard()
+            self._stack.count_final(status)
         self._stack.table.perform(self, self.core.on_response(resp))
         return resp
 

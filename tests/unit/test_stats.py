@@ -224,6 +224,18 @@ def test_final_classes_follow_the_status_we_answer() -> None:
                       "tm:local_replies") == [1, 2, 1, 1, 0, 5]
 
 
+def test_invite_accepted_as_the_ua_does_counts_one_local_2xx() -> None:
+    env = SIPEnv(answer=None)
+    env.deliver(sip_request("INVITE", body=b"v=0\r\n"))
+    env.stack.accept(env.routed[0], body=b"v=0\r\n", content_type="application/sdp")
+    env.routed[0].respond(486)  # after the final response: ignored, not counted
+    env.deliver(sip_request("INVITE", branch="z9hG4bKi2", call_id="c2", body=b"v=0\r\n"))
+    env.routed[1].respond(200, body=b"v=0\r\n", content_type="application/sdp")
+    assert env.values("tm:UAS_transactions", "tm:local_replies", "tm:2xx_transactions",
+                      "tm:4xx_transactions") == [2, 2, 2, 0]
+    env.stack.stop()
+
+
 def test_inuse_transactions_reads_the_live_table() -> None:
     env = SIPEnv(answer=None)
     env.deliver(sip_request("MESSAGE", body=b"x"))
