@@ -7,10 +7,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from bench.ports import free_port
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.sip.transport import SIPTransport
 
-TIMEOUT = 5.0
+# a bound only ever waited out when something is broken: generous, so a slow CI run passes
+TIMEOUT = 30.0
 
 
 def with_timeout(d: defer.Deferred) -> defer.Deferred:
@@ -18,11 +20,16 @@ def with_timeout(d: defer.Deferred) -> defer.Deferred:
 
 
 class Node:
-    """A transport listening on UDP and TCP (free ports) with a stack on top."""
+    """A transport listening on UDP and TCP (free ports) with a stack on top.
+
+    A UDP-only node binds a port from `free_port()` (checked free for TCP too, below the
+    ephemeral range): a large request to it tries TCP on the same number first, which must
+    be refused, not reach some other process's listener."""
 
     def __init__(self, router, kinds=("udp", "tcp")) -> None:
         self.transport = SIPTransport(reactor)
-        self.transport.listen("udp:127.0.0.1:0")
+        udp_port = 0 if "tcp" in kinds else free_port()
+        self.transport.listen(f"udp:127.0.0.1:{udp_port}")
         udp_port = self.port("udp")
         # TCP on another port: the Contact of a TCP dialog must name it (contact_for)
         if "tcp" in kinds:
@@ -143,11 +150,8 @@ async def test_invite_to_a_closed_tcp_port_fails_with_transport_error(nodes):
     from msrp_gateway.sip.stack import SIPTransportError
 
     client = nodes(lambda txn: txn.respond(405))
-    # a port just freed by the OS is closed: listen, note it, stop
-    probe = SIPTransport(reactor)
-    probe.listen("tcp:127.0.0.1:0")
-    port = probe.listening[0].port
-    await probe.stop()
+    # below the ephemeral range and checked free: no socket of ours or the OS's will take it
+    port = free_port()
     req = client.stack.new_request("MESSAGE", "sip:alice@127.0.0.1", "sip:gw@127.0.0.1",
                                    f"sip:gw@127.0.0.1:{port};transport=tcp")
     with pytest.raises(SIPTransportError):
