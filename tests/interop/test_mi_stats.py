@@ -157,3 +157,65 @@ def test_opensips_cli_gets_statistics_not_found_for_unknown_names(msrpgw, tmp_pa
         capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=home,
         env=dict(os.environ, HOME=home, NO_COLOR="1"), stdin=subprocess.DEVNULL)
     assert "Statistics Not Found" in proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def peer(tmp_path) -> Any:
+    from bench.gateway_harness import PeerProcess
+
+    p = PeerProcess(str(tmp_path))
+    yield p
+    p.close()
+
+
+def test_msrp_and_gateway_statistics_follow_a_session_both_ways(msrpgw, udp, peer,
+                                                                 tmp_path) -> None:
+    """Default route: our MESSAGE opens a session to the MSRP peer (its body goes out as a
+    SEND), the peer SENDs back and the gateway pages that to us; we answer 200."""
+    require_tool("opensips-cli")
+    home = str(tmp_path)
+    gw = msrpgw.start()
+    my_port = udp.getsockname()[1]
+    body = b"to the session"
+    msg = (
+        f"MESSAGE sip:bob@127.0.0.1:{peer.sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{my_port};branch=z9hG4bKstats2;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@127.0.0.1:{my_port}>;tag=a2\r\n"
+        f"To: <sip:bob@127.0.0.1:{peer.sip_port}>\r\n"
+        "Call-ID: stats-2@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    udp.sendto(msg, ("127.0.0.1", gw.sip_port))
+    assert recv_until(udp, "SIP/2.0 ").startswith("SIP/2.0 202")
+    sid = peer.expect("invite", has="sip:alice@")["sid"]
+    assert peer.expect("message", sid=sid)["size"] == len(body)
+    peer.send(cmd="send", sid=sid, ctype="text/plain", body="to the page")
+    paged = recv_until(udp, "MESSAGE ")
+    udp.sendto(refuse(paged, "200 OK"), ("127.0.0.1", gw.sip_port))
+    assert peer.expect("send_result", sid=sid)["status"] == 200
+
+    def settled() -> dict[str, int]:
+        got: dict[str, int] = cli(gw, home, "get_statistics", "msrp:", "msrp_gateway:")
+        return got
+
+    stats = settled()
+    deadline = time.monotonic() + SIP_TIMEOUT  # the 200 to the paged MESSAGE may be in flight
+    while stats["msrp_gateway:messages_to_sip"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stats = settled()
+    assert {k: stats[k] for k in (
+        "msrp_gateway:active_sessions", "msrp_gateway:sessions_created",
+        "msrp_gateway:messages_to_msrp", "msrp_gateway:messages_to_sip",
+        "msrp_gateway:messages_failed", "msrp_gateway:sessions_setup_failed",
+        "msrp:active_sessions", "msrp:failure_reports_sent")} == {
+        "msrp_gateway:active_sessions": 1, "msrp_gateway:sessions_created": 1,
+        "msrp_gateway:messages_to_msrp": 1, "msrp_gateway:messages_to_sip": 1,
+        "msrp_gateway:messages_failed": 0, "msrp_gateway:sessions_setup_failed": 0,
+        "msrp:active_sessions": 1, "msrp:failure_reports_sent": 0}
+    # our body out (plus the binding SEND when the gateway is the active side); the
+    # peer's body in (plus its binding SEND when it connected)
+    assert 1 <= stats["msrp:sends_sent"] <= 2
+    assert 1 <= stats["msrp:sends_received"] <= 2
+    sip = cli(gw, home, "get_statistics", "tm:UAC_transactions", "tm:2xx_transactions")
+    assert sip == {"tm:UAC_transactions": 2, "tm:2xx_transactions": 3}  # INVITE, MESSAGE
