@@ -11,12 +11,14 @@ import json
 import os
 import shutil
 import socket
+import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 
+from bench.ports import free_port
 from msrp_gateway.events import EVENT_SETUP_FAILED, EventBus
 from msrp_gateway.mi import MIAuth, make_site
 from msrp_gateway.mi_commands import _gateway_errors, build_table
@@ -24,6 +26,8 @@ from msrp_gateway.mi_commands import _gateway_errors, build_table
 SessionNotFound, EndSessionFailed = _gateway_errors()
 KEY = "sip:alice@a.example-sip:bob@b.example"
 CURL = shutil.which("curl")
+# a bound only ever waited out when something is broken: generous, so a slow CI run passes
+WAIT = 30.0
 
 if CURL is None:
     if os.environ.get("CI") == "true":
@@ -73,7 +77,7 @@ def server():
 def curl(*args: str):
     """Run curl; returns (HTTP status, body bytes)."""
     out, err, code = yield getProcessOutputAndValue(
-        CURL, ["-s", "-S", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *args],
+        CURL, ["-s", "-S", "--max-time", str(int(WAIT)), "-o", "-", "-w", "\n%{http_code}", *args],
         env=os.environ)
     assert code == 0, err
     body, _, status = out.rpartition(b"\n")
@@ -86,6 +90,25 @@ def post(server, data: str | bytes, *extra: str):
         data = data.decode()
     return (yield curl("-X", "POST", server.url, "-H", "Content-Type: application/json",
                        "--data-binary", data, *extra))
+
+
+@defer.inlineCallbacks
+def wait_until(condition, what: str, timeout: float = WAIT):
+    """Let the reactor run until `condition()` holds; fail naming `what` after `timeout` s."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+def drain_udp(sock: socket.socket, into: list, decode=lambda d: d):
+    """A condition-helper: read every datagram waiting on non-blocking `sock` into `into`."""
+    while True:
+        try:
+            into.append(decode(sock.recv(65535)))
+        except BlockingIOError:
+            return
 
 
 @defer.inlineCallbacks
@@ -238,29 +261,34 @@ def test_auth_required_when_configured():
 @pytest_twisted.inlineCallbacks
 def test_connections_beyond_the_limit_are_closed_and_service_resumes():
     s = Server(max_connections=2)
+    site = s.port.factory
     held = []
     try:
         for _ in range(2):
             c = socket.create_connection(("127.0.0.1", s.port.getHost().port))
             held.append(c)
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        yield wait_until(lambda: site.open_connections == 2, "the server accepted both")
         extra = socket.create_connection(("127.0.0.1", s.port.getHost().port))
         extra.settimeout(0)
-        closed = False
-        for _ in range(100):
-            yield task.deferLater(reactor, 0.02, lambda: None)
+        received: list[bytes] = []
+
+        def extra_closed() -> bool:
             try:
-                closed = extra.recv(1) == b""
+                received.append(extra.recv(1))
             except BlockingIOError:
-                continue
+                return False
             except ConnectionResetError:
-                closed = True
-            break
-        extra.close()
-        assert closed
+                return True
+            return True
+
+        try:
+            yield wait_until(extra_closed, "the server closed the connection beyond the limit")
+        finally:
+            extra.close()
+        assert received in ([], [b""])  # closed (EOF or reset), never served
         for c in held:
             c.close()
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        yield wait_until(lambda: site.open_connections == 0, "the server saw both closes")
         yield still_serving(s)
     finally:
         for c in held:
@@ -307,15 +335,10 @@ def test_event_reaches_udp_and_tcp_subscribers_subscribed_over_http(server):
         assert server.events.raise_event(EVENT_SETUP_FAILED, params) == 2
         assert server.events.raise_event(EVENT_SETUP_FAILED, dict(params, code=480,
                                                                   reason="Unavailable")) == 2
-        data = yield factory.waiter.addTimeout(5, reactor)
-        datagrams = []
-        for _ in range(100):
-            try:
-                datagrams.append(udp.recv(65535))
-            except BlockingIOError:
-                if len(datagrams) == 2:
-                    break
-                yield task.deferLater(reactor, 0.02, lambda: None)
+        data = yield factory.waiter.addTimeout(WAIT, reactor)
+        datagrams: list[bytes] = []
+        yield wait_until(lambda: drain_udp(udp, datagrams) or len(datagrams) >= 2,
+                         "both events reached the UDP subscriber")
         assert [json.loads(d) for d in datagrams] == [
             {"jsonrpc": "2.0", "method": EVENT_SETUP_FAILED, "params": params},
             {"jsonrpc": "2.0", "method": EVENT_SETUP_FAILED,
@@ -334,10 +357,7 @@ def test_event_reaches_udp_and_tcp_subscribers_subscribed_over_http(server):
 
 @pytest_twisted.inlineCallbacks
 def test_dead_tcp_subscriber_does_not_block_udp_delivery(server):
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_port = dead.getsockname()[1]
-    dead.close()  # nothing listens there: connection refused
+    dead_port = free_port()  # below the ephemeral range, checked free: connection refused
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0)
@@ -346,14 +366,10 @@ def test_dead_tcp_subscriber_does_not_block_udp_delivery(server):
         server.events.subscribe(EVENT_SETUP_FAILED, f"udp:127.0.0.1:{udp.getsockname()[1]}")
         for i in range(50):
             server.events.raise_event(EVENT_SETUP_FAILED, {"n": i})
-        got = []
-        for _ in range(100):
-            try:
-                got.append(json.loads(udp.recv(65535))["params"]["n"])
-            except BlockingIOError:
-                if len(got) == 50:
-                    break
-                yield task.deferLater(reactor, 0.02, lambda: None)
+        got: list[int] = []
+        yield wait_until(
+            lambda: drain_udp(udp, got, lambda d: json.loads(d)["params"]["n"]) or len(got) >= 50,
+            "all 50 events reached the UDP subscriber")
         assert got == list(range(50))
         yield still_serving(server)
     finally:
