@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 
+from bench.ports import free_port
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import MSRPSendError, SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
@@ -365,9 +366,7 @@ async def test_raw_413_and_failure_report_no_on_the_wire(stacks):
 @pytest_twisted.ensureDeferred
 async def test_connect_to_a_closed_port_fails_with_503(stacks):
     ep = stacks("tcp")
-    probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
-    port = probe.getHost().port
-    await probe.stopListening()
+    port = free_port()  # below the ephemeral range and checked free: nothing listens there
     sa = ep.a.create_session(["text/plain"])
     sa.set_remote_path([f"msrp://127.0.0.1:{port}/gone1234;tcp"])
     with pytest.raises(MSRPSendError) as info:
