@@ -90,6 +90,9 @@ class SIPStack(RequestSender):
         self._invite_clients: set[InviteClient] = set()
         self._incoming = IncomingRequests(self)
         transport.on_message = self._on_message
+        # For core:err_requests/err_replies: a transport that calls it for each message it
+        # could not parse (it answers or drops those itself) has them counted here.
+        transport.on_malformed = self.count_malformed
 
     # -- what the UA and gateway call ----------------------------------------------------
 
@@ -134,6 +137,14 @@ class SIPStack(RequestSender):
         stats = self.stats
         stats.local_replies += 1
         stats.finals[status // 100 if status < 700 else 6] += 1
+
+    def count_malformed(self, error: SIPParseError) -> None:
+        """core:err_replies when ``error.message`` is a response, else core:err_requests
+        (a datagram too broken to tell is most likely a request)."""
+        if isinstance(error.message, SIPResponse):
+            self.stats.err_replies += 1
+        else:
+            self.stats.err_requests += 1
 
     def dialogs(self) -> list[Dialog]:
         return list(self._dialogs.values())

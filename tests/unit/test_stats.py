@@ -21,7 +21,13 @@ from msrp_gateway.msrp.session import (
     new_id,
 )
 from msrp_gateway.routing import RequestView
-from msrp_gateway.sip.message import Headers, SIPRequest, SIPResponse, make_response
+from msrp_gateway.sip.message import (
+    Headers,
+    SIPParseError,
+    SIPRequest,
+    SIPResponse,
+    make_response,
+)
 from msrp_gateway.sip.stack import SIPStack
 from msrp_gateway.stats import (
     GatewayCounters,
@@ -428,3 +434,14 @@ def test_gateway_counts_sends_paged_as_messages_and_refused_messages() -> None:
     assert (one.reports, [code for code, _ in two.reports]) == ([], [400])
     env.ua.terminate(sid)
     assert env.values()["active_sessions"] == 0
+
+
+def test_messages_the_transport_could_not_parse_count_as_errors_by_kind() -> None:
+    env = SIPEnv()
+    reply = SIPResponse(200, "OK", Headers([("CSeq", "1 MESSAGE")]))
+    env.transport.on_malformed(SIPParseError("bad Via", message=reply))
+    env.transport.on_malformed(SIPParseError("bad CSeq", message=SIPRequest(
+        "MESSAGE", "sip:gw@127.0.0.1", Headers(), b"")))
+    env.transport.on_malformed(SIPParseError("not SIP at all"))
+    assert env.values("core:err_replies", "core:err_requests",
+                      "core:rcv_requests", "core:rcv_replies") == [1, 2, 0, 0]
