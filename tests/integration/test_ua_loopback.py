@@ -14,6 +14,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 
+from bench.ports import free_port
 from msrp_gateway import sdp
 from msrp_gateway.msrp.session import SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
@@ -26,9 +27,10 @@ from tests.unit.test_ua_real_stacks import Env
 
 # Waits only bound a failure; a loaded CI box may be several times slower than a laptop.
 TIMEOUT = 30.0
-# Short SIP timers keep the stacks' own DelayedCalls (Timer K, dialog bookkeeping) within
-# the clean-reactor grace period; nothing here retransmits (TCP) so the values are harmless.
-FAST = TimerSettings(t1=0.01, t2=0.04, t4=0.05)
+# RFC 3261's timers: with a short T1, Timer B/F/H (64*T1) could expire while a loaded machine
+# stalls for a moment, failing an INVITE, BYE or ACK wait. Teardown waits on the condition
+# (clean_reactor.settle), not on the timers being short; `sip.stop()` cancels the stack's own.
+TIMERS = TimerSettings()
 
 
 def make_tls(tmp_path) -> TLSSettings:
@@ -97,7 +99,7 @@ class Party:
         self.transport = SIPTransport(reactor)
         self.sip_port = self.transport.listen(f"tcp:{bracketed}:0").getHost().port
         self.sip = SIPStack(reactor, self.transport, local_uri_host=f"{bracketed}:{self.sip_port}",
-                            router=self.route, timers=FAST)
+                            router=self.route, timers=TIMERS)
         self.msrp = MSRPStack(reactor, tls=tls, settings=msrp_settings)
         # the first listener gives my_uri; with `schemes` one listener per scheme
         self.msrp_ports: dict[str, int] = {}
@@ -136,7 +138,7 @@ class Party:
 
 
 @pytest_twisted.async_yield_fixture
-async def parties(tmp_path):
+async def parties(tmp_path, clean_reactor):
     made: list[Party] = []
 
     def make(kind: str = "tcp", types_b: str = "text/plain",
@@ -154,8 +156,9 @@ async def parties(tmp_path):
     yield make
     for p in made:
         await p.stop()
-    # let closed connections and the stacks' short timers (64*T1 = 0.64 s) finish
-    await task.deferLater(reactor, 0.7, lambda: None)
+    # let closed connections and timers wind down (bounded; the clean-reactor check follows)
+    if clean_reactor is not None:
+        await clean_reactor.settle()
 
 
 async def establish(a: Party, b: Party) -> tuple[str, str]:
@@ -390,9 +393,7 @@ def _failed_waiter(env) -> defer.Deferred:
 
 @pytest_twisted.ensureDeferred
 async def test_our_msrp_connect_refused_gets_bye_and_leaves_nothing_in_the_real_stacks():
-    probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
-    closed_port = probe.getHost().port
-    await probe.stopListening()
+    closed_port = free_port()  # below the ephemeral range and checked free: refused
     env = Env(msrp_reactor=reactor)
     failed = _failed_waiter(env)
     sid, invite = env.start()
