@@ -1,4 +1,4 @@
-"""Property tests of the MSRP sans-IO cores (hypothesis)."""
+"""Property tests of the MSRP sans-IO cores (hypothesis; no deadline: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def _canonical(frame: MSRPRequest | MSRPResponse) -> MSRPRequest | MSRPResponse:
     return back
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(frames, st.data())
 def test_any_frame_sequence_cut_anywhere_parses_to_the_same_frames(
     sent: list[MSRPRequest | MSRPResponse], data: st.DataObject
@@ -130,13 +130,13 @@ def _feed_hostile(prefix: bytes, pieces: list[bytes]) -> None:
         pass  # the only exception allowed: framing lost, close the connection
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.binary(max_size=600), max_size=20))
 def test_random_bytes_raise_only_msrp_parse_error_and_stay_bounded(pieces: list[bytes]) -> None:
     _feed_hostile(b"", pieces)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.sampled_from([b"", b"MSRP abcd SEND\r\n", b"MSRP abcd 200 OK\r\nTo-Path: msrp://h/s;tcp\r\n",
                         b"MSRP abcd SEND\r\nTo-Path: msrp://h/s;tcp\r\nFrom-Path: msrp://h/s;tcp\r\n\r\n"]),
        st.lists(st.one_of(st.binary(max_size=700),
@@ -146,7 +146,7 @@ def test_hostile_bytes_inside_a_frame_raise_only_msrp_parse_error(prefix: bytes,
     _feed_hostile(prefix, pieces)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.binary(min_size=0, max_size=5000), st.integers(1, 700), st.randoms(use_true_random=False),
        st.integers(0, 5))
 def test_reassembly_in_any_order_with_duplicates_gives_the_original_bytes(
@@ -179,7 +179,7 @@ def test_generated_uris_round_trip_and_match_themselves(
     assert uri.effective_port == (2855 if port is None else port)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.binary(min_size=1, max_size=3000), st.integers(1, 500), st.randoms(use_true_random=False),
        st.lists(st.tuples(st.integers(0, 2999), st.integers(1, 400)), max_size=8))
 def test_reassembly_with_random_overlapping_resends_gives_the_original_bytes(
@@ -201,7 +201,7 @@ def test_reassembly_with_random_overlapping_resends_gives_the_original_bytes(
     assert isinstance(whole[0], AssembledMessage) and whole[0].body == body
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.integers(1, 4000), st.lists(st.tuples(
     st.integers(0, 2), st.sampled_from(["m0001", "m0002", "m0003"]), st.integers(0, 1999),
     st.integers(0, 600), st.sampled_from(["+", "+", "$", "#"])), max_size=40),
@@ -232,7 +232,7 @@ def test_budget_never_exceeded_and_always_equals_the_bytes_held(
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(lambda t: t.encode("utf-8"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(texts, st.lists(st.tuples(texts, texts), max_size=6), st.booleans(), texts)
 def test_any_text_in_start_line_and_headers_gives_a_frame_or_an_error_event(
     start: bytes, headers: list[tuple[bytes, bytes]], with_body: bool, body: bytes
