@@ -79,10 +79,13 @@ class Sender:
             if status >= 200:
                 return status, time.monotonic() - start
 
-    def more_requests(self, timeout: float) -> list[str]:
-        """Requests that arrive within `timeout` (answered 200)."""
+    def more_requests(self, timeout: float, until=None) -> list[str]:
+        """Requests that arrive within `timeout` (answered 200); with `until`, returns as
+        soon as `until(requests)` holds, raising TimeoutError if it never does."""
         end = time.monotonic() + timeout
         while (left := end - time.monotonic()) > 0:
+            if until is not None and until(self.requests):
+                return self.requests
             self.sock.settimeout(left)
             try:
                 data, addr = self.sock.recvfrom(65535)
@@ -91,6 +94,8 @@ class Sender:
             text = data.decode("utf-8", "replace")
             if not text.startswith("SIP/2.0 "):
                 self._answer(text, addr)
+        if until is not None and not until(self.requests):
+            raise TimeoutError(f"not within {timeout} s: {until.__doc__ or until}")
         return self.requests
 
     def _answer(self, text: str, addr: tuple[str, int]) -> None:
@@ -164,8 +169,18 @@ def test_set_up_refused_486_answers_the_message_486_and_still_pages_the_sender(
         alice, bob = user("alice"), user("bob")
         call_id = sender.message(alice, bob, peer.sip_port, "hello?")
         assert sender.final(call_id)[0] == 486
-        notices = [r for r in sender.more_requests(5.0) if r.startswith("MESSAGE ")]
-        assert len(notices) == 1 and "could not be delivered (486" in notices[0]
+
+        def notices(requests: list[str]) -> list[str]:
+            """the gateway's MESSAGEs to alice, one per transaction (a retransmission, sent
+            when our 200 was slow to come, is the same request)"""
+            found = {_header(r, "Call-ID"): r for r in requests
+                     if r.startswith("MESSAGE ") and f"sip:{alice}@" in (_header(r, "To") or "")}
+            return list(found.values())
+
+        sender.more_requests(WAIT, until=notices)  # the notice, however slow the machine
+        sender.more_requests(1.0)  # and no second one right behind it
+        assert len(notices(sender.requests)) == 1
+        assert "could not be delivered (486" in notices(sender.requests)[0]
     finally:
         set_mode(peer, "answer")
 
