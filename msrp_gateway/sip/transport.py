@@ -129,6 +129,9 @@ class SIPTransport:
         self.max_pending_per_connection = max_pending_per_connection
         self.max_write_backlog = max_write_backlog
         self.on_message: Callable[[SIPRequest | SIPResponse, Peer], None] | None = None
+        # told of every message that could not be parsed (answered or dropped here), for
+        # core:err_requests / core:err_replies
+        self.on_malformed: Callable[[SIPParseError], None] | None = None
         self._ports: list[tuple[Peer, IListeningPort, Any]] = []
         self._udp: dict[int, DatagramProtocol] = {}  # by address family
         # peer -> the UDP listener it last reached; empty with one UDP listener (one truth
@@ -297,6 +300,8 @@ class SIPTransport:
     def _bad_message(self, e: SIPParseError, source: Peer) -> None:
         """A request too broken to hand up: answer it when its Via is readable (s.18.2.1 /
         RFC 4475), else log and drop; responses are always dropped."""
+        if self.on_malformed is not None:
+            self.on_malformed(e)
         partial = e.message
         if isinstance(partial, SIPRequest) and partial.method != "ACK":
             try:
@@ -328,9 +333,12 @@ class SIPTransport:
         assert conn.peer is not None
         if isinstance(e.message, SIPRequest):
             self._bad_message(e, conn.peer)  # written before the close below
-        elif self._may_log():
-            log.info("closing {kind} connection from {peer}: {reason}", kind=conn.kind,
-                     peer=str(conn.peer), reason=e.reason)
+        else:
+            if self.on_malformed is not None:
+                self.on_malformed(e)
+            if self._may_log():
+                log.info("closing {kind} connection from {peer}: {reason}", kind=conn.kind,
+                         peer=str(conn.peer), reason=e.reason)
         conn.transport.loseConnection()
 
     def _may_log(self) -> bool:

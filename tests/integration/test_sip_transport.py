@@ -739,6 +739,32 @@ def test_malformed_input_logging_is_rate_limited(transports):
     assert [e["n"] for e in summaries] == [50]
 
 
+def test_malformed_input_reaches_the_stacks_error_counters(transports):
+    """core:err_requests / core:err_replies count what the transport could not parse, whether
+    it answered it (400), dropped it (garbage, a broken response) or closed a stream over it."""
+    from msrp_gateway.sip.stack import SIPStack
+
+    clock = Clock()
+
+    class Hybrid:  # real UDP sockets, time from the test's clock
+        listenUDP = staticmethod(reactor.listenUDP)
+        seconds = staticmethod(clock.seconds)
+        callLater = staticmethod(clock.callLater)
+
+    t = transports(use_reactor=Hybrid())
+    proto = t.listen("udp:127.0.0.1:0").protocol
+    stack = SIPStack(clock, t, local_uri_host="127.0.0.1", router=lambda txn: None)
+    source = ("127.0.0.1", 40000)
+    proto.datagramReceived(b"garbage\r\n\r\n", source)
+    proto.datagramReceived(b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n"
+                           b"Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKbad\r\n"
+                           b"CSeq: one OPTIONS\r\n\r\n", source)
+    proto.datagramReceived(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n"
+                           b"CSeq: x INVITE\r\nContent-Length: 0\r\n\r\n", source)
+    assert (stack.stats.err_requests, stack.stats.err_replies) == (2, 1)
+    assert stack.stats.rcv_requests == 0 and stack.stats.rcv_replies == 0
+
+
 @pytest_twisted.ensureDeferred
 async def test_with_two_udp_listeners_each_peer_is_answered_from_the_one_it_used(
         transports, udp_client):
