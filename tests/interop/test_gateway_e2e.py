@@ -434,11 +434,30 @@ def raw_answer(gw: GatewayProcess, sock: socket.socket, from_user: str, to_user:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
+    """Short session timeouts, for the tests of those timeouts and of shutdown."""
     w = start_world(str(tmp_path_factory.mktemp("gw-e2e-small")), msrp_gateway={
         "cleanup_interval": 1, "session_timeout": 4, "message_timeout": 3,
         "max_sessions": 3, "max_queued_messages": 2})
     yield w
     stop_world(w)
+
+
+@pytest.fixture(scope="module")
+def limits(tmp_path_factory):
+    """Small session and queue bounds with the default (hours-long) session timeouts: a
+    session the test counts on lives however long a loaded machine stalls (on `small`, a
+    3 s pause would let message_timeout end one and turn an expected 503 into a 202)."""
+    w = start_world(str(tmp_path_factory.mktemp("gw-e2e-limits")), msrp_gateway={
+        "max_sessions": 3, "max_queued_messages": 2})
+    yield w
+    stop_world(w)
+
+
+def end_all_sessions(w: World) -> None:
+    """End the sessions earlier tests left (MI end_session: BYE), so a test starts at 0."""
+    for s in w.sessions():
+        w.gw.mi("msrp_gw_end_session", {"key": s["key"]})
+    wait_for(lambda: not w.sessions(), 30, "earlier sessions to end")
 
 
 @pytest.fixture
@@ -450,8 +469,9 @@ def udp():
     sock.close()
 
 
-def test_queue_bound_answers_503(small: World, udp: socket.socket) -> None:
-    w = small
+def test_queue_bound_answers_503(limits: World, udp: socket.socket) -> None:
+    w = limits
+    end_all_sessions(w)
     set_mode(w, "hold")  # the INVITE waits for `release`: all three MESSAGEs meet a queue
     try:
         codes = [raw_message(w.gw, udp, "olga", "pete", w.peer.sip_port, f"q{i}", i)
@@ -468,9 +488,9 @@ def test_queue_bound_answers_503(small: World, udp: socket.socket) -> None:
         w.peer.drain("message")
 
 
-def test_max_sessions_answers_503(small: World, udp: socket.socket) -> None:
-    w = small
-    wait_for(lambda: not w.sessions(), 30, "earlier sessions to time out")
+def test_max_sessions_answers_503(limits: World, udp: socket.socket) -> None:
+    w = limits
+    end_all_sessions(w)
     codes = [raw_message(w.gw, udp, f"user{i}", "quinn", w.peer.sip_port, "x", i)
              for i in range(4)]
     assert codes == ["202", "202", "202", "503"]
@@ -541,9 +561,12 @@ def frozen_peer_world(tmp_path):
     try:
         yield World(str(tmp_path), gw, peer, None)
     finally:
+        gw.stop(timeout=30)
+        # killed, not asked to quit: with the gateway gone, a quit would wait out the BYE
+        # the continued peer sends for its lost MSRP connection (Timer F, 32 s)
         if peer.proc.poll() is None:
             peer.proc.send_signal(signal.SIGCONT)
-        gw.stop(timeout=30)
+            peer.proc.kill()
         peer.close()
 
 
@@ -569,18 +592,20 @@ def test_sigterm_with_a_frozen_peer_exits_within_stop_timeout(frozen_peer_world:
     assert "unanswered" in log or "did not end within" in log, w.gw.log_tail()
 
 
-def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_small_run(small: World) -> None:
-    """After the bounds, timeouts and shutdown above (503s, BYEs, the SIGTERM) on the small
-    gateway: its own capture is analysed too."""
-    w = small
+@pytest.mark.parametrize("run", ["limits", "small"])
+def test_zz_tshark_sees_no_malformed_sip_or_msrp_in_the_bounded_runs(
+        request: pytest.FixtureRequest, run: str) -> None:
+    """After the bounds (503s, MI-ended sessions) on the limits gateway and the timeouts
+    and shutdown (BYEs, the SIGTERM) on the small one: their own captures are analysed too."""
+    w = request.getfixturevalue(run)
     usable_capture(w)
     w.capture.stop()
     sip_ports = [w.gw.sip_port, w.peer.sip_port] + w.sipp_ports
     msrp_ports = [w.gw.msrp_port, w.peer.msrp_port]
     sip = w.capture.tshark(sip_ports, msrp_ports, "sip.Method", "sip.Status-Code",
                            display="sip")
-    for seen in ("MESSAGE", "INVITE", "BYE", "202", "503"):
-        assert seen in sip, f"{seen} missing from the small run's capture"
+    for seen in ("MESSAGE", "INVITE", "BYE", "202") + (("503",) if run == "limits" else ()):
+        assert seen in sip, f"{seen} missing from the {run} run's capture"
     msrp = w.capture.tshark(sip_ports, msrp_ports, "msrp.method", display="msrp")
     assert "SEND" in msrp
     assert_no_malformed(w, sip_ports, msrp_ports)
