@@ -648,7 +648,7 @@ def test_full_msrp_send_queue_answers_503_with_retry_after_and_loses_nothing(
     assert int(header(refused, "Retry-After")) > 0
     assert len(accepted) >= 3  # the bound is the MSRP link's, not a first-MESSAGE failure
     key = "sip:amy@127.0.0.1-sip:zed@127.0.0.1"
-    wait_for(lambda: "MESSAGE refused 503" in w.gw.log(), 10, "the refusal in the log")
+    wait_for(lambda: "MESSAGE refused 503" in w.gw.log(), 30, "the refusal in the log")
     assert any(key in line for line in w.gw.log().splitlines() if "refused 503" in line)
     # every body that got 202 arrives once the peer reads again, in order: nothing lost
     got = [w.peer.expect("message", timeout=20, sid=sid)["body"] for _ in accepted[1:]]
