@@ -13,7 +13,7 @@ stdin, one JSON object per line:
 
     {"cmd": "invite", "from": URI, "to": URI, "ruri": URI, "types": "text/plain"}
     {"cmd": "send", "sid": ID, "ctype": "text/plain", "body": "text" | "size": 10000,
-     "failure_report": "yes"}
+     "failure_report": "yes", "success_report": "no"}
     {"cmd": "bye", "sid": ID}
     {"cmd": "answer", "mode": "answer" | "reject:486" | "ignore" | "hold"}
     {"cmd": "release"}               # answer every held INVITE now -> {"event": "released",
@@ -25,6 +25,9 @@ stdin, one JSON object per line:
                                      # as an overloaded peer does: the sender's queue fills
     {"cmd": "quit"}
 
+`report` events carry the REPORT's `status`, `byte_range` and `message_id` (match it to the
+SEND it reports on, e.g. in a capture). `send` with `"success_report": "yes"` asks for a
+success REPORT (Success-Report: yes).
 `send` with `"count": N` and `"rate": R` sends N messages at R per second (round-robin over
 every established session when `"sid": "*"`) and reports once in a `burst_done` event.
 """
@@ -79,8 +82,9 @@ class PeerHandler:
 
     def report_received(self, sid: str, report: Any) -> None:
         headers = getattr(report, "headers", None)
-        status = headers.get("Status") if headers is not None else None
-        emit(event="report", sid=sid, status=status)
+        get = headers.get if headers is not None else (lambda name: None)
+        emit(event="report", sid=sid, status=get("Status"), byte_range=get("Byte-Range"),
+             message_id=get("Message-ID"))
 
 
 class Peer:
@@ -219,10 +223,11 @@ class Peer:
     def send(self, cmd: dict[str, Any]) -> None:
         ctype = cmd.get("ctype", "text/plain")
         fr = cmd.get("failure_report", "yes")
+        sr = cmd.get("success_report", "no")
         count = int(cmd.get("count", 0))
         if not count:
             sid = cmd["sid"]
-            d = self.ua.send(sid, ctype, self._body(cmd), failure_report=fr)
+            d = self.ua.send(sid, ctype, self._body(cmd), failure_report=fr, success_report=sr)
             d.addCallbacks(lambda status: emit(event="send_result", sid=sid, status=status),
                            lambda f: emit(event="send_result", sid=sid,
                                           status=getattr(f.value, "code", 0),
