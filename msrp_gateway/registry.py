@@ -20,6 +20,15 @@ MIN_HASH_SIZE = 1
 MAX_HASH_SIZE = 20  # as OpenSIPS: 2^1 .. 2^20 buckets
 MAX_KEY_LENGTH = 10_000  # two URIs of the SIP parser's 4096-character bound, and a separator
 
+# [msrp_gateway] delivery: "hop" answers a MESSAGE 202 once its body is on its way,
+# "end_to_end" answers it from the MSRP outcome (gateway/delivery.py).
+HOP = "hop"
+END_TO_END = "end_to_end"
+DEFAULT_DELIVERY_TIMEOUT = 25.0
+# The SIP stack answers 500 itself for a non-INVITE request left unanswered this long
+# (sip.uas.TU_GUARD_NON_INVITE, = Timer F with the default T1): we must answer before.
+MAX_DELIVERY_TIMEOUT = 30.0
+
 
 class RegistryError(Exception):
     """A session could not be added; `.code`/`.reason` are what the SIP peer is told."""
@@ -211,6 +220,8 @@ class GatewaySettings:
     max_pending_messages: int = 10_000  # MESSAGEs generated from SENDs, awaiting their answer
     stop_timeout: float = 5.0  # shutdown waits this long for BYEs to complete
     failure_message: bool = True  # default on_event pages the sender when set-up fails
+    delivery: str = HOP  # or END_TO_END: the MESSAGE's answer waits for the MSRP outcome
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT  # end_to_end: answer by then
 
     def __post_init__(self) -> None:
         if not isinstance(self.hash_size, int) or not 1 <= self.hash_size <= 20:
@@ -229,6 +240,21 @@ class GatewaySettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"msrp_gateway.{name} must be a positive integer")
+        if self.delivery not in (HOP, END_TO_END):
+            raise ValueError(f"msrp_gateway.delivery must be 'hop' or 'end_to_end', "
+                             f"not {self.delivery!r}")
+        timeout = self.delivery_timeout
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+                not 0 < timeout <= MAX_DELIVERY_TIMEOUT:
+            raise ValueError(f"msrp_gateway.delivery_timeout must be a number of seconds "
+                             f"above 0 and at most {MAX_DELIVERY_TIMEOUT:g}, "
+                             f"not {timeout!r}")
+        self.delivery_timeout = float(timeout)
+
+    @property
+    def end_to_end(self) -> bool:
+        """Does a MESSAGE's final answer wait for what became of its body (delivery.py)?"""
+        return self.delivery == END_TO_END
 
     @classmethod
     def from_any(cls, settings: Any) -> GatewaySettings:

@@ -43,7 +43,6 @@ from msrp_gateway.registry import (  # noqa: F401 - re-exported, as before the s
 from .delivery import (  # noqa: F401 - re-exported
     END_TO_END,
     HOP,
-    DeliveryMode,
     PendingAnswer,
     msrp_failure_status,
     setup_failure_status,

@@ -1,8 +1,9 @@
 """End-to-end delivery (``[msrp_gateway] delivery = "end_to_end"``): the MESSAGE's final
 answer waits for what became of its body on the MSRP side.
 
-This module holds the switch, the status tables and ``PendingAnswer``: one MESSAGE whose
-server transaction waits, with its timer.  The path is short on purpose: the SEND's
+This module holds the status tables and ``PendingAnswer``: one MESSAGE whose server
+transaction waits, with its timer (the switch itself, ``delivery`` and ``delivery_timeout``,
+is a ``registry.GatewaySettings`` field: ``gw.settings.end_to_end``).  The path is short on purpose: the SEND's
 Deferred (or the set-up's outcome, for a queued body) settles the ``PendingAnswer``, which
 answers the MESSAGE once; the timer answers it first when the MSRP side is slower than
 ``delivery_timeout``, which is below the sender's Timer F (64*T1 = 32 s), so the sender
@@ -38,11 +39,17 @@ other 4xx -> 480; 503, 504 as they are, other 5xx -> 502.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.logger import Logger
 
+from msrp_gateway.registry import (  # the switch's values, re-exported (__all__)
+    DEFAULT_DELIVERY_TIMEOUT,
+    END_TO_END,
+    HOP,
+    MAX_DELIVERY_TIMEOUT,
+)
 from msrp_gateway.sip.message import reason_phrase
 
 from .replies import RETRY_AFTER, reply
@@ -52,20 +59,12 @@ __all__ = [
     "END_TO_END",
     "DEFAULT_DELIVERY_TIMEOUT",
     "MAX_DELIVERY_TIMEOUT",
-    "DeliveryMode",
     "PendingAnswer",
     "msrp_failure_status",
     "setup_failure_status",
 ]
 
 log = Logger(namespace="msrp_gateway.gateway")
-
-HOP = "hop"
-END_TO_END = "end_to_end"
-DEFAULT_DELIVERY_TIMEOUT = 25.0
-# The SIP stack answers 500 itself for a non-INVITE request left unanswered this long
-# (sip.uas.TU_GUARD_NON_INVITE, = Timer F with the default T1): we must answer before.
-MAX_DELIVERY_TIMEOUT = 30.0
 
 # MSRP status of a failed SEND (MSRPSendError.code) -> SIP status of the MESSAGE.
 _MSRP_TO_SIP = {403: 403, 408: 408, 413: 413, 415: 415, 481: 480, 503: 503}
@@ -99,46 +98,6 @@ def setup_failure_status(code: int | None, reason: str | None) -> tuple[int, str
     if 500 <= code < 600:
         return 502, "Bad Gateway"
     return 480, "Temporarily Unavailable"  # 3xx, 487, other 4xx and 6xx
-
-
-class DeliveryMode:
-    """``delivery`` and ``delivery_timeout`` read from the gateway's settings (a config
-    section, a mapping or any object; a ``msrp_gateway`` section is looked for first, as
-    ``GatewaySettings.from_any`` does). ValueError names the key."""
-
-    __slots__ = ("end_to_end", "timeout")
-
-    def __init__(self, end_to_end: bool = False,
-                 timeout: float = DEFAULT_DELIVERY_TIMEOUT) -> None:
-        self.end_to_end = end_to_end
-        self.timeout = timeout
-
-    @classmethod
-    def from_any(cls, settings: Any) -> DeliveryMode:
-        if settings is None:
-            return cls()
-        section = getattr(settings, "msrp_gateway", None)
-        if section is None and isinstance(settings, Mapping):
-            section = settings.get("msrp_gateway", settings)
-        if section is None:
-            section = settings
-
-        def read(name: str, default: Any) -> Any:
-            if isinstance(section, Mapping):
-                return section.get(name, default)
-            return getattr(section, name, default)
-
-        mode = read("delivery", HOP)
-        if mode not in (HOP, END_TO_END):
-            raise ValueError(f"msrp_gateway.delivery must be 'hop' or 'end_to_end', "
-                             f"not {mode!r}")
-        timeout = read("delivery_timeout", DEFAULT_DELIVERY_TIMEOUT)
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
-                not 0 < timeout <= MAX_DELIVERY_TIMEOUT:
-            raise ValueError(f"msrp_gateway.delivery_timeout must be a number of seconds "
-                             f"above 0 and at most {MAX_DELIVERY_TIMEOUT:g}, "
-                             f"not {timeout!r}")
-        return cls(mode == END_TO_END, float(timeout))
 
 
 class PendingAnswer:

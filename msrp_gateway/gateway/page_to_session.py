@@ -26,8 +26,6 @@ from msrp_gateway.registry import (
     RegistryError,
     RegistryFull,
     State,
-    check_key,
-    parse_content_types,
     type_accepted,
 )
 
@@ -66,18 +64,8 @@ class PageToSession(GatewayBase):
         return rc
 
     def _msg_to_msrp(self, req: Any, key: str, content_types: str | Iterable[str]) -> int:
-        try:
-            check_key(key)
-            types = parse_content_types(content_types)
-        except ValueError as e:
-            log.error("msg_to_msrp: {error}", error=str(e))
-            reply(req, 500, "Server Internal Error")
-            return ERR_PARAMS
-        if req.method != "MESSAGE":
-            # As OpenSIPS: a 202 to an INVITE would open a dialog nobody tracks.
-            log.error("msg_to_msrp called for a {method} request (only MESSAGE)",
-                      method=req.method)
-            reply(req, 500, "Server Internal Error")
+        types = self._check_call(req, "msg_to_msrp", "MESSAGE", key, content_types)
+        if types is None:
             return ERR_PARAMS
         if self._stopping:
             reply(req, 503, "Service Unavailable")
@@ -100,7 +88,7 @@ class PageToSession(GatewayBase):
                 return ERR_PARAMS
             sess.last_message = now
             if sess.established:
-                if self.delivery.end_to_end:
+                if self.settings.end_to_end:
                     return self._send_and_wait(req, sess, content_type, body)
                 refused = self._send_now(sess, content_type, body)
                 if refused is not None:
@@ -109,7 +97,7 @@ class PageToSession(GatewayBase):
                 item = self._enqueue(sess, req, content_type, body)
                 if item is None:
                     return ERR_LIMIT
-                if self.delivery.end_to_end:
+                if self.settings.end_to_end:
                     return self._wait_queued(req, sess, item)
             reply(req, 202, "Accepted")
             return OK
@@ -154,7 +142,7 @@ class PageToSession(GatewayBase):
             return ERR_UA
         log.info("gateway session {key} opened by MESSAGE (UA session {sid})",
                  key=key, sid=sess.ua_session_id)
-        if self.delivery.end_to_end:
+        if self.settings.end_to_end:
             return self._wait_queued(req, sess, item)
         reply(req, 202, "Accepted")
         return OK
@@ -179,7 +167,7 @@ class PageToSession(GatewayBase):
     def _wait(self, req: Any, sess: GatewaySession) -> PendingAnswer:
         """The MESSAGE's answer now waits (bounded by delivery_timeout); the router must
         not answer it meanwhile, so the request is owned."""
-        pending = PendingAnswer(req, sess.key, self.reactor, self.delivery.timeout,
+        pending = PendingAnswer(req, sess.key, self.reactor, self.settings.delivery_timeout,
                                 self._answer_timed_out, self._waiting.discard)
         pending.accept = sess.content_types
         self._waiting.add(pending)
@@ -225,11 +213,11 @@ class PageToSession(GatewayBase):
             self.stats.messages_failed += 1
             log.warn("gateway session {key}: MESSAGE answered 408: still queued after "
                      "{t} s while the MSRP side is set up; body dropped", key=pending.key,
-                     t=self.delivery.timeout)
+                     t=self.settings.delivery_timeout)
             pending.answer(408, "Request Timeout")
             return
         log.warn("gateway session {key}: MESSAGE answered 504: no MSRP outcome within "
-                 "{t} s", key=pending.key, t=self.delivery.timeout)
+                 "{t} s", key=pending.key, t=self.settings.delivery_timeout)
         pending.answer(504, "Server Time-out")
 
     def _send(self, sess: GatewaySession, content_type: str, body: bytes) -> defer.Deferred[int]:

@@ -25,8 +25,6 @@ from msrp_gateway.registry import (
     Origin,
     RegistryError,
     State,
-    check_key,
-    parse_content_types,
     strip_uri,
     valid_uri,
 )
@@ -66,16 +64,8 @@ class SessionToPage(GatewayBase):
     ) -> int:
         """Answer an initial INVITE through the UA; every SEND on the session becomes a
         MESSAGE from `from_uri` to `to_uri` sent to `ruri`. Nothing is created on error."""
-        try:
-            check_key(key)
-            types = parse_content_types(content_types)
-        except ValueError as e:
-            log.error("msrp_gw_answer: {error}", error=str(e))
-            reply(req, 500, "Server Internal Error")
-            return ERR_PARAMS
-        if req.method != "INVITE":
-            log.error("msrp_gw_answer called for a {method} request", method=req.method)
-            reply(req, 500, "Server Internal Error")
+        types = self._check_call(req, "msrp_gw_answer", "INVITE", key, content_types)
+        if types is None:
             return ERR_PARAMS
         checked: list[str] = []
         for name, value in (("From", from_uri), ("To", to_uri), ("RURI", ruri)):
@@ -207,7 +197,7 @@ class SessionToPage(GatewayBase):
             self.stats.messages_failed += 1
             self._report(sess, msg, _SIP_TO_MSRP_STATUS.get(status, 400),
                          f"MESSAGE answered {status} {reason}")
-        elif self.delivery.end_to_end and getattr(msg, "success_report", "no") == "yes":
+        elif self.settings.end_to_end and getattr(msg, "success_report", "no") == "yes":
             report_success = getattr(msg, "report_success", None)
             if report_success is None:  # an MSRP layer that reported hop by hop already
                 return

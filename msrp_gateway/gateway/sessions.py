@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, cast
 
 from twisted.internet import defer, task
@@ -22,12 +22,14 @@ from msrp_gateway.registry import (
     Registry,
     SessionNotFound,
     State,
+    check_key,
+    parse_content_types,
 )
 
 from msrp_gateway.stats import GatewayCounters
 
-from .delivery import DeliveryMode, PendingAnswer, setup_failure_status
-from .replies import SETUP_FAILED_EVENT
+from .delivery import PendingAnswer, setup_failure_status
+from .replies import SETUP_FAILED_EVENT, reply
 
 __all__ = ["GatewayBase", "Clock", "DelayedCall"]
 
@@ -90,8 +92,6 @@ class GatewayBase:
         self.ua = ua
         self.sip_stack = sip_stack
         self.settings = GatewaySettings.from_any(settings)
-        # delivery/delivery_timeout are read here, not by GatewaySettings (registry.py)
-        self.delivery = DeliveryMode.from_any(settings)
         # MESSAGEs waiting for their end-to-end answer; each is an open SIP server
         # transaction, so [sip] max_transactions bounds it, and each has its timer.
         self._waiting: set[PendingAnswer] = set()
@@ -177,6 +177,28 @@ class GatewayBase:
                 self._end(sess, "timeout")
                 ended += 1
         return ended
+
+    # -- the script functions' common checks ------------------------------------------
+
+    def _check_call(self, req: Any, function: str, method: str, key: str,
+                    content_types: str | Iterable[str]) -> tuple[str, ...] | None:
+        """What `msg_to_msrp` and `msrp_gw_answer` check first: a usable key and content
+        type list, and the one request method each is for (a 202 to an INVITE would open
+        a dialog nobody tracks). These are the script's mistakes, so the request is
+        answered 500 and None returned (the caller returns ERR_PARAMS); else the types."""
+        try:
+            check_key(key)
+            types = parse_content_types(content_types)
+        except ValueError as e:
+            log.error("{function}: {error}", function=function, error=str(e))
+            reply(req, 500, "Server Internal Error")
+            return None
+        if req.method != method:
+            log.error("{function} called for a {method} request (only {expected})",
+                      function=function, method=req.method, expected=method)
+            reply(req, 500, "Server Internal Error")
+            return None
+        return types
 
     # -- management --------------------------------------------------------------------
 
@@ -277,7 +299,7 @@ class GatewayBase:
         self.stats.sessions_setup_failed += 1
         log.error("gateway session {key}: MSRP side set-up failed: {code} {reason}",
                   key=sess.key, code=code, reason=reason)
-        if self.delivery.end_to_end:  # the waiting MESSAGEs hear the INVITE's outcome
+        if self.settings.end_to_end:  # the waiting MESSAGEs hear the INVITE's outcome
             status, phrase = setup_failure_status(code, reason)
             for item in sess.queue:
                 if isinstance(item.result, PendingAnswer):

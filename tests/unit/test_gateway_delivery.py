@@ -4,8 +4,6 @@ REPORTs that follow the MESSAGE's answer; "hop" stays as it was."""
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 from twisted.internet import task
 
@@ -15,46 +13,28 @@ from msrp_gateway.gateway import (
     OK,
     PENDING,
     SETUP_FAILED_EVENT,
-    DeliveryMode,
     Gateway,
+    GatewaySettings,
     msrp_failure_status,
     setup_failure_status,
 )
 from msrp_gateway.routing import RequestView, Router
-from msrp_gateway.sip.message import Headers, SIPRequest
 from msrp_gateway.testing import (
     FakeIncomingMessage,
     FakeOwnerReportedMessage,
-    FakePeer,
     FakeSendError,
-    FakeServerTransaction,
     FakeSIPSender,
     FakeUA,
 )
+from tests.unit.test_gateway import ALICE, BOB, KEY
+from tests.unit.test_gateway import request as gateway_request
 
-ALICE = "sip:alice@example.net"  # page-mode user
-BOB = "sip:bob@example.com"  # MSRP-side user
-KEY = f"{BOB}-{ALICE}"
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 TIMEOUT = 20.0
 
 
-def transaction(body: bytes = b"hello", cseq: int = 1, method: str = "MESSAGE",
-                ctype: str = "text/plain") -> FakeServerTransaction:
-    h = Headers()
-    h.add("Via", f"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKd{cseq}")
-    h.add("From", f"<{ALICE}>;tag=a1")
-    h.add("To", f"<{BOB}>")
-    h.add("Call-ID", f"call-{cseq}")
-    h.add("CSeq", f"{cseq} {method}")
-    h.add("Max-Forwards", "70")
-    h.add("Content-Type", ctype)
-    return FakeServerTransaction(SIPRequest(method, BOB, h, body),
-                                 FakePeer("udp", "127.0.0.1", 5070))
-
-
-def request(body: bytes = b"hello", cseq: int = 1, **kw: str) -> RequestView:
-    return RequestView(transaction(body, cseq, **kw), LOOPBACK)
+def request(body: bytes = b"hello", cseq: int = 1, method: str = "MESSAGE") -> RequestView:
+    """A MESSAGE (or `method`) from ALICE to BOB, as test_gateway.py builds them."""
+    return gateway_request(method, body=body, cseq=cseq)
 
 
 def final(req: RequestView) -> tuple[int, str | None, dict[str, str]] | None:
@@ -112,8 +92,8 @@ def h() -> Harness:
 
 def test_hop_is_the_default_and_answers_202_at_once_with_no_timer() -> None:
     h = Harness(delivery="hop")
-    assert Gateway(task.Clock(), FakeUA(), FakeSIPSender()).delivery.end_to_end is False
-    assert h.gw.delivery.end_to_end is False
+    assert Gateway(task.Clock(), FakeUA(), FakeSIPSender()).settings.end_to_end is False
+    assert h.gw.settings.end_to_end is False
     req = request()
     assert h.gw.msg_to_msrp(req, KEY, "text/plain") == OK
     assert status(req) == 202 and req.owned is False
@@ -127,9 +107,9 @@ def test_hop_is_the_default_and_answers_202_at_once_with_no_timer() -> None:
 def test_settings_come_from_the_config_section() -> None:
     s = config.from_dict({"msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 10}})
     gw = Gateway(task.Clock(), FakeUA(), FakeSIPSender(), s.msrp_gateway)
-    assert (gw.delivery.end_to_end, gw.delivery.timeout) == (True, 10.0)
+    assert (gw.settings.end_to_end, gw.settings.delivery_timeout) == (True, 10.0)
     whole = Gateway(task.Clock(), FakeUA(), FakeSIPSender(), s)  # a Settings: section read
-    assert whole.delivery.end_to_end is True
+    assert whole.settings.end_to_end is True
 
 
 def test_the_service_hands_the_switch_to_the_gateway() -> None:
@@ -140,9 +120,10 @@ def test_the_service_hands_the_switch_to_the_gateway() -> None:
     root = build_service(config.from_dict(
         {"msrp_gateway": {"delivery": "end_to_end", "delivery_timeout": 12}}),
         MemoryReactorClock())
-    assert (root.gateway.delivery.end_to_end, root.gateway.delivery.timeout) == (True, 12.0)
+    assert (root.gateway.settings.end_to_end,
+            root.gateway.settings.delivery_timeout) == (True, 12.0)
     assert build_service(config.from_dict({}), MemoryReactorClock()
-                         ).gateway.delivery.end_to_end is False
+                         ).gateway.settings.end_to_end is False
 
 
 @pytest.mark.parametrize("settings,word", [
@@ -153,7 +134,7 @@ def test_the_service_hands_the_switch_to_the_gateway() -> None:
 ])
 def test_bad_settings_are_refused_naming_the_key(settings: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
-        DeliveryMode.from_any(settings)
+        GatewaySettings.from_any(settings)
 
 
 # -- page -> session on an established session --------------------------------------------
@@ -218,7 +199,7 @@ def test_default_bound_is_below_timer_f_and_the_stack_guard() -> None:
     gw = Gateway(task.Clock(), FakeUA(), FakeSIPSender(), {"delivery": "end_to_end"})
     from msrp_gateway.sip.uas import TU_GUARD_NON_INVITE
 
-    assert gw.delivery.timeout == 25.0 < TU_GUARD_NON_INVITE  # = 64*T1 with T1 = 0.5
+    assert gw.settings.delivery_timeout == 25.0 < TU_GUARD_NON_INVITE  # = 64*T1 with T1 = 0.5
 
 
 # -- page -> session while the session is set up ------------------------------------------
@@ -350,7 +331,7 @@ def test_default_route_leaves_the_waiting_message_to_the_gateway() -> None:
     owns the request: end_to_end must not get that 500."""
     h = Harness()
     router = Router(h.gw, trusted=["127.0.0.0/8"])
-    txn = transaction()
+    txn = request().transaction
     router(txn)
     assert txn.responses == []
     h.ua.establish(h.ua.last().session_id)
@@ -366,8 +347,8 @@ def test_pending_is_a_success_for_scripts_that_test_the_sign() -> None:
 
 
 def incoming_session(h: Harness) -> str:
-    txn = transaction(method="INVITE", body=b"v=0")
-    h.gw.msrp_gw_answer(RequestView(txn, LOOPBACK), "k", "text/plain", BOB, ALICE, ALICE)
+    h.gw.msrp_gw_answer(request(b"v=0", method="INVITE"), "k", "text/plain", BOB, ALICE,
+                        ALICE)
     sid = h.ua.last().session_id
     h.ua.establish(sid)
     return sid
