@@ -20,7 +20,13 @@ from twisted.internet import ssl
 
 from .fingerprint import DEFAULT_HASH, Fingerprint, fingerprint_of
 
-__all__ = ["TLSSettings", "peer_certificate_der"]
+__all__ = ["HANDSHAKE_LOG_PER_MINUTE", "HandshakeLog", "TLSSettings", "handshake_failure",
+           "is_tls_error", "negotiated_tls13", "peer_certificate_der"]
+
+# At most this many log lines a minute about failed TLS handshakes (a scanner or a peer
+# speaking plain MSRP to an msrps port can open connections as fast as it likes); the
+# count of the rest is logged once the minute is over.
+HANDSHAKE_LOG_PER_MINUTE = 100
 
 
 def _accept_any(connection: Any, x509: Any, errno: int, depth: int, ok: int) -> bool:
@@ -133,3 +139,63 @@ def peer_certificate_der(transport: Any) -> bytes | None:
         return None
     der: bytes = cert.to_cryptography().public_bytes(Encoding.DER)
     return der
+
+
+def is_tls_error(reason: Any) -> bool:
+    """True when a connection's loss (a `Failure`) was a TLS error: an alert, a refused
+    certificate, bytes that are not TLS."""
+    return isinstance(getattr(reason, "value", None), SSL.Error)
+
+
+def negotiated_tls13(transport: Any) -> bool:
+    """True on a TLS 1.3 connection (a server refuses our certificate only after our
+    side of the handshake completed there)."""
+    try:
+        return bool(transport.getHandle().get_protocol_version_name() == "TLSv1.3")
+    except Exception:  # not TLS, or already torn down
+        return False
+
+
+def handshake_failure(reason: Any) -> str:
+    """A short sentence for a failed handshake: the peer's certificate not naming the host
+    (service_identity), OpenSSL's reasons, else the loss's own message."""
+    value = getattr(reason, "value", None)
+    mismatched = [getattr(e, "mismatched_id", None) for e in getattr(value, "errors", ())]
+    names = [getattr(m, "hostname", None) or getattr(m, "ip", None) for m in mismatched]
+    if names and all(names):
+        shown = ", ".join(n.decode("ascii", "replace") if isinstance(n, bytes) else str(n)
+                          for n in names)
+        return f"TLS handshake failed: the peer's certificate does not name {shown}"
+    args = getattr(value, "args", None)
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][0], tuple):
+        return "TLS handshake failed: " + "; ".join(str(e[-1]) for e in args[0])
+    message = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+    return f"TLS handshake failed: {message}"
+
+
+class HandshakeLog:
+    """Rate limit for lines about failed handshakes: at most `per_minute` a minute (on the
+    caller's clock), then one line counting the rest when the next minute begins."""
+
+    __slots__ = ("per_minute", "failures", "_window", "_count", "_suppressed")
+
+    def __init__(self, per_minute: int = HANDSHAKE_LOG_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self.failures = 0  # every failed handshake, logged or not
+        self._window = float("-inf")
+        self._count = 0
+        self._suppressed = 0
+
+    def may_log(self, now: float) -> tuple[bool, int]:
+        """Count one failure; (whether to log it, how many went unlogged in the minute
+        that just ended — to be logged now when not 0)."""
+        self.failures += 1
+        ended = 0
+        if now - self._window >= 60.0:
+            ended, self._suppressed = self._suppressed, 0
+            self._window, self._count = now, 0
+        if self._count < self.per_minute:
+            self._count += 1
+            return True, ended
+        self._suppressed += 1
+        return False, ended

@@ -28,7 +28,7 @@ from .fingerprint import Fingerprint
 from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
 from .pinning import Pin, PinningTable, PinSet
 from .relay import MAX_INTERVAL, RelayAuthError, RelayClient
-from .rules import MSRPCounters
+from .rules import MSRPCounters, Timer
 from .session import (
     CONNECTION_LOST,
     Clock,
@@ -41,7 +41,14 @@ from .session import (
     SessionTable,
     new_id,
 )
-from .tls import TLSSettings, peer_certificate_der
+from .tls import (
+    HandshakeLog,
+    TLSSettings,
+    handshake_failure,
+    is_tls_error,
+    negotiated_tls13,
+    peer_certificate_der,
+)
 from .uri import DEFAULT_PORT, MSRPURI, parse_msrp_uri
 
 __all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError",
@@ -49,6 +56,9 @@ __all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSend
 
 log = Logger()
 
+# Seconds an outbound connection may take to connect, and any msrps connection (ours or a
+# peer's) to complete its TLS handshake; the stack's `connect_timeout` (handshake deadline
+# on the stack's clock).
 CONNECT_TIMEOUT = 10.0
 # The status a binding request gets when its connection's certificate is not the pinned one
 # (RFC 4975 s.7.2: 403, the action is not allowed); the connection is then closed.
@@ -102,28 +112,48 @@ def _logged_already(failure: Failure) -> None:
 
 @implementer(IPushProducer, IHandshakeListener)
 class MSRPProtocol(Protocol):
-    """Bytes in and out of one `LinkCore`; the core pauses when the socket is full."""
+    """Bytes in and out of one `LinkCore`; the core pauses when the socket is full.
 
-    def __init__(self, stack: MSRPStack, outbound_key: _Key | None) -> None:
+    A TLS connection (`secure`) is usable only once its handshake has completed, which
+    must happen within the stack's `connect_timeout` (on its clock): until then an
+    outbound one is not handed to anyone, and a handshake that fails or never ends is
+    reported to the stack (`_handshake_failed`) once, then the connection is dropped.
+    """
+
+    def __init__(self, stack: MSRPStack, outbound_key: _Key | None, secure: bool = False,
+                 attempt: _OutboundFactory | None = None) -> None:
         self.stack = stack
         self.outbound_key = outbound_key
+        self.secure = secure
+        self.attempt = attempt
         self.core: LinkCore | None = None
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.handshaken = False
+        self.failed = False  # a handshake failure was reported (once)
+        self.heard = False  # the peer has sent us application data
+        self.tls13 = False  # an outbound TLS 1.3 connection (see connectionLost)
+        self._deadline: Timer | None = None
         self._handshake_waiters: list[defer.Deferred[None]] = []
 
     def handshakeCompleted(self) -> None:
         """IHandshakeListener: the peer's certificate (if any) is known from now on."""
+        transport: Any = self.transport
+        if self.handshaken or self.failed or getattr(transport, "disconnecting", False):
+            return  # already failed (a name check aborts after the handshake): unusable
+        self._cancel_deadline()
         self.handshaken = True
+        self.tls13 = self.attempt is not None and negotiated_tls13(transport)
         waiters, self._handshake_waiters = self._handshake_waiters, []
         for d in waiters:
             d.callback(None)
+        if self.attempt is not None:
+            self.stack._outbound_ready(self)
 
     def when_handshaken(self) -> defer.Deferred[None]:
         """Fires once the TLS handshake is done; errbacks if the connection goes first."""
         if self.handshaken:
             return defer.succeed(None)
-        if self.closed.called:
+        if self.closed.called or self.failed:
             return defer.fail(MSRPSendError(CONNECTION_LOST, "connection lost before the "
                                             "TLS handshake completed"))
         d: defer.Deferred[None] = defer.Deferred()
@@ -147,6 +177,32 @@ class MSRPProtocol(Protocol):
         transport.registerProducer(self, True)
         self.stack._protocols.add(self)
         self.stack._by_core[self.core] = self
+        if self.secure and not self.handshaken:
+            self._deadline = self.stack.clock.callLater(self.stack.connect_timeout,
+                                                        self._handshake_timeout)
+        elif self.attempt is not None:
+            self.stack._outbound_ready(self)
+
+    def _handshake_timeout(self) -> None:
+        """No handshake within connect_timeout: report it now (exactly at the deadline),
+        then drop the connection."""
+        self._deadline = None
+        if self.handshaken or self.failed:
+            return
+        self._fail(f"no TLS handshake within {self.stack.connect_timeout:g} s")
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _fail(self, why: str) -> None:
+        if not self.failed:
+            self.failed = True
+            self.stack._handshake_failed(self, why)
 
     def close(self) -> None:
         """Close after what is written; a registered producer would hold TLS open."""
@@ -160,15 +216,27 @@ class MSRPProtocol(Protocol):
         transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         if self.core is not None:
             self.core.data_received(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadline()
+        why = reason.getErrorMessage()
+        if self.secure and not self.handshaken:
+            self._fail(handshake_failure(reason))
+        elif self.secure and self.attempt is not None and not self.heard \
+                and self.tls13 and is_tls_error(reason):
+            # TLS 1.3: a server refuses our certificate after our handshake completed;
+            # its alert is the first thing we hear. Report it like a failed handshake.
+            why = handshake_failure(reason) + " (after our handshake: our certificate " \
+                "refused?)"
+            self._fail(why)
         self.stack._protocols.discard(self)
         self.stack._link_gone(self)
         if self.core is not None:
             self.stack._by_core.pop(self.core, None)
-            self.core.connection_lost(reason.getErrorMessage())
+            self.core.connection_lost(why)
         waiters, self._handshake_waiters = self._handshake_waiters, []
         for d in waiters:
             d.errback(MSRPSendError(CONNECTION_LOST, "TLS handshake failed: "
@@ -189,8 +257,9 @@ class MSRPProtocol(Protocol):
 
 
 class _InboundFactory(Factory):
-    def __init__(self, stack: MSRPStack) -> None:
+    def __init__(self, stack: MSRPStack, secure: bool = False) -> None:
         self.stack = stack
+        self.secure = secure
 
     def buildProtocol(self, addr: Any) -> MSRPProtocol | None:
         limit = self.stack.settings.max_connections
@@ -198,16 +267,36 @@ class _InboundFactory(Factory):
             log.warn("MSRP connection from {addr} refused: {n} connections open "
                      "(max_connections)", addr=addr, n=limit)
             return None  # the reactor closes it
-        return MSRPProtocol(self.stack, None)
+        return MSRPProtocol(self.stack, None, self.secure)
 
 
 class _OutboundFactory(Factory):
+    """One outbound connection attempt to a next hop, and everyone waiting for it: they
+    get its `LinkCore` once it is usable (TCP connected; TLS: handshake completed) or one
+    `MSRPSendError` when it is not."""
+
     def __init__(self, stack: MSRPStack, key: _Key) -> None:
         self.stack = stack
         self.key = key
+        self.waiters: list[defer.Deferred[LinkCore]] = []
+        self.connecting: defer.Deferred[Any] | None = None  # the endpoint's connect()
+        self.done = False
 
     def buildProtocol(self, addr: Any) -> MSRPProtocol:
-        return MSRPProtocol(self.stack, self.key)
+        return MSRPProtocol(self.stack, self.key, self.key[0], self)
+
+    def finish(self, result: LinkCore | MSRPSendError) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.stack._connecting.get(self.key) is self:
+            del self.stack._connecting[self.key]
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            if isinstance(result, MSRPSendError):
+                d.errback(result)
+            else:
+                d.callback(result)
 
 
 class MSRPStack(SessionHost):
@@ -227,8 +316,12 @@ class MSRPStack(SessionHost):
                  relay_uri: str | None = None, tls: Any = None, limits: Any = None,
                  settings: SessionSettings | None = None, relay_username: str | None = None,
                  relay_password: str | None = None, relay_expires: int | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        if not connect_timeout > 0:
+            raise ValueError(f"MSRP connect_timeout {connect_timeout!r}: expected seconds > 0")
         self.reactor = reactor
+        self.connect_timeout = float(connect_timeout)
         # Timers (SEND timeouts, idle connections, relay refreshes) run on `clock`; sockets
         # on `reactor`.  Tests pass a task.Clock to drive the timers over real connections.
         self.clock: Clock = reactor if clock is None else clock
@@ -246,9 +339,11 @@ class MSRPStack(SessionHost):
         self._listeners: list[MSRPListener] = []  # what `listening()` reports
         self._protocols: set[MSRPProtocol] = set()
         self._by_core: dict[LinkCore, MSRPProtocol] = {}
-        self._outbound: dict[_Key, MSRPProtocol] = {}
-        self._connecting: dict[_Key, list[defer.Deferred[LinkCore]]] = {}
-        self._attempts: dict[_Key, defer.Deferred[Any]] = {}
+        self._outbound: dict[_Key, MSRPProtocol] = {}  # usable connections, for reuse
+        self._connecting: dict[_Key, _OutboundFactory] = {}  # attempts not usable yet
+        # Failed TLS handshakes: counted (`.failures`), logged at a bounded rate.
+        self.handshake_log = HandshakeLog()
+        self._stopping = False
         # Sessions pinned by the peer's SDP fingerprints (RFC 4975 s.14.4).
         self.pins = PinSet()
         self.relay: RelayClient | None = None
@@ -283,7 +378,7 @@ class MSRPStack(SessionHost):
     def listen(self, socket_string: str) -> IListeningPort:
         """Listen on `msrp:HOST[:PORT]` / `msrps:HOST[:PORT]` (ValueError for a bad string)."""
         secure, host, port = parse_socket(socket_string)
-        factory = _InboundFactory(self)
+        factory = _InboundFactory(self, secure)
         lp: Any  # the reactor's port (IListeningPort, whose zope methods mypy misreads)
         if secure:
             if self.tls is None:
@@ -443,44 +538,79 @@ class MSRPStack(SessionHost):
                 and not proto.core.closing:
             return defer.succeed(proto.core)
         d: defer.Deferred[LinkCore] = defer.Deferred()
-        waiters = self._connecting.get(key)
-        if waiters is not None:
-            waiters.append(d)
+        attempt = self._connecting.get(key)
+        if attempt is not None:  # one attempt per next hop; its outcome is everyone's
+            attempt.waiters.append(d)
             return d
-        self._connecting[key] = [d]
         endpoint: Any = endpoints.HostnameEndpoint(self.reactor, target.host,
                                                    target.effective_port,
-                                                   timeout=CONNECT_TIMEOUT)
+                                                   timeout=self.connect_timeout)
         if target.secure:
             if self.tls is None:
-                self._connecting.pop(key)
                 return defer.fail(MSRPSendError(503, "msrps peer but no [tls] settings"))
             options = self.tls.pinned_client_options() if pinned else \
                 self.tls.client_options(target.host)
             endpoint = endpoints.wrapClientTLS(options, endpoint)
-        cd = endpoint.connect(_OutboundFactory(self, key))
-        self._attempts[key] = cd
-        cd.addCallbacks(self._connected, self._connect_failed,
-                        callbackArgs=(key,), errbackArgs=(key,))
+        attempt = _OutboundFactory(self, key)
+        attempt.waiters.append(d)
+        self._connecting[key] = attempt
+        cd = endpoint.connect(attempt)
+        if not attempt.done:
+            attempt.connecting = cd
+        cd.addErrback(self._connect_failed, attempt)
         return d
 
-    def _connected(self, proto: MSRPProtocol, key: _Key) -> None:
-        self._attempts.pop(key, None)
-        self._outbound[key] = proto
+    def _outbound_ready(self, proto: MSRPProtocol) -> None:
+        """An outbound connection became usable (TCP connected; TLS: handshake done):
+        it is kept for reuse and its waiters get it."""
+        attempt = proto.attempt
         core = proto.core
-        for d in self._connecting.pop(key, []):
-            if core is None or core.lost:  # made and lost in the same turn
-                d.errback(MSRPSendError(CONNECTION_LOST, "connection lost at once"))
-            else:
-                d.callback(core)
+        if attempt is None or attempt.done or core is None:
+            return
+        attempt.connecting = None
+        key = attempt.key
+        if core.lost:  # made and lost in the same turn
+            attempt.finish(MSRPSendError(CONNECTION_LOST, "connection lost at once"))
+            return
+        self._outbound[key] = proto
+        attempt.finish(core)
 
-    def _connect_failed(self, failure: Failure, key: _Key) -> None:
-        self._attempts.pop(key, None)
+    def _connect_failed(self, failure: Failure, attempt: _OutboundFactory) -> None:
+        attempt.connecting = None
+        if attempt.done:
+            return
         why = failure.getErrorMessage() or repr(failure.value)
-        log.warn("MSRP connection to {host}:{port} failed: {why}", host=key[1],
-                 port=key[2], why=why)
-        for d in self._connecting.pop(key, []):
-            d.errback(MSRPSendError(CONNECTION_LOST, f"cannot connect: {why}"))
+        if not self._stopping:
+            log.warn("MSRP connection to {host}:{port} failed: {why}", host=attempt.key[1],
+                     port=attempt.key[2], why=why)
+        attempt.finish(MSRPSendError(CONNECTION_LOST, f"cannot connect: {why}"))
+
+    def _handshake_failed(self, proto: MSRPProtocol, why: str) -> None:
+        """An msrps connection failed its TLS handshake (certificate refused either way,
+        an alert, not TLS at all, none within connect_timeout): logged once (at a bounded
+        rate: peers can open many); an outbound one fails its waiters now, never to be
+        reused; an inbound one just goes, nothing else affected."""
+        attempt = proto.attempt
+        if self._stopping:
+            if attempt is not None:
+                attempt.finish(MSRPSendError(CONNECTION_LOST, "MSRP stack stopped"))
+            return
+        core = proto.core
+        peer = core.name if core is not None else "?"
+        if attempt is not None:
+            peer = f"{attempt.key[1]}:{attempt.key[2]}"
+        may, unlogged = self.handshake_log.may_log(self.clock.seconds())
+        if unlogged:
+            log.info("{n} more failed MSRP TLS handshakes in the last minute (not logged)",
+                     n=unlogged)
+        if may:
+            log.warn("MSRP TLS connection {direction} {peer} dropped: {why}",
+                     direction="from" if attempt is None else "to", peer=peer, why=why)
+        if attempt is not None:
+            if self._outbound.get(attempt.key) is proto:
+                del self._outbound[attempt.key]
+            attempt.finish(MSRPSendError(CONNECTION_LOST,
+                                         f"TLS connection to {peer} failed: {why}"))
 
     def _link_idle(self, core: LinkCore) -> None:
         log.debug("MSRP connection {name} idle, closing", name=core.name)
@@ -497,6 +627,7 @@ class MSRPStack(SessionHost):
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection; fires when all are gone."""
         waits: list[defer.Deferred[Any]] = []
+        self._stopping = True
         if self.relay is not None:
             self.relay.stop()
         for lp in self._ports:
@@ -504,12 +635,17 @@ class MSRPStack(SessionHost):
             waits.append(defer.maybeDeferred(port.stopListening))
         self._ports.clear()
         self._listeners.clear()
-        for attempt in list(self._attempts.values()):
-            attempt.cancel()  # waiters errback MSRPSendError(503)
+        for attempt in list(self._connecting.values()):
+            if attempt.connecting is not None:
+                attempt.connecting.cancel()  # not connected yet: its waiters errback 503
         for proto in list(self._protocols):
             waits.append(proto.closed)
             proto.close()
-        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+        def stopped(_: object) -> None:
+            self._stopping = False  # what is lost from now on is news again
+
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(stopped)
 
 
 __all__ += ["SessionError", "DEFAULT_PORT"]
