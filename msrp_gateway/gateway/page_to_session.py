@@ -23,8 +23,6 @@ from msrp_gateway.registry import (
     GatewaySession,
     Origin,
     QueuedBody,
-    RegistryError,
-    RegistryFull,
     State,
     type_accepted,
 )
@@ -33,14 +31,12 @@ from msrp_gateway.stats import GatewayCounters
 
 from .delivery import PendingAnswer
 from .replies import (
-    ERR_DUPLICATE,
     ERR_LIMIT,
     ERR_PARAMS,
     ERR_UA,
     OK,
     PENDING,
     RETRY_AFTER,
-    reason_of,
     reply,
     status_of,
 )
@@ -111,12 +107,9 @@ class PageToSession(GatewayBase):
             origin=Origin.MESSAGE, content_types=types,
             created=now, last_send=now, last_message=now,
         )
-        try:
-            self.registry.add(sess)
-        except RegistryError as e:
-            log.warn("msg_to_msrp {key}: {error}", key=key, error=str(e))
-            reply(req, e.code if isinstance(e, RegistryFull) else 500, reason_of(e.code))
-            return ERR_LIMIT if isinstance(e, RegistryFull) else ERR_DUPLICATE
+        not_added = self._add(req, "msg_to_msrp", sess)
+        if not_added is not None:
+            return not_added
         item = self._enqueue(sess, req, content_type, body)
         if item is None:
             self.registry.remove(sess)
@@ -128,15 +121,9 @@ class PageToSession(GatewayBase):
                 ua_types(types), req.from_uri, req.to_uri, req.ruri, _SessionHandler(self, sess)
             )
         except Exception as e:  # noqa: BLE001 - the UA's refusal becomes the MESSAGE's answer
-            self.registry.remove(sess)
-            sess.state = State.ENDED
-            self.stats.sessions_setup_failed += 1
-            code = status_of(e)
             log.error("msg_to_msrp {key}: the UA could not start a session: {error}",
                       key=key, error=str(e))
-            reply(req, code, getattr(e, "reason", None) or reason_of(code),
-                   headers=getattr(e, "headers", ()))
-            return ERR_UA
+            return self._ua_refused(req, sess, e)
         if sess.state is State.ENDED:  # failed synchronously; already reported by the event
             reply(req, 503, "Service Unavailable")
             return ERR_UA

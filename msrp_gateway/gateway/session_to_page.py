@@ -20,22 +20,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from msrp_gateway.registry import (
-    DuplicateKey,
     GatewaySession,
     Origin,
-    RegistryError,
     State,
     strip_uri,
     valid_uri,
 )
 
 from .replies import (
-    ERR_DUPLICATE,
-    ERR_LIMIT,
     ERR_PARAMS,
     ERR_UA,
     OK,
-    reason_of,
     reply,
     status_of,
 )
@@ -85,29 +80,17 @@ class SessionToPage(GatewayBase):
             origin=Origin.INVITE, content_types=types,
             created=now, last_send=now, last_message=now,
         )
-        try:
-            self.registry.add(sess)
-        except RegistryError as e:
-            log.warn("msrp_gw_answer {key}: {error}", key=key, error=str(e))
-            if isinstance(e, DuplicateKey):
-                reply(req, 486, "Busy Here")
-                return ERR_DUPLICATE
-            reply(req, 503, "Service Unavailable")
-            return ERR_LIMIT
+        not_added = self._add(req, "msrp_gw_answer", sess)
+        if not_added is not None:
+            return not_added
         self.stats.sessions_created += 1
         txn = getattr(req, "transaction", req)
         try:
             sess.ua_session_id = self.ua.answer(txn, ua_types(types), _SessionHandler(self, sess))
         except Exception as e:  # noqa: BLE001 - UAError(code, reason): we answer, UA did not
-            self.registry.remove(sess)
-            sess.state = State.ENDED
-            self.stats.sessions_setup_failed += 1
-            code = status_of(e)
             log.warn("msrp_gw_answer {key}: offer refused: {code} {error}",
-                     key=key, code=code, error=str(e))
-            reply(req, code, getattr(e, "reason", None) or reason_of(code),
-                   headers=getattr(e, "headers", ()))
-            return ERR_UA
+                     key=key, code=status_of(e), error=str(e))
+            return self._ua_refused(req, sess, e)
         try:
             req.owned = True
         except AttributeError:

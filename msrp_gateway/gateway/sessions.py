@@ -15,11 +15,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from msrp_gateway.registry import (
+    DuplicateKey,
     EndSessionFailed,
     GatewaySession,
     GatewaySettings,
     Origin,
     Registry,
+    RegistryError,
     SessionNotFound,
     State,
     check_key,
@@ -29,7 +31,15 @@ from msrp_gateway.registry import (
 from msrp_gateway.stats import GatewayCounters
 
 from .delivery import PendingAnswer, setup_failure_status
-from .replies import SETUP_FAILED_EVENT, reply
+from .replies import (
+    ERR_DUPLICATE,
+    ERR_LIMIT,
+    ERR_UA,
+    SETUP_FAILED_EVENT,
+    reason_of,
+    reply,
+    status_of,
+)
 
 __all__ = ["GatewayBase", "Clock", "DelayedCall"]
 
@@ -199,6 +209,34 @@ class GatewayBase:
             reply(req, 500, "Server Internal Error")
             return None
         return types
+
+    def _add(self, req: Any, function: str, sess: GatewaySession) -> int | None:
+        """Put a new session in the table; None once it is in. When the table refuses it
+        the request is answered (486 for a key in use, 503 at max_sessions) and the
+        script's return code given back."""
+        try:
+            self.registry.add(sess)
+        except RegistryError as e:
+            log.warn("{function} {key}: {error}", function=function, key=sess.key,
+                     error=str(e))
+            if isinstance(e, DuplicateKey):
+                reply(req, 486, "Busy Here")
+                return ERR_DUPLICATE
+            reply(req, 503, "Service Unavailable")
+            return ERR_LIMIT
+        return None
+
+    def _ua_refused(self, req: Any, sess: GatewaySession, error: BaseException) -> int:
+        """`ua.start`/`ua.answer` raised (logged by the caller): the session never was, so
+        it leaves the table and the request hears the UA's status (a UAError's code,
+        reason and headers; 500 for anything else). Returns ERR_UA."""
+        self.registry.remove(sess)
+        sess.state = State.ENDED
+        self.stats.sessions_setup_failed += 1
+        code = status_of(error)
+        reply(req, code, getattr(error, "reason", None) or reason_of(code),
+              headers=getattr(error, "headers", ()))
+        return ERR_UA
 
     # -- management --------------------------------------------------------------------
 

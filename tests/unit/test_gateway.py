@@ -186,6 +186,18 @@ def test_bad_key_or_content_types_from_the_script_is_a_500(h: Harness) -> None:
     assert h.ua.by_id == {}
 
 
+@pytest.mark.parametrize("key,types", [("", "text/plain"), ("x" * 10_001, "text/plain"),
+                                       (KEY, "not a type"), (KEY, [])])
+def test_answer_with_a_bad_key_or_content_types_is_a_500_and_answers_nothing_through_the_ua(
+        h: Harness, key: str, types: object, logged) -> None:
+    invite = request("INVITE", ctype="application/sdp", body=b"v=0\r\n")
+    assert h.gw.msrp_gw_answer(invite, key, types, BOB, ALICE, ALICE) == ERR_PARAMS
+    assert status(invite) == 500
+    assert h.ua.by_id == {} and h.gw.list_sessions() == []
+    assert any(e.get("function") == "msrp_gw_answer" and e["log_level"].name == "error"
+               for e in logged)
+
+
 def test_queue_bound_answers_503_and_keeps_what_was_queued() -> None:
     h = Harness(max_queued_messages=2)
     replies = []
