@@ -4,7 +4,8 @@
   MSRP offer (sipp checks it with regexp actions) and sipp answers in the ACK, pointing at an
   MSRP endpoint this test runs on a plain socket. The gateway (active: sipp answered
   setup:passive) connects and binds; the endpoint's SEND becomes a SIP MESSAGE to the
-  INVITE's R-URI, a UDP socket standing in for the phone. An ACK without an answer makes
+  INVITE's R-URI, a UDP socket standing in for the phone, whose reply MESSAGE comes back
+  as a SEND on the same session. An ACK without an answer makes
   the gateway hang up with BYE. dumpcap records it all and tshark must find the 200's SDP
   well formed, with the MSRP media line and path the endpoint was bound from.
 - With ``[msrp_gateway] delivery = "end_to_end"``, tests/interop/msrp_peer.py (another
@@ -70,6 +71,32 @@ class Phone:
                 continue  # a retransmission of a request the test has
             self.seen.add(ident)
             return raw, addr
+
+    def message(self, to_uri: str, from_uri: str, dest: tuple[str, int], body: str,
+                timeout: float = WAIT) -> int:
+        """A MESSAGE out of dialog to `dest`; returns the final status (retransmitted every
+        0.5 s over UDP, RFC 3261 Timer E, until a response comes or `timeout`)."""
+        call_id = secrets.token_hex(8) + "@phone"
+        raw = (f"MESSAGE {to_uri} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {HOST}:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+               f"From: <{from_uri}>;tag={secrets.token_hex(4)}\r\nTo: <{to_uri}>\r\n"
+               f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+               f"Content-Type: text/plain\r\nContent-Length: {len(body.encode())}\r\n\r\n"
+               f"{body}").encode()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.sock.sendto(raw, dest)
+            self.sock.settimeout(0.5)
+            try:
+                data, _ = self.sock.recvfrom(MAX_DATAGRAM)
+            except socket.timeout:
+                continue
+            text = data.decode("utf-8", "replace")
+            if text.startswith("SIP/2.0 ") and header(text, "Call-ID") == call_id:
+                status = int(text.split(" ", 2)[1])
+                if status >= 200:
+                    return status
+        raise TimeoutError(f"no final response to the phone's MESSAGE within {timeout} s")
 
     def answer(self, raw: str, addr: tuple[str, int], code: int, reason: str) -> None:
         """The final response to `raw`, to where it came from (rport-style)."""
@@ -267,6 +294,16 @@ def test_late_offer_invite_gets_offer_in_200_answer_in_ack_and_a_send_becomes_a_
     assert "sip:sipp@127.0.0.1" in (header(raw, "From") or "")
     assert "sip:phone@127.0.0.1" in (header(raw, "To") or "")
     phone.answer(raw, addr, 200, "OK")
+
+    # SIP -> MSRP: the phone's reply (From/To swapped) finds the same session by its key
+    assert phone.message(f"sip:sipp@{HOST}:{sipp_port}", f"sip:phone@{HOST}:{phone.port}",
+                         (HOST, gw.sip_port), "hello back from the phone") == 202
+    send = endpoint.next_frame()
+    assert isinstance(send, MSRPRequest) and send.method == "SEND", send
+    assert send.body == b"hello back from the phone" and send.to_path == [endpoint.uri]
+    assert send.content_type == "text/plain"
+    endpoint.answer_ok(send)
+    assert len(mi(gw, "msrp_gw_list_sessions")["result"]) == 1  # no second session
 
     # the operator ends it: sipp gets the BYE and answers it (its exit status says all went
     # as the scenario demands, offer checks included)
