@@ -23,14 +23,21 @@ import secrets
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from bench.gateway_harness import Capture, PeerProcess, SippProcess
 from bench.ports import free_port
-from msrp_gateway.msrp.message import FrameParser, Limits, MSRPParseError, MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.message import (
+    FrameParser,
+    Limits,
+    MSRPParseError,
+    MSRPRequest,
+    MSRPResponse,
+)
 from tests.interop.conftest import GatewayProcess, require_tool
 
 HOST = "127.0.0.1"
@@ -61,7 +68,7 @@ class Phone:
             self.sock.settimeout(left)
             try:
                 data, addr = self.sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             raw = data.decode("utf-8", "replace")
             if raw.startswith("SIP/2.0"):
@@ -89,7 +96,7 @@ class Phone:
             self.sock.settimeout(0.5)
             try:
                 data, _ = self.sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             text = data.decode("utf-8", "replace")
             if text.startswith("SIP/2.0 ") and header(text, "Call-ID") == call_id:
@@ -117,7 +124,7 @@ class Phone:
 
 def header(raw: str, name: str) -> str | None:
     head = raw.split("\r\n\r\n", 1)[0]
-    m = re.search(rf"^{re.escape(name)}\s*:\s*(.*)$", head, re.I | re.M)
+    m = re.search(rf"^{re.escape(name)}\s*:\s*(.*)$", head, re.IGNORECASE | re.MULTILINE)
     return m.group(1).strip() if m else None
 
 
@@ -157,13 +164,13 @@ class MSRPEndpoint:
             self.conn.settimeout(left)
             try:
                 data = self.conn.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 raise ConnectionError("the gateway closed the MSRP connection")
             for ev in self.parser.feed(data):
                 if isinstance(ev, MSRPParseError):
-                    raise AssertionError(f"the gateway sent a malformed MSRP frame: {ev.reason}")
+                    pytest.fail(f"the gateway sent a malformed MSRP frame: {ev.reason}")
                 self.frames.append(ev)
         return self.frames.pop(0)
 
