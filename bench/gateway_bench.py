@@ -52,8 +52,49 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 """
 
+# `[msrp_gateway] delivery = "end_to_end"`: the sender must get 200 (sent after the MSRP
+# peer's 200 to the SEND), never 202; any other answer fails the call and so the step.
+UAC_E2E = UAC.replace('<recv response="202" />', '<recv response="200" />')
+
+END_TO_END = "end_to_end"
+
 # The page-mode phone: answers every MESSAGE 200 (the harness's receiver, status filled in).
 UAS = SIPP_MESSAGE_UAS.replace("[status] OK", "200 OK")
+
+
+def sender_scenario(delivery: str = "hop") -> str:
+    """The MESSAGE sender's scenario for a `[msrp_gateway] delivery` mode: it fails any
+    call not answered with that mode's final answer (hop: 202, end_to_end: 200)."""
+    if delivery == END_TO_END:
+        return UAC_E2E
+    if delivery == "hop":
+        return UAC
+    raise ValueError(f"unknown delivery mode {delivery!r}")
+
+
+def answer_latencies(entries: list[tuple[float, str, str]]
+                     ) -> tuple[list[float], dict[str, int]]:
+    """From a sipp sender's message log (`SippProcess.log_entries()`): seconds from each
+    MESSAGE's first sending to its final answer (what the page-mode sender waits), and how
+    many final answers of each status came (a retransmission's repeated answer counted
+    once per Call-ID)."""
+    sent: dict[str, float] = {}
+    answered: dict[str, tuple[float, str]] = {}
+    for t, direction, raw in entries:
+        call_id = _hdr(raw, "Call-ID")
+        if call_id is None:
+            continue
+        if direction == "sent" and raw.startswith("MESSAGE "):
+            sent.setdefault(call_id, t)
+        elif direction == "received" and raw.startswith("SIP/2.0 "):
+            status = raw[8:11]
+            if status[:1] != "1" and call_id not in answered:
+                answered[call_id] = (t, status)
+    lat = [answered[c][0] - sent[c] for c in answered if c in sent]
+    counts: dict[str, int] = {}
+    for _, status in answered.values():
+        counts[status] = counts.get(status, 0) + 1
+    return lat, dict(sorted(counts.items()))
 
 
 class Setup:
@@ -64,12 +105,14 @@ class Setup:
         self.dir = tempdir(f"msrpgw-bench-{name}-")
         sections = {"log": {"level": "warn"}}
         sections.update(gateway_sections)
+        self.delivery = str(sections.get("msrp_gateway", {}).get("delivery", "hop"))
+        uac = sender_scenario(self.delivery)  # the sipp sender expects this mode's answer
         self.cprofile = os.path.join(self.dir, "gateway.cprofile") if cprofile else ""
         self.gw = GatewayProcess(self.dir, **sections).start(cprofile=self.cprofile)
         self.peer = PeerProcess(self.dir, proxy=f"sip:{HOST}:{self.gw.sip_port};lr")
-        self.uac = write_scenario(self.dir, "bench_uac.xml", UAC)
+        self.uac = write_scenario(self.dir, "bench_uac.xml", uac)
         # every call its own From user, so every MESSAGE is a new key and a new session
-        self.uac_new = write_scenario(self.dir, "bench_uac_new.xml", UAC.replace(
+        self.uac_new = write_scenario(self.dir, "bench_uac_new.xml", uac.replace(
             "[field0][from_suffix]@", "[field0][from_suffix]x[call_number]@"))
         self.uas = write_scenario(self.dir, "bench_uas.xml", UAS)
 
@@ -159,8 +202,17 @@ def ladder(run_step: Any, rates: list[int]) -> dict[str, Any]:
 # -- page -> session ------------------------------------------------------------------------
 
 
-def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
-    s = Setup(f"p2s{sessions}")
+def page_to_session(sessions: int, rates: list[int], *, delivery: str = "hop"
+                    ) -> dict[str, Any]:
+    """With `delivery="end_to_end"` the gateway runs `[msrp_gateway] delivery =
+    "end_to_end"`, every MESSAGE must get 200 (not 202), and each step also reports the
+    sender's wait for it (`answer_p50_ms`/`answer_p99_ms`) and the answers by status."""
+    e2e = delivery == END_TO_END
+    sender_scenario(delivery)  # an unknown mode fails before anything starts
+    if e2e:
+        s = Setup(f"p2s{sessions}-e2e", msrp_gateway={"delivery": END_TO_END})
+    else:
+        s = Setup(f"p2s{sessions}")
     try:
         users = s.users_file(sessions, "u")
         warm = s.sipp_uac(users, sessions, min(200, sessions * 10), "warm")
@@ -189,13 +241,19 @@ def page_to_session(sessions: int, rates: list[int]) -> dict[str, Any]:
             lat = [received[b] - sent[b] for b in received if b in sent]
             retrans = uac.counter("Retransmissions")
             ok = rc == 0 and retrans == 0 and delivered == count
-            return {"rate": rate, "messages": count, "delivered": delivered,
-                    "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
-                    **s.log_errors(mark),
-                    "latency_samples": len(lat), "peer_cpu_seconds": round(pcpu, 2),
-                    "sipp_cpu_seconds": _round(uac.cpu_seconds),
-                    "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
-                    "gateway_cpu_seconds": round(cpu, 2)}
+            result = {"rate": rate, "messages": count, "delivered": delivered,
+                      "sipp_exit": rc, "retransmissions": retrans, "ok": ok,
+                      **s.log_errors(mark),
+                      "latency_samples": len(lat), "peer_cpu_seconds": round(pcpu, 2),
+                      "sipp_cpu_seconds": _round(uac.cpu_seconds),
+                      "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
+                      "gateway_cpu_seconds": round(cpu, 2)}
+            if e2e:  # the sender's wait for its 200 includes the MSRP round trip
+                waits, answers = answer_latencies(uac.log_entries())
+                result.update({"answers": answers, "answer_samples": len(waits),
+                               "answer_p50_ms": _ms(percentile(waits, 50)),
+                               "answer_p99_ms": _ms(percentile(waits, 99))})
+            return result
 
         out = ladder(step, rates)
     finally:

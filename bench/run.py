@@ -33,6 +33,8 @@ def benchmarks(quick: bool) -> dict[str, Any]:
                                                        1200, 1600]
     return {
         "page_to_session_1": lambda: gb.page_to_session(1, rates),
+        # [msrp_gateway] delivery = "end_to_end": each MESSAGE answered 200 after its SEND's 200
+        "page_to_session_1_e2e": lambda: gb.page_to_session(1, rates, delivery="end_to_end"),
         "page_to_session_100": lambda: gb.page_to_session(100, rates),
         "session_to_page_1": lambda: gb.session_to_page(1, rates),
         "session_to_page_100": lambda: gb.session_to_page(100, rates),
@@ -95,10 +97,17 @@ def table(results: dict[str, Any]) -> str:
                 note += (f", cpu gw/peer/sipp {f['gateway_cpu_seconds']}/"
                          f"{f['peer_cpu_seconds']}/{f.get('sipp_cpu_seconds')} s "
                          f"in {gb.STEP_SECONDS:.0f} s")
+            if f.get("answers") is not None:  # end_to_end: what the sender got instead of 200
+                other = {k: v for k, v in f["answers"].items() if k != "200"}
+                unanswered = f["messages"] - sum(f["answers"].values())
+                note += f", answers other than 200: {other or 'none'}, unanswered {unanswered}"
             if f.get("first_error"):
                 note += f"; gateway log: {f['gateway_log_errors']} x {f['first_error'][:90]!r}"
         elif r.get("steps"):
             note = "ladder top reached"
+        if best is not None and best.get("answer_p50_ms") is not None:
+            note = (f"sender's 200 after p50/p99 {_f(best['answer_p50_ms'])}/"
+                    f"{_f(best['answer_p99_ms'])} ms; {note}")
         if best is None:
             lines.append(f"{name:<22} {'< ' + str(r['steps'][0]['rate']):>10} {'-':>8} {'-':>8} "
                          f"{'-':>7} {'-':>6} {peak:>12.1f}  {note}")
