@@ -120,8 +120,7 @@ class Setup:
         path = os.path.join(self.dir, f"users-{prefix}-{n}.csv")
         with open(path, "w") as f:
             f.write("SEQUENTIAL\n")
-            for i in range(n):
-                f.write(f"{prefix}{i}\n")
+            f.writelines(f"{prefix}{i}\n" for i in range(n))
         return path
 
     def sipp_uac(self, users: str, count: int, rate: float, tag: str, *, suffix: str = "",
@@ -234,7 +233,7 @@ def page_to_session(sessions: int, rates: list[int], *, delivery: str = "hop"
             cpu = s.gw.cpu_seconds() - cpu0  # after the last SEND went out, not the last 202
             pcpu = s.peer_cpu() - pcpu0
             received = s.samples(tag)
-            sent = {}
+            sent: dict[str, float] = {}
             for t, direction, raw in uac.log_entries():
                 if direction == "sent" and raw.startswith("MESSAGE "):
                     sent.setdefault(body_of(raw).strip(), t)
@@ -344,7 +343,7 @@ def setup_rate(rates: list[int]) -> dict[str, Any]:
             pcpu = s.peer_cpu() - pcpu0
             received = s.samples(tag)
             established = s.peer_stats()["sessions"] - before
-            sent = {}
+            sent: dict[str, float] = {}
             for t, direction, raw in uac.log_entries():
                 if direction == "sent" and raw.startswith("MESSAGE "):
                     sent.setdefault(body_of(raw).strip(), t)
