@@ -251,7 +251,8 @@ def page_to_session(sessions: int, rates: list[int], *, delivery: str = "hop"
                 waits, answers = answer_latencies(uac.log_entries())
                 result.update({"answers": answers, "answer_samples": len(waits),
                                "answer_p50_ms": _ms(percentile(waits, 50)),
-                               "answer_p99_ms": _ms(percentile(waits, 99))})
+                               "answer_p99_ms": _ms(percentile(waits, 99)),
+                               "answer_max_ms": _ms(max(waits, default=None))})
             return result
 
         out = ladder(step, rates)

@@ -102,6 +102,9 @@ def table(results: dict[str, Any]) -> str:
                 other = {k: v for k, v in f["answers"].items() if k != "200"}
                 unanswered = f["messages"] - sum(f["answers"].values())
                 note += f", answers other than 200: {other or 'none'}, unanswered {unanswered}"
+                if f.get("answer_max_ms") is not None:  # over 500 ms: sipp retransmitted
+                    note += (f", sender's wait p99/max {_f(f.get('answer_p99_ms'))}/"
+                             f"{_f(f['answer_max_ms'])} ms")
             if f.get("first_error"):
                 note += f"; gateway log: {f['gateway_log_errors']} x {f['first_error'][:90]!r}"
         elif r.get("steps"):

@@ -81,7 +81,8 @@ def _step(rate: int, ok: bool, **extra: object) -> dict[str, object]:
 
 def test_table_shows_the_senders_wait_and_what_came_instead_of_200() -> None:
     best = _step(200, True, answers={"200": 600}, answer_p50_ms=0.7, answer_p99_ms=1.8)
-    failed = _step(800, False, answers={"200": 2390, "504": 3, "503": 2})
+    failed = _step(800, False, answers={"200": 2390, "504": 3, "503": 2}, answer_p99_ms=29.6,
+                   answer_max_ms=612.0)
     hop_best, hop_failed = _step(200, True), _step(800, False)
     text = run.table({
         "page_to_session_1_e2e": {"best": best, "steps": [best, failed],
@@ -94,6 +95,7 @@ def test_table_shows_the_senders_wait_and_what_came_instead_of_200() -> None:
     assert "sender's 200 after p50/p99 0.7/1.8 ms" in e2e_row
     assert "answers other than 200: {'504': 3, '503': 2}, unanswered 5" in e2e_row
     assert "failed at 800/s: delivered 800/2400" in e2e_row
+    assert "sender's wait p99/max 29.6/612.0 ms" in e2e_row
     # the hop row says nothing about answers: it has no such measurement
     assert "answers" not in hop_row and "sender's" not in hop_row
     assert "failed at 800/s: delivered 800/2400, retrans 4" in hop_row
