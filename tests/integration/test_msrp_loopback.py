@@ -13,12 +13,19 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, task
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 
 from bench.ports import free_port
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import MSRPSendError, SessionSettings
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
+from tests.msrp_relay_fixture import (
+    Inbox,
+    MiniRelay,
+    Waiters,
+    relayed_pair,
+    stop_in_order,
+)
 from tests.tlscerts import make_certs
 
 TIMEOUT = 30.0  # s for any one awaited event: generous for a loaded CI machine
@@ -28,29 +35,6 @@ def make_tls(tmp_path) -> TLSSettings:
     """The shared test CA and a leaf for 127.0.0.1 / ::1 / localhost; the CA verifies peers."""
     certs = make_certs(tmp_path)
     return TLSSettings(certs.certificate, certs.private_key, certs.ca_certificates)
-
-
-class Inbox:
-    """Whole messages a session received, with a bounded wait for the n-th one."""
-
-    def __init__(self, session) -> None:
-        self.items: list[Any] = []
-        self._waiters: list[tuple[int, defer.Deferred]] = []
-        session.on_message = self.add
-
-    def add(self, msg) -> None:
-        self.items.append(msg)
-        for n, d in list(self._waiters):
-            if len(self.items) >= n:
-                self._waiters.remove((n, d))
-                d.callback(self.items)
-
-    def wait(self, n: int) -> defer.Deferred:
-        if len(self.items) >= n:
-            return defer.succeed(self.items)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((n, d))
-        return d.addTimeout(TIMEOUT, reactor)
 
 
 class Endpoints:
@@ -92,31 +76,24 @@ async def stacks(tmp_path):
         await ep.stop()
 
 
-class Raw(Protocol):
-    """A bare MSRP peer: writes what the test says, parses whatever comes back."""
+class Raw(Waiters, Protocol):
+    """A bare MSRP peer: writes what the test says, parses whatever comes back
+    (`frames`, with a bounded `wait(n)`)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.parser = FrameParser()
-        self.frames: list[Any] = []
-        self._waiters: list[tuple[int, defer.Deferred]] = []
         self.lost: defer.Deferred = defer.Deferred()
 
+    @property
+    def frames(self) -> list[Any]:
+        return self.items
+
     def dataReceived(self, data: bytes) -> None:
-        self.frames.extend(self.parser.feed(data))
-        for n, d in list(self._waiters):
-            if len(self.frames) >= n:
-                self._waiters.remove((n, d))
-                d.callback(self.frames)
+        self.add_all(self.parser.feed(data))
 
     def connectionLost(self, reason=None) -> None:
         self.lost.callback(None)
-
-    def wait(self, n: int) -> defer.Deferred:
-        if len(self.frames) >= n:
-            return defer.succeed(self.frames)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((n, d))
-        return d.addTimeout(TIMEOUT, reactor)
 
     async def close(self) -> None:
         self.transport.loseConnection()
@@ -407,205 +384,28 @@ def test_unreadable_tls_files_fail_at_construction(tmp_path):
 
 # ---- through an RFC 4976 relay --------------------------------------------------------
 
-class Events:
-    """Things seen in order, with a bounded wait for the n-th one."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._waiters: list[tuple[int, defer.Deferred]] = []
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        for n, d in list(self._waiters):
-            if len(self.items) >= n:
-                self._waiters.remove((n, d))
-                d.callback(self.items)
-
-    def wait(self, n: int) -> defer.Deferred:
-        if len(self.items) >= n:
-            return defer.succeed(self.items)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((n, d))
-        return d.addTimeout(TIMEOUT, reactor)
-
-
-class RelayConn(Protocol):
-    """One connection of the test relay; frames it reads go to the relay."""
-
-    def __init__(self, relay: "MiniRelay") -> None:
-        self.relay = relay
-        self.parser = FrameParser()
-        self.lost: defer.Deferred = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.relay.conns.add(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        for frame in self.parser.feed(data):
-            self.relay.handle(self, frame)
-
-    def connectionLost(self, reason=None) -> None:
-        self.relay.conns.discard(self)
-        self.lost.callback(None)
-
-    def send(self, frame) -> None:
-        self.transport.write(frame.to_bytes())
-
-
-class MiniRelay:
-    """A small RFC 4976 relay: Digest AUTH (401 challenge, checked response), 200 with
-    Use-Path and Expires (the lifetime the AUTH asked for, else `expires`), and forwarding
-    of SEND/REPORT by To-Path: it removes itself from To-Path, puts itself in front of
-    From-Path, answers SENDs hop by hop.
-
-    `auth_requests` holds (time, Expires header or None, had credentials) per AUTH read,
-    the time from `clock` (the test's, so a task.Clock gives exact times); `granted` the
-    lifetime of each 200.
-    """
-
-    realm = "relay.test"
-
-    def __init__(self, users: dict[str, str], expires: int = 600, clock: Any = None) -> None:
-        self.users = users
-        self.expires = expires
-        self.clock = clock if clock is not None else reactor
-        self.conns: set[RelayConn] = set()
-        self.clients: dict[str, RelayConn] = {}  # Use-Path session-id -> its client
-        self.nonces: set[str] = set()
-        self.auths = 0
-        self.auth_requests = Events()
-        self.granted = Events()
-        self.forwarded: list[tuple[str, str]] = []  # (method, To-Path it went out with)
-        self._out: dict[tuple[str, int], defer.Deferred] = {}
-        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: RelayConn(self)),
-                                      interface="127.0.0.1")
-        self.uri = f"msrp://127.0.0.1:{self.port.getHost().port};tcp"
-
-    def handle(self, conn: RelayConn, frame) -> None:
-        if isinstance(frame, MSRPRequest) and frame.method == "AUTH":
-            self.auth(conn, frame)
-        elif isinstance(frame, MSRPRequest):
-            self.forward(conn, frame)
-        # responses to what we forwarded: hop by hop, already answered upstream
-
-    def answer(self, conn: RelayConn, req, status: int, headers=()) -> None:
-        conn.send(MSRPResponse(req.transaction_id, status, None,
-                               [("To-Path", req.from_path[0]), ("From-Path", self.uri),
-                                *headers]))
-
-    def auth(self, conn: RelayConn, req) -> None:
-        import hashlib
-        import re
-        import secrets
-
-        def md5(text: str) -> str:
-            return hashlib.md5(text.encode()).hexdigest()
-
-        value = req.headers.get("Authorization")
-        self.auth_requests.add((self.clock.seconds(), req.headers.get("Expires"),
-                                value is not None))
-        if value is not None:
-            p = dict(re.findall(r'(\w+)="?([^",]*)"?', value))
-            password = self.users.get(p.get("username", ""))
-            if (password is not None and p.get("nonce") in self.nonces
-                    and p.get("uri") == req.to_path[0] == self.uri):
-                ha1 = md5(f"{p['username']}:{self.realm}:{password}")
-                expected = md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:"
-                               f"{md5('AUTH:' + p['uri'])}")
-                if p.get("response") == expected:
-                    token = secrets.token_hex(6)
-                    self.clients[token] = conn
-                    self.auths += 1
-                    asked = req.expires
-                    lifetime = self.expires if asked is None else asked
-                    use_path = f"msrp://127.0.0.1:{self.port.getHost().port}/{token};tcp"
-                    self.answer(conn, req, 200, [("Use-Path", use_path),
-                                                 ("Expires", str(lifetime))])
-                    self.granted.add(lifetime)
-                    return
-        nonce = secrets.token_hex(8)
-        self.nonces.add(nonce)
-        self.answer(conn, req, 401, [("WWW-Authenticate",
-                                      f'Digest realm="{self.realm}", nonce="{nonce}", '
-                                      f'qop="auth", algorithm=MD5')])
-
-    def forward(self, conn: RelayConn, req) -> None:
-        mine, rest = req.to_path[0], req.to_path[1:]
-        owner = self.clients.get(mine.rsplit("/", 1)[-1].split(";")[0])
-        if owner is None or not rest:
-            if req.method == "SEND":
-                self.answer(conn, req, 481)
-            return
-        headers = [(n, v) for n, v in req.headers.items() if n not in ("To-Path", "From-Path")]
-        headers = [("To-Path", " ".join(rest)),
-                   ("From-Path", " ".join([mine, *req.from_path])), *headers]
-        out = MSRPRequest(req.transaction_id, req.method, headers, req.body, req.flag)
-        self.forwarded.append((req.method, " ".join(rest)))
-        if req.method == "SEND" and req.failure_report != "no":
-            self.answer(conn, req, 200)
-        if conn is not owner:
-            # A peer that connected to us is reached back over its own connection.
-            self._out.setdefault(_authority(req.from_path[0]), defer.succeed(conn))
-            owner.send(out)  # towards our client
-            return
-        key = _authority(rest[0])  # away from it: reuse a connection to that hop
-        host, port = key
-        if key not in self._out:
-            ep = endpoints.TCP4ClientEndpoint(reactor, host, int(port), timeout=TIMEOUT)
-            self._out[key] = endpoints.connectProtocol(ep, RelayConn(self))
-        self._out[key].addCallback(lambda c: (c.send(out), c)[1])
-
-    async def stop(self) -> None:
-        """Close every connection and the port; fires when all are gone (no fixed wait)."""
-        conns = list(self.conns)
-        for c in conns:
-            c.transport.loseConnection()
-        await self.port.stopListening()
-        await defer.gatherResults([c.lost for c in conns])
-
-
-def _authority(uri: str) -> tuple[str, int]:
-    host, port = uri.split("://", 1)[1].split("/", 1)[0].split(";")[0].rsplit(":", 1)
-    return host, int(port)
-
-
 @pytest_twisted.async_yield_fixture
-async def relayed():
+async def relayed(clean_reactor):
     """(relay, stack A behind it with alice's credentials, stack B reached directly).
 
     `relay_expires` is A's `MSRPStack(relay_expires=)`; with `clock`, A's timers and the
     relay's record of times run on that clock (sockets stay on the reactor).
     """
-    made: list[Any] = []
+    to_stop: list[Any] = []  # stacks first, then the relays they connect to
 
     def make(password: str = "s3cret", expires: int = 600, *,
              relay_expires: int | None = None, clock: Any = None):
         relay = MiniRelay({"alice": "s3cret"}, expires, clock)
-        made.append(relay)
         a = MSRPStack(reactor, relay_uri=relay.uri, relay_username="alice",
                       relay_password=password, relay_expires=relay_expires, clock=clock)
-        made.insert(0, a)
         b = MSRPStack(reactor)
-        made.insert(0, b)
+        to_stop.extend([b, a, relay])
         a.listen("msrp:127.0.0.1:0")  # our own URI (the last of our a=path)
         b.listen("msrp:127.0.0.1:0")
         return relay, a, b
 
     yield make
-    for thing in made:  # stacks first, then the relays they were connected to
-        await thing.stop()
-
-
-async def relayed_pair(a: MSRPStack, b: MSRPStack, *, a_active: bool = True):
-    sa = a.create_session(["text/plain"])
-    sb = b.create_session(["text/plain"])
-    sa.set_remote_path(sb.local_path)
-    sb.set_remote_path(sa.local_path)
-    active, passive = (sa, sb) if a_active else (sb, sa)
-    bound = passive.wait_bound(TIMEOUT)
-    await active.connect().addTimeout(TIMEOUT, reactor)
-    await bound.addTimeout(TIMEOUT, reactor)  # (a bound on the reactor's time too)
-    return sa, sb
+    await stop_in_order(to_stop, clean_reactor)
 
 
 @pytest.mark.parametrize("a_active", [True, False], ids=["we-connect", "peer-connects"])
