@@ -363,3 +363,46 @@ async def test_a_tls13_peer_refusing_our_certificate_fails_the_binding_at_once(
         assert len(lines.where(direction="to")) == 1
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ua_session_set_up_fails_at_connect_timeout_not_at_its_setup_timeout(
+        tmp_path, clean_reactor):
+    """Two whole user agents (SIP + MSRP + UA); the answerer's SDP path points at a TCP
+    server that never handshakes. The offerer's set-up fails once its MSRP stack's
+    connect_timeout (1 s here) has passed — well before the UA's setup_timeout (20 s) —
+    with the handshake deadline logged as the reason."""
+    from msrp_gateway.msrp.uri import MSRPURI
+    from tests.integration.test_ua_loopback import Party
+
+    files = make_certs(tmp_path / "ua")
+    tls = TLSSettings(files.certificate, files.private_key, files.ca_certificates)
+    mute: list[Mute] = []
+
+    def build() -> Mute:
+        proto = Mute()
+        mute.append(proto)
+        return proto
+
+    port = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+    a, b = Party("alice", tls), Party("bob", tls)
+    try:
+        a.msrp.connect_timeout = 1.0
+        b.msrp.my_uri = MSRPURI("msrps", "127.0.0.1", port.getHost().port)
+        with HandshakeLines() as lines:
+            started = reactor.seconds()
+            sid = a.ua.start("text/plain", a.uri, b.uri, b.uri, a.h)
+            await a.h.wait("failed")
+            elapsed = reactor.seconds() - started
+            await until(lambda: not a.msrp.connection_count(), "the connection to go")
+        assert a.h.endings() == [("failed", sid, None, None)]
+        assert 1.0 <= elapsed < 10.0
+        assert [e["why"] for e in lines.where(direction="to")] == \
+            ["no TLS handshake within 1 s"]
+        assert mute and a.h.of("established") == []
+    finally:
+        for party in (a, b):
+            await party.stop()
+        await port.stopListening()
+        if clean_reactor is not None:
+            await clean_reactor.settle()
