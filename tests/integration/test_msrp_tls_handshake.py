@@ -71,6 +71,11 @@ class HandshakeLines:
         return [e for e in self.events if "n" in e]
 
 
+def pem(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def settings_of(certs: TLSCerts, trusted: TLSCerts | None = None) -> TLSSettings:
     """Our certificate; `trusted` is the party whose CA we trust (default: our own)."""
     return TLSSettings(certs.certificate, certs.private_key,
@@ -164,7 +169,7 @@ async def test_a_server_certificate_not_naming_the_host_fails_the_connect_at_onc
     elsewhere = make_certs(tmp_path / "elsewhere", names=("elsewhere.example.test",))
     server = stacks.make(settings_of(elsewhere))
     client = stacks.make(settings_of(certs["client"], trusted=elsewhere))
-    theirs, ours = open_session(server, client)
+    _, ours = open_session(server, client)
     with HandshakeLines() as lines:
         failed = await outcome(ours.connect())
     assert isinstance(failed, MSRPSendError) and failed.code == 503
@@ -278,8 +283,7 @@ async def test_inbound_handshake_failures_are_dropped_and_logged_while_a_session
         garbage.transport.write(bytes(range(256)) * 4)
         await with_timeout(garbage.closed)
 
-        stranger_ca = ssl.Certificate.loadPEM(open(certs["stranger"].ca_certificates,
-                                                   "rb").read())
+        stranger_ca = ssl.Certificate.loadPEM(pem(certs["stranger"].ca_certificates))
         distrustful = await connect_raw(port, ssl.optionsForClientTLS(
             "127.0.0.1", trustRoot=stranger_ca))
         await with_timeout(distrustful.closed)
@@ -315,7 +319,7 @@ async def test_failed_inbound_handshakes_are_logged_at_a_bounded_rate(stacks, ce
             conn = await connect_raw(port)
             conn.transport.write(b"GET / HTTP/1.0\r\n\r\n")
             await with_timeout(conn.closed)
-            await until(lambda: server.handshake_log.failures == n + 1, "counted")
+            await until(lambda n=n: server.handshake_log.failures == n + 1, "counted")
         assert len(lines.where(direction="from")) == 2 and lines.summaries() == []
         clock_of(server).advance(60.0)
         conn = await connect_raw(port)
@@ -340,10 +344,9 @@ async def test_a_tls13_peer_refusing_our_certificate_fails_the_binding_at_once(
             received.append(data)
 
     server_files = certs["server"]
-    own = ssl.PrivateCertificate.loadPEM(open(server_files.certificate, "rb").read()
-                                         + open(server_files.private_key, "rb").read())
-    stranger_ca = ssl.Certificate.loadPEM(open(certs["stranger"].ca_certificates,
-                                               "rb").read())
+    own = ssl.PrivateCertificate.loadPEM(pem(server_files.certificate)
+                                         + pem(server_files.private_key))
+    stranger_ca = ssl.Certificate.loadPEM(pem(certs["stranger"].ca_certificates))
     options = ssl.CertificateOptions(
         privateKey=own.privateKey.original, certificate=own.original, verify=True,
         requireCertificate=True, caCerts=[stranger_ca.original],
