@@ -282,6 +282,7 @@ class MSRPSettings:
     max_reassemblies: int = _opt(_between(1), 16)
     reassembly_timeout: float = _opt(_between(1), 60.0)
     send_timeout: float = _opt(_between(0.1), 30.0)
+    connect_timeout: float = _opt(_between(0.1), 10.0)  # TCP connect + TLS handshake
     max_send_queue: int = _opt(_between(1), 1024)
     max_send_queue_bytes: int = _opt(_between(1024), 64 * 1024 * 1024)
     max_in_flight: int = _opt(_between(1), 256)

@@ -572,3 +572,10 @@ def test_end_to_end_delivery_timeout_must_be_below_the_senders_timer_f():
     assert from_dict(data).msrp_gateway.delivery_timeout == 15.5
     # with hop delivery the bound is unused, so a short T1 (as tests use) is fine
     assert from_dict({"sip": {"timer_t1": 0.05}}).msrp_gateway.delivery == "hop"
+
+
+def test_msrp_connect_timeout_is_a_positive_number_of_seconds():
+    assert from_dict({}).msrp.connect_timeout == 10.0
+    assert from_dict({"msrp": {"connect_timeout": 0.5}}).msrp.connect_timeout == 0.5
+    assert error_of({"msrp": {"connect_timeout": 0}}) == (
+        "gw.toml: [msrp] connect_timeout: expected a number >= 0.1, found 0")
