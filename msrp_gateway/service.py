@@ -197,8 +197,17 @@ def _relay_refused(failure: Failure) -> None:
     failure.trap(RelayAuthError)  # type: ignore[no-untyped-call]  # Failure is unannotated
 
 
+# Once stop_timeout is spent, closing listeners and connections still gets this long
+# (a reactor turn or two is all it needs). Whatever has not closed by then — a connection
+# whose peer stopped reading keeps unsent bytes, so loseConnection never completes — is
+# not waited for: the reactor's own shutdown closes it. SIGTERM ends within
+# stop_timeout + STOP_GRACE whatever the peers do.
+STOP_GRACE = 1.0
+
+
 class GatewayService(MultiService):
-    """The root service.  ``first_to_stop`` children stop (and finish) before the rest."""
+    """The root service.  ``first_to_stop`` children stop (and finish) before the rest;
+    every wait shares one bound, ``stop_timeout`` + ``STOP_GRACE``."""
 
     def __init__(self, settings: Settings, reactor: Any,
                  log_control: LogLevelControl | None = None) -> None:
@@ -229,6 +238,34 @@ class GatewayService(MultiService):
         now: float = self.reactor.seconds()
         return max(0.0, self._stop_by - now)
 
+    def _stop_within_bound(self, svc: Service) -> defer.Deferred[None]:
+        """Stop `svc`; fires when it has stopped, or when stop_timeout + STOP_GRACE since
+        stopping began have passed (it is then no longer waited for, and said so)."""
+        if self._stop_by is None:  # (called outside stopService: a whole bound)
+            left = self.settings.msrp_gateway.stop_timeout + STOP_GRACE
+        else:
+            left = max(0.0, self._stop_by + STOP_GRACE - self.reactor.seconds())
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def give_up() -> None:
+            if not done.called:
+                log.warn("shutdown: {name} had not stopped {t} s after stop_timeout ran out; "
+                         "not waiting for it", name=svc.name, t=STOP_GRACE)
+                done.callback(None)
+
+        timer = self.reactor.callLater(left, give_up)
+
+        def finished(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if isinstance(result, Failure):
+                log.failure("stopping {name} failed", failure=result, name=svc.name)
+            if not done.called:
+                done.callback(None)
+
+        defer.maybeDeferred(svc.stopService).addBoth(finished)
+        return done
+
     def startService(self) -> None:
         try:
             super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted
@@ -251,12 +288,8 @@ class GatewayService(MultiService):
         Service.stopService(self)  # type: ignore[no-untyped-call]  # unannotated Twisted
         for svc in self.first_to_stop:
             if svc.running:
-                try:
-                    yield defer.maybeDeferred(svc.stopService)
-                except Exception:
-                    log.failure("stopping {name} failed", name=svc.name)
-        rest = [defer.maybeDeferred(svc.stopService) for svc in reversed(list(self))
-                if svc.running]
+                yield self._stop_within_bound(svc)
+        rest = [self._stop_within_bound(svc) for svc in reversed(list(self)) if svc.running]
         yield defer.DeferredList(rest, consumeErrors=True)
         self.gc_tuning.restore()
         log.info("msrpgw stopped")

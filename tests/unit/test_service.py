@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionLost
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.application.service import Application
 
 from msrp_gateway import service, tap
@@ -556,3 +557,99 @@ def test_stopping_the_service_stops_the_resolver_after_the_sip_stack():
     later.addErrback(failures.append)
     assert [f.getErrorMessage() for f in failures] == ["DNS resolver stopped (shutting down)"]
     assert reactor.getDelayedCalls() == []
+
+
+def _stuck_msrp_connection(reactor, root):
+    """An accepted MSRP connection whose peer stopped reading: `loseConnection` on it
+    never completes (unsent bytes), as with a frozen or stalled peer."""
+    factory = tcp_listeners(reactor)[("127.0.0.1", 2855)]
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 40000))
+    wire = StringTransport()  # loseConnection only marks it disconnecting: never lost
+    proto.makeConnection(wire)
+    assert root.msrp.connection_count() == 1
+    return proto, wire
+
+
+def test_sigterm_with_a_connection_that_never_closes_ends_within_stop_timeout_and_grace():
+    """msrp.stop waits for every connection to close, and one with unsent bytes to a peer
+    that stopped reading never does: shutdown stops waiting for it stop_timeout +
+    STOP_GRACE after stopping began (it hung for ever before), says so, leaves no timer."""
+    from twisted.logger import globalLogPublisher
+
+    reactor, root = make({"msrp": {"socket": ["msrp:127.0.0.1:2855"]},
+                          "msrp_gateway": {"stop_timeout": 2.0}})
+    root.startService()
+    proto, wire = _stuck_msrp_connection(reactor, root)
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        d = root.stopService()
+        assert wire.disconnecting  # asked to close, and it will not
+        reactor.advance(2.0 + service.STOP_GRACE - 0.01)
+        assert not d.called
+        reactor.advance(0.01)
+        assert d.called
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    gave_up = [e["name"] for e in seen if "not waiting for it" in e.get("log_format", "")]
+    assert gave_up == ["msrp"]
+    assert any("msrpgw stopped" in e.get("log_format", "") for e in seen)
+    # the reactor's shutdown drops what is still open; then nothing of ours is left
+    proto.connectionLost(Failure(ConnectionLost("reactor shutting down")))
+    assert root.msrp.connection_count() == 0 and reactor.getDelayedCalls() == []
+
+
+def test_every_stop_step_shares_the_one_bound_even_a_step_that_never_finishes():
+    """A first-to-stop step that never fires (a gateway or UA stop gone wrong) and a rest
+    step that never fires do not add up: all waits end stop_timeout + STOP_GRACE after
+    stopping began, each step that overran is logged by name."""
+    from twisted.logger import globalLogPublisher
+
+    reactor = MemoryReactorClock()
+    root = GatewayService(from_dict({"msrp_gateway": {"stop_timeout": 3.0}}), reactor)
+    order: list[str] = []
+    hung_first = _Recorder("hung-first", order, defer.Deferred())
+    quick_first = _Recorder("quick-first", order)
+    hung_rest = _Recorder("hung-rest", order, defer.Deferred())
+    for svc in (hung_rest, hung_first, quick_first):
+        svc.setServiceParent(root)
+    root.first_to_stop += [hung_first, quick_first]
+    root.startService()
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        d = root.stopService()
+        reactor.advance(3.0 + service.STOP_GRACE - 0.01)
+        assert order == ["hung-first"] and not d.called
+        # the first step is given up on here; the rest, with no time left, at once
+        reactor.advance(0.01)
+        assert order == ["hung-first", "quick-first", "hung-rest"] and d.called
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    gave_up = [e["name"] for e in seen if "not waiting for it" in e.get("log_format", "")]
+    assert gave_up == ["hung-first", "hung-rest"]
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_stop_step_that_fails_is_logged_and_the_rest_still_stop():
+    from twisted.logger import globalLogPublisher
+
+    reactor = MemoryReactorClock()
+    root = GatewayService(from_dict({}), reactor)
+    order: list[str] = []
+    broken = _Recorder("broken", order, defer.fail(RuntimeError("boom")))
+    _Recorder("listener", order).setServiceParent(root)
+    broken.setServiceParent(root)
+    root.first_to_stop.append(broken)
+    root.startService()
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        d = root.stopService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert order == ["broken", "listener"] and d.called
+    assert reactor.getDelayedCalls() == []
+    failed = [e for e in seen if "failed" in e.get("log_format", "")]
+    assert [(e["name"], e["log_failure"].getErrorMessage()) for e in failed] == [
+        ("broken", "boom")]
