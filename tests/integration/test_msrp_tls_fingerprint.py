@@ -9,6 +9,7 @@ set-up and no message may cross, whichever side connects and whichever side offe
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from msrp_gateway import sdp
 from msrp_gateway.msrp.fingerprint import Fingerprint, fingerprint_of, pem_to_der
 from msrp_gateway.msrp.transport import MSRPStack, TLSSettings
 from msrp_gateway.sip.transaction import SIPFinalResponse
-from tests.integration.test_ua_loopback import Handler, Party
+from tests.integration.test_ua_loopback import Party
+from tests.msrp_relay_fixture import stop_in_order
 from tests.tlscerts import make_certs
 
 TIMEOUT = 30.0
@@ -39,20 +41,20 @@ def cert_fingerprint(settings: TLSSettings) -> Fingerprint:
 
 
 @pytest_twisted.async_yield_fixture
-async def pair(tmp_path):
+async def pair(tmp_path, clean_reactor):
+    """`pair(...)` -> (alice, bob): test_ua_loopback's parties, each with a certificate of
+    its own CA that the other does not trust. Teardown stops them, then waits (bounded)
+    for their connections and timers to wind down instead of a fixed sleep."""
     made: list[Party] = []
 
     def make(a_answer: str = "passive", b_answer: str = "passive",
              a_tls: TLSSettings | None = None) -> tuple[Party, Party]:
-        a = Party("alice", a_tls or tls_in(tmp_path / "a"), actpass_answer=a_answer)
-        b = Party("bob", tls_in(tmp_path / "b"), actpass_answer=b_answer)
-        made.extend([a, b])
-        return a, b
+        made.append(Party("alice", a_tls or tls_in(tmp_path / "a"), actpass_answer=a_answer))
+        made.append(Party("bob", tls_in(tmp_path / "b"), actpass_answer=b_answer))
+        return made[-2], made[-1]
 
     yield make
-    for p in made:
-        await p.stop()
-    await task.deferLater(reactor, 0.7, lambda: None)
+    await stop_in_order(made, clean_reactor)
 
 
 def lie(party: Party, tmp_path) -> Fingerprint:
@@ -210,12 +212,11 @@ def raw_connect(port: int, frame: bytes, client_tls: TLSSettings | None) -> RawC
 
 
 @pytest_twisted.async_yield_fixture
-async def stack(tmp_path):
+async def stack(tmp_path, clean_reactor):
     s = MSRPStack(reactor, tls=tls_in(tmp_path / "gw"))
     port = s.listen("msrps:127.0.0.1:0").getHost().port
     yield s, port
-    await s.stop()
-    await task.deferLater(reactor, 0.05, lambda: None)
+    await stop_in_order([s], clean_reactor)
 
 
 PEER = "msrps://127.0.0.1:9/peer01;tcp"
@@ -296,11 +297,12 @@ async def test_pins_do_not_apply_through_relays_in_the_peer_path(stack):
 
 
 async def wait_for(cond, what: str) -> None:
-    for _ in range(1000):  # at most 10 s
-        if cond():
-            return
+    """Poll `cond` until true, bounded by TIMEOUT of wall-clock time (not loop turns)."""
+    end = time.monotonic() + TIMEOUT
+    while not cond():
+        if time.monotonic() >= end:
+            raise AssertionError(f"not within {TIMEOUT} s: {what}")
         await task.deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class PeerServer(Protocol):
