@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,19 +141,17 @@ async def start_capture(tmp_path: Path, udp_ports: list[int], tcp_ports: list[in
 
 async def until_bound(port: int, timeout: float = TIMEOUT) -> None:
     """A child's UDP port is bound (read from /proc/net, the reactor keeps running)."""
-    for _ in range(int(timeout / 0.02)):
-        if is_bound(port, "udp"):
-            return
-        await task.deferLater(reactor, 0.02, lambda: None)
-    raise TimeoutError(f"nothing bound udp port {port} within {timeout} s")
+    await until(lambda: is_bound(port, "udp"), f"bound udp port {port}", timeout)
 
 
 async def until(predicate, what: str, timeout: float = TIMEOUT) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise TimeoutError(f"no {what} within {timeout} s")
+    """Poll `predicate`, bounded by `timeout` s of wall-clock time (not loop turns, which
+    stretch on a loaded machine)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= end:
+            raise TimeoutError(f"no {what} within {timeout} s")
+        await task.deferLater(reactor, 0.02, lambda: None)
 
 
 def bounded(d: defer.Deferred, timeout: float = TIMEOUT) -> defer.Deferred:
@@ -189,14 +188,16 @@ class Capture:
 
 
 @pytest.fixture
-def gateway():
+def gateway(clean_reactor):
     need(SIPP, "sipp")
     need(TSHARK, "tshark")
     gw = Gateway()
     yield gw
     pytest_twisted.blockon(defer.ensureDeferred(end_leftover_processes()))
     pytest_twisted.blockon(defer.ensureDeferred(gw.stop()))
-    pytest_twisted.blockon(task.deferLater(reactor, 0.2, lambda: None))
+    # until the closed connections and the stacks' timers have wound down (bounded)
+    if clean_reactor is not None:
+        pytest_twisted.blockon(defer.ensureDeferred(clean_reactor.settle()))
 
 
 def sipp_args(scenario: str, *extra: str) -> list[str]:
