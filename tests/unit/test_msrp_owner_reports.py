@@ -13,79 +13,23 @@ import weakref
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
 
-from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.message import MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import (
     IncomingMessage,
-    LinkCore,
     MSRPSession,
-    SessionHost,
     SessionSettings,
-    SessionTable,
-    new_id,
 )
+from tests.msrp_session_fakes import PEER, Host, Wire
+from tests.msrp_session_fakes import send_frame as peer_frame
 
-PEER = "msrp://10.0.0.2:7777/peer1;tcp"
 RELAY = "msrp://10.0.0.9:2855/hop1;tcp"
 
 
-class Host(SessionHost):
-    """The smallest stack: a clock, a table, one pre-made link for every next hop."""
-
-    def __init__(self, settings: SessionSettings) -> None:
-        self.clock = task.Clock()
-        self.settings = settings
-        self.table = SessionTable(settings)
-        self.link: LinkCore | None = None
-
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        assert self.link is not None
-        return defer.succeed(self.link)
-
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
-
-    def session(self, remote: tuple[str, ...] = (PEER,)) -> MSRPSession:
-        sid = new_id()
-        s = MSRPSession(self, sid, f"msrp://10.0.0.1:2855/{sid};tcp", ["text/plain"],
-                        self.settings)
-        s.set_remote_path(list(remote))
-        self.table.add(s)
-        return s
-
-
-class Wire:
-    """One connection's core, what it writes parsed back into frames."""
-
-    def __init__(self, host: Host) -> None:
-        self.out = FrameParser()
-        self.frames: list[Any] = []
-        self.core = LinkCore(host.clock, host.table, host.settings, FrameParser(),
-                             self._write, lambda: None, lambda core: None, "test")
-
-    def _write(self, data: bytes) -> None:
-        self.frames.extend(self.out.feed(data))
-
-    def take(self) -> list[Any]:
-        frames, self.frames = self.frames, []
-        return frames
-
-    def reports(self) -> list[MSRPRequest]:
-        return [f for f in self.take() if isinstance(f, MSRPRequest) and f.method == "REPORT"]
-
-
-def send_frame(to: str, frm: str = PEER, body: bytes = b"hello", *, mid: str = "m1",
-               byte_range: str | None = None, flag: str = "$",
-               extra: tuple[str, ...] = ("Success-Report: yes",)) -> bytes:
-    tid = new_id(4)
-    if byte_range is None:
-        byte_range = f"1-{len(body)}/{len(body)}"
-    lines = [f"MSRP {tid} SEND", f"To-Path: {to}", f"From-Path: {frm}",
-             f"Message-ID: {mid}", f"Byte-Range: {byte_range}", *extra,
-             "Content-Type: text/plain"]
-    return ("\r\n".join(lines).encode() + b"\r\n\r\n" + body + b"\r\n"
-            + f"-------{tid}{flag}\r\n".encode())
+def send_frame(to: str, frm: str = PEER, body: bytes = b"hello", *,
+               extra: tuple[str, ...] = ("Success-Report: yes",), **kw: Any) -> bytes:
+    """A SEND asking for a success REPORT unless `extra` says otherwise."""
+    return peer_frame(to, frm, body, extra=extra, **kw)
 
 
 def owner_host() -> Host:
@@ -97,7 +41,7 @@ def receive(host: Host, frames: list[bytes],
                                                         list[Any]]:
     """Feed SEND frames to a new session; return it, its wire, the messages delivered
     and every frame written while receiving them."""
-    s = host.session(remote)
+    s = host.session(remote=remote)
     got: list[IncomingMessage] = []
     s.on_message = got.append
     w = Wire(host)

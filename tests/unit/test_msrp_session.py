@@ -9,95 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
 
-from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.message import MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import (
-    LinkCore,
     MSRPSendError,
     MSRPSession,
-    SessionHost,
     SessionSettings,
-    SessionTable,
     content_type_accepted,
     new_id,
     wants_response,
 )
-
-PEER = "msrp://10.0.0.2:7777/peer1;tcp"
-
-
-class Host(SessionHost):
-    """The smallest stack: a clock, a table, one pre-made link for every next hop."""
-
-    def __init__(self, settings: SessionSettings | None = None) -> None:
-        self.clock = task.Clock()
-        self.settings = settings or SessionSettings()
-        self.table = SessionTable(self.settings)
-        self.link: LinkCore | None = None
-
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        assert self.link is not None
-        return defer.succeed(self.link)
-
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
-
-    def session(self, accept=("text/plain",), remote=(PEER,)) -> MSRPSession:
-        sid = new_id()
-        s = MSRPSession(self, sid, f"msrp://10.0.0.1:2855/{sid};tcp", accept, self.settings)
-        if remote:
-            s.set_remote_path(list(remote))
-        self.table.add(s)
-        return s
-
-
-class Wire:
-    """A LinkCore with its written bytes parsed back into frames."""
-
-    def __init__(self, host: Host, own_uri: str | None = None) -> None:
-        self.out = FrameParser()
-        self.frames: list[Any] = []
-        self.closed = 0
-        self.idle = 0
-        self.core = LinkCore(host.clock, host.table, host.settings, FrameParser(),
-                             self._write, self._lose, self._on_idle, "test",
-                             own_uri=lambda: own_uri)
-
-    def _write(self, data: bytes) -> None:
-        self.frames.extend(self.out.feed(data))
-
-    def _lose(self) -> None:
-        self.closed += 1
-
-    def _on_idle(self, core: LinkCore) -> None:
-        self.idle += 1
-
-    def take(self) -> list[Any]:
-        frames, self.frames = self.frames, []
-        return frames
-
-    def responses(self) -> list[MSRPResponse]:
-        return [f for f in self.take() if isinstance(f, MSRPResponse)]
-
-
-def send_frame(to: str, frm: str = PEER, body: bytes = b"hello", *, tid: str | None = None,
-               method: str = "SEND", mid: str = "m1", ctype: str | None = "text/plain",
-               byte_range: str | None = None, flag: str = "$",
-               extra: tuple[str, ...] = ()) -> bytes:
-    tid = tid or new_id(4)
-    lines = [f"MSRP {tid} {method}", f"To-Path: {to}", f"From-Path: {frm}",
-             f"Message-ID: {mid}"]
-    if byte_range is None:
-        byte_range = f"1-{len(body)}/{len(body)}"
-    lines.append(f"Byte-Range: {byte_range}")
-    lines.extend(extra)
-    if ctype is not None and body:
-        lines.append(f"Content-Type: {ctype}")
-    head = "\r\n".join(lines).encode() + b"\r\n"
-    if body:
-        head += b"\r\n" + body + b"\r\n"
-    return head + f"-------{tid}{flag}\r\n".encode()
+from tests.msrp_session_fakes import PEER, Host, Wire, send_frame
 
 
 @pytest.fixture
@@ -597,7 +519,9 @@ def test_413_stops_sending_without_abort_chunk():
     assert w.take() == []
 
 
-from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 
 @hsettings(max_examples=60, deadline=None)

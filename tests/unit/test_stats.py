@@ -8,18 +8,11 @@ import ipaddress
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from msrp_gateway.gateway import OK, Gateway, GatewaySettings
-from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
-from msrp_gateway.msrp.session import (
-    LinkCore,
-    MSRPSession,
-    SessionHost,
-    SessionSettings,
-    SessionTable,
-    new_id,
-)
+from msrp_gateway.msrp.message import MSRPRequest, MSRPResponse
+from msrp_gateway.msrp.session import MSRPSession
 from msrp_gateway.routing import RequestView
 from msrp_gateway.sip.message import (
     Headers,
@@ -48,6 +41,7 @@ from msrp_gateway.testing import (
     FakeSIPTransport,
     FakeUA,
 )
+from tests import msrp_session_fakes as fakes
 
 # ---- the registry -----------------------------------------------------------------------
 
@@ -293,33 +287,25 @@ def test_request_whose_header_breaks_when_read_counts_as_err_request() -> None:
 
 # ---- MSRP sessions -------------------------------------------------------------------------
 
-MSRP_PEER = "msrp://10.0.0.2:7777/peer1;tcp"
+MSRP_PEER = fakes.PEER
 
 
-class Host(SessionHost):
+class Host(fakes.Host):
+    """The shared sans-IO session host with one link written to `frames`; every session
+    is bound to it."""
+
     def __init__(self) -> None:
-        self.clock = task.Clock()
-        self.settings = SessionSettings()
-        self.table = SessionTable(self.settings)
-        self.frames: list[Any] = []
-        out = FrameParser()
-        self.link = LinkCore(self.clock, self.table, self.settings, FrameParser(),
-                             lambda data: self.frames.extend(out.feed(data)),
-                             lambda: None, lambda core: None, "test")
+        super().__init__()
+        self.wire = fakes.Wire(self)
+        self.link = self.wire.core
 
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        return defer.succeed(self.link)
+    @property
+    def frames(self) -> list[Any]:
+        return self.wire.frames
 
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
-
-    def session(self) -> MSRPSession:
-        sid = new_id()
-        s = MSRPSession(self, sid, f"msrp://10.0.0.1:2855/{sid};tcp", ["text/plain"],
-                        self.settings)
-        s.set_remote_path([MSRP_PEER])
-        self.table.add(s)
-        s.bind(self.link)
+    def session(self) -> MSRPSession:  # type: ignore[override]
+        s = super().session()
+        s.bind(self.wire.core)
         return s
 
 
