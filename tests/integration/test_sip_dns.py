@@ -11,6 +11,7 @@ itself, and later requests go there first (s.4.3)."""
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import replace
 
 import pytest
@@ -25,9 +26,10 @@ from msrp_gateway.sip.peers import Peer
 from msrp_gateway.sip.stack import SIPStack, SIPTimeout, SIPTransportError
 from msrp_gateway.sip.transaction import TimerSettings
 from msrp_gateway.sip.transport import SIPTransport
+from tests.integration.test_sip_stack import made_and_closed
 from tests.tlscerts import make_certs
 
-TIMEOUT = 15.0  # generous: a loaded CI machine; every step here takes milliseconds
+TIMEOUT = 30.0  # generous: a loaded CI machine; every step here takes milliseconds
 
 
 def with_timeout(d: defer.Deferred) -> defer.Deferred:
@@ -106,16 +108,8 @@ def zone():
 
 @pytest.fixture
 def nodes():
-    made: list[Node] = []
-
-    def make(tls_settings=None, clock=reactor) -> Node:
-        n = Node(tls_settings, clock)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        pytest_twisted.blockon(n.close())
+    """`nodes(tls_settings=None, clock=reactor)` -> a Node, closed after the test."""
+    yield from made_and_closed(Node)
 
 
 def caller_of(nodes, zone, tls_settings=None) -> Node:
@@ -259,12 +253,13 @@ def refusing_tcp_port():
 
 
 async def until(condition, limit: float = TIMEOUT) -> None:
-    """Wait (bounded: polls every 10 ms, at most ``limit`` s) for ``condition()``."""
-    for _ in range(int(limit / 0.01)):
-        if condition():
-            return
+    """Wait for ``condition()`` (polls every 10 ms), bounded by ``limit`` s of wall-clock
+    time: a count of polls stretches on a loaded machine."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() >= end:
+            pytest.fail(f"still not true after {limit} s")
         await task.deferLater(reactor, 0.01, lambda: None)
-    pytest.fail(f"still not true after {limit} s")
 
 
 def pending_calls() -> set:

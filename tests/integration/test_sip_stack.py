@@ -48,18 +48,24 @@ class Node:
         return self.transport.stop()
 
 
-@pytest.fixture
-def nodes():
-    made: list[Node] = []
+def made_and_closed(build):
+    """A node fixture's body: yields `make(...)` = `build(...)`, and at teardown closes
+    every node made (`close()` -> Deferred). test_sip_dns's nodes use it too."""
+    made = []
 
-    def make(router, kinds=("udp", "tcp")) -> Node:
-        n = Node(router, kinds)
-        made.append(n)
-        return n
+    def make(*args, **kw):
+        made.append(build(*args, **kw))
+        return made[-1]
 
     yield make
     for n in made:
         pytest_twisted.blockon(n.close())
+
+
+@pytest.fixture
+def nodes():
+    """`nodes(router, kinds=("udp", "tcp"))` -> a Node, closed after the test."""
+    yield from made_and_closed(Node)
 
 
 class Gateway:
