@@ -803,6 +803,17 @@ class ClockedReactor:
         return getattr(reactor, name)
 
 
+def verifying_tls_pair(transports, tls_settings):
+    """A TLS server with `tls_settings` (its Inbox) and a client verifying peers with the
+    same files, whose timers run on a Clock: (server, inbox, clock, client, peer)."""
+    server = transports(tls_settings=tls_settings)
+    server.listen("tls:127.0.0.1:0")
+    clock = Clock()
+    client = transports(use_reactor=ClockedReactor(clock),
+                        tls_settings=replace(tls_settings, verify_peers=True))
+    return server, Inbox(server), clock, client, Peer("tls", "127.0.0.1", port_of(server, "tls"))
+
+
 class TransportLog:
     """The transport's log events whose format contains ``text``, while in use."""
 
@@ -848,13 +859,7 @@ async def test_a_handshake_failing_verification_errbacks_every_waiting_send_at_o
     sends waiting for that connection errback TransportError as soon as the handshake
     fails (no timer runs), the connection is not kept for reuse — the next send opens a
     new one and fails the same way — and each failed connection is logged once."""
-    server = transports(tls_settings=elsewhere)
-    server.listen("tls:127.0.0.1:0")
-    inbox = Inbox(server)
-    clock = Clock()
-    client = transports(use_reactor=ClockedReactor(clock),
-                        tls_settings=replace(elsewhere, verify_peers=True))
-    peer = Peer("tls", "127.0.0.1", port_of(server, "tls"))
+    server, inbox, clock, client, peer = verifying_tls_pair(transports, elsewhere)
     with TransportLog("TLS connection") as logged:
         sends = [client.send(request(branch=f"z9hG4bKhs{n}"), peer) for n in range(3)]
         results = await with_timeout(defer.DeferredList(sends, consumeErrors=True))
@@ -1102,13 +1107,7 @@ async def test_a_send_on_a_new_tls13_connection_is_reported_when_the_peer_speaks
     the transport's clock; from then on sends on that connection are reported at once."""
     from msrp_gateway.sip.connections import TLS_CONFIRM_WINDOW
 
-    server = transports(tls_settings=tls_files)
-    server.listen("tls:127.0.0.1:0")
-    inbox = Inbox(server)
-    clock = Clock()
-    client = transports(use_reactor=ClockedReactor(clock),
-                        tls_settings=replace(tls_files, verify_peers=True))
-    peer = Peer("tls", "127.0.0.1", port_of(server, "tls"))
+    server, inbox, clock, client, peer = verifying_tls_pair(transports, tls_files)
     first: list = []
     client.send(request(branch="z9hG4bKw1"), peer).addBoth(first.append)
     msg, source = await inbox.next(1)
