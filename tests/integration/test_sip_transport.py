@@ -803,6 +803,17 @@ class ClockedReactor:
         return getattr(reactor, name)
 
 
+def stack_and_message(clock, transport, ruri: str):
+    """A SIP stack on `transport` (timers on `clock`, routing nothing) and a MESSAGE to
+    `ruri` it made: what the gateway would send."""
+    from msrp_gateway.sip.stack import SIPStack
+
+    stack = SIPStack(clock, transport, local_uri_host="127.0.0.1", router=lambda txn: None)
+    msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
+                            content_type="text/plain")
+    return stack, msg
+
+
 def verifying_tls_pair(transports, tls_settings):
     """A TLS server with `tls_settings` (its Inbox) and a client verifying peers with the
     same files, whose timers run on a Clock: (server, inbox, clock, client, peer)."""
@@ -880,7 +891,7 @@ async def test_a_message_to_a_tls_peer_whose_certificate_fails_gets_503_before_t
         transports, elsewhere):
     """Through the SIP stack (its timers on a clock that never moves): the MESSAGE fails
     with SIPTransportError, the stack's 503 (s.8.1.3.1), and no transaction is left."""
-    from msrp_gateway.sip.stack import SIPStack, SIPTransportError
+    from msrp_gateway.sip.stack import SIPTransportError
 
     server = transports(tls_settings=elsewhere)
     server.listen("tls:127.0.0.1:0")
@@ -888,10 +899,7 @@ async def test_a_message_to_a_tls_peer_whose_certificate_fails_gets_503_before_t
     clock = Clock()
     client = transports(tls_settings=replace(elsewhere, verify_peers=True))
     client.listen("tls:127.0.0.1:0")
-    stack = SIPStack(clock, client, local_uri_host="127.0.0.1", router=lambda txn: None)
-    ruri = f"sips:bob@127.0.0.1:{port_of(server, 'tls')}"
-    msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
-                            content_type="text/plain")
+    stack, msg = stack_and_message(clock, client, f"sips:bob@127.0.0.1:{port_of(server, 'tls')}")
     with pytest.raises(SIPTransportError, match="does not name 127.0.0.1") as failed:
         await with_timeout(stack.send_request(msg))
     assert failed.value.code == 503
@@ -1073,7 +1081,7 @@ async def test_a_peer_refusing_our_certificate_after_a_tls13_handshake_fails_the
     errbacks as soon as that alert does (no timer ran), the stack's MESSAGE fails with
     503, and one line is logged per connection."""
     from msrp_gateway.sip.connections import TLS_CONFIRM_WINDOW
-    from msrp_gateway.sip.stack import SIPStack, SIPTransportError
+    from msrp_gateway.sip.stack import SIPTransportError
 
     server = transports(tls_settings=replace(tls_files, verify_peers=True))
     server.listen("tls:127.0.0.1:0")
@@ -1087,10 +1095,7 @@ async def test_a_peer_refusing_our_certificate_after_a_tls13_handshake_fails_the
     with TransportLog("TLS connection") as logged:
         with pytest.raises(TransportError, match="alert"):
             await with_timeout(client.send(request(branch="z9hG4bKcr1"), peer))
-        stack = SIPStack(clock, client, local_uri_host="127.0.0.1", router=lambda txn: None)
-        ruri = f"sips:bob@127.0.0.1:{peer.port}"
-        msg = stack.new_request("MESSAGE", "sip:alice@127.0.0.1", ruri, ruri, body=b"hi",
-                                content_type="text/plain")
+        stack, msg = stack_and_message(clock, client, f"sips:bob@127.0.0.1:{peer.port}")
         with pytest.raises(SIPTransportError, match="alert") as failed:
             await with_timeout(stack.send_request(msg))
         stack.stop()
