@@ -326,7 +326,8 @@ def _msrp_stack(settings: Settings, reactor: Any) -> MSRPStack:
                          relay_username=m.relay_username or None,
                          relay_password=m.relay_password or None,
                          relay_expires=m.relay_expires or None,
-                         tls=settings.tls, limits=limits, settings=session_settings)
+                         tls=settings.tls, limits=limits, settings=session_settings,
+                         connect_timeout=m.connect_timeout)
     except ValueError as e:  # the stack's own check of relay_uri and [tls]
         raise StartupError(str(e)) from e
 

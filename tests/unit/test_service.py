@@ -253,6 +253,13 @@ def test_msrp_layer_bounds_reach_the_msrp_stack():
     assert root.msrp.reassembly_budget.limit == 5 * 1024 * 1024
 
 
+def test_msrp_connect_timeout_bounds_the_stacks_connect_and_tls_handshake():
+    _reactor, root = make({"msrp": {"connect_timeout": 2.5}})
+    assert root.msrp.connect_timeout == 2.5
+    _reactor, default = make()
+    assert default.msrp.connect_timeout == 10.0
+
+
 def test_msrp_max_connections_refuses_inbound_connections_beyond_it():
     reactor, root = make({"msrp": {"socket": ["msrp:127.0.0.1:2855"], "max_connections": 1}})
     root.startService()
