@@ -47,11 +47,18 @@ OTHERS_TIMEOUT = 400.0
 
 
 def other_scripts() -> list[str]:
+    """The layer benchmarks: scripts of bench/ that run as a program (helpers such as
+    ports.py, imported by the others and by tests, are not benchmarks)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return sorted(
-        os.path.join(here, f) for f in os.listdir(here)
-        if f.endswith(".py") and not f.startswith(("gateway_", "run", "_"))
-    )
+    found = []
+    for f in sorted(os.listdir(here)):
+        if not f.endswith(".py") or f.startswith(("gateway_", "run", "_")):
+            continue
+        path = os.path.join(here, f)
+        with open(path, encoding="utf-8") as source:
+            if 'if __name__ == "__main__":' in source.read():
+                found.append(path)
+    return found
 
 
 def run_other(path: str) -> dict[str, Any]:

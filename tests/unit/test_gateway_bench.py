@@ -5,6 +5,7 @@ sender got instead of 200 when a step fails. Pure: no process is started."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -99,3 +100,11 @@ def test_table_shows_the_senders_wait_and_what_came_instead_of_200() -> None:
     # the hop row says nothing about answers: it has no such measurement
     assert "answers" not in hop_row and "sender's" not in hop_row
     assert "failed at 800/s: delivered 800/2400, retrans 4" in hop_row
+
+
+def test_run_others_lists_the_layer_benchmarks_not_their_helper_modules():
+    from bench import run
+
+    names = [os.path.basename(p) for p in run.other_scripts()]
+    assert "sip_message_rate.py" in names and "msrp_parser.py" in names
+    assert "ports.py" not in names and "gateway_harness.py" not in names
