@@ -26,6 +26,7 @@ from .sockets import MAX_SOCKET_LENGTH, SocketStringError, parse_socket_string
 __all__ = [
     "EVENT_SETUP_FAILED",
     "DEFAULT_EXPIRE",
+    "CLOSE_GRACE",
     "EventError",
     "SocketSpec",
     "Subscription",
@@ -51,6 +52,9 @@ _SOCKET_PROBLEMS = {
 MAX_EVENT_NAME_LENGTH = 128
 #: Largest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
+#: Seconds a closing tcp: connection may take to send what it holds before it is
+#: aborted (a peer that stopped reading would otherwise keep it open for ever).
+CLOSE_GRACE = 1.0
 
 
 class _Timer(Protocol):
@@ -216,7 +220,8 @@ class _TCPTarget:
         self.backoff = bus.retry_delay
         self.retry_call: _Timer | None = None
         self.connector: Any = None
-        self.lost_waiters: list[Any] = []
+        self.lost_waiters: list[defer.Deferred[None]] = []
+        self.abort_call: _Timer | None = None
 
     def send(self, payload: bytes) -> None:
         if self.closed:
@@ -267,6 +272,10 @@ class _TCPTarget:
         self.backoff = min(self.backoff * 2, self.bus.max_retry_delay)
 
     def _lost(self, proto: _StreamProtocol) -> None:
+        if proto is self.proto and self.abort_call is not None:
+            if self.abort_call.active():
+                self.abort_call.cancel()
+            self.abort_call = None
         waiters, self.lost_waiters = self.lost_waiters, []
         for d in waiters:
             d.callback(None)
@@ -288,21 +297,46 @@ class _TCPTarget:
     def stopProducing(self) -> None:
         self.paused = True
 
-    def close(self) -> Any:
-        """Stop for good; returns a Deferred firing once the connection is gone."""
-        self.closed = True
-        self.queue.clear()
-        if self.retry_call is not None and self.retry_call.active():
-            self.retry_call.cancel()
-        self.retry_call = None
-        done = defer.succeed(None)
-        if self.proto is not None:
-            done = defer.Deferred()
-            self.lost_waiters.append(done)
-            self.proto.conn.loseConnection()
-        elif self.connecting and self.connector is not None:
-            self.connector.stopConnecting()
+    def close(self) -> defer.Deferred[None]:
+        """Stop for good; the Deferred fires once the connection is gone.
+
+        A peer that stopped reading keeps ``loseConnection()`` waiting for ever
+        while bytes are unsent, so after `CLOSE_GRACE` seconds on the bus clock
+        the connection is aborted and the Deferred fires anyway.  Idempotent:
+        every call gets its own Deferred for the same close.
+        """
+        if not self.closed:
+            self.closed = True
+            self.queue.clear()
+            if self.retry_call is not None and self.retry_call.active():
+                self.retry_call.cancel()
+            self.retry_call = None
+            if self.proto is not None:
+                self.abort_call = self.bus.clock.callLater(CLOSE_GRACE, self._abort)
+                self.proto.conn.loseConnection()
+            elif self.connecting and self.connector is not None:
+                self.connector.stopConnecting()
+        if self.proto is None:
+            return defer.succeed(None)
+        done: defer.Deferred[None] = defer.Deferred()
+        self.lost_waiters.append(done)
         return done
+
+    def _abort(self) -> None:
+        """The grace is over and the connection is still open: drop it unsent."""
+        self.abort_call = None
+        proto = self.proto
+        if proto is None:
+            return
+        log.warn("event subscriber {sock} did not read for {t}s while closing; "
+                 "aborting the connection", sock=str(self.spec), t=CLOSE_GRACE)
+        try:
+            proto.conn.abortConnection()
+        except Exception:
+            log.failure("aborting the connection to {sock} failed", sock=str(self.spec))
+        if proto is self.proto:
+            # connectionLost comes later (a reactor turn) or never: do not wait for it.
+            self._lost(proto)
 
 
 # --- the bus ------------------------------------------------------------------
@@ -347,6 +381,8 @@ class EventBus:
         self._udp: dict[bool, _UDPSender] = {}
         self._udp_ports: list[Any] = []
         self._tcp: dict[SocketSpec, _TCPTarget] = {}
+        # Released targets still closing (at most CLOSE_GRACE each): stop waits for them.
+        self._closing: set[_TCPTarget] = set()
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         for name in events:
             self.publish(name)
@@ -433,7 +469,17 @@ class EventBus:
             return
         target = self._tcp.pop(spec, None)
         if target is not None:
-            target.close()
+            self._close_target(target)
+
+    def _close_target(self, target: _TCPTarget) -> defer.Deferred[None]:
+        done = target.close()
+        if not done.called:
+            self._closing.add(target)
+            target.close().addCallback(self._closed, target)  # its own Deferred
+        return done
+
+    def _closed(self, _: None, target: _TCPTarget) -> None:
+        self._closing.discard(target)
 
     # -- raising --
     def raise_event(self, name: str, params: dict[str, Any] | None = None) -> int:
@@ -498,10 +544,12 @@ class EventBus:
         return self.reactor.connectTCP(spec.host, spec.port, factory,
                                        timeout=self.connect_timeout)
 
-    def stop(self) -> Any:
-        """Close every connection and socket; returns a Deferred (or None)."""
-        waits = [target.close() for target in self._tcp.values()]
+    def stop(self) -> defer.Deferred[list[Any]]:
+        """Close every connection and socket; the Deferred fires when all are closed,
+        at most `CLOSE_GRACE` seconds (bus clock) after the call."""
+        targets = list(self._tcp.values()) + list(self._closing)
         self._tcp.clear()
+        waits: list[defer.Deferred[Any]] = [self._close_target(t) for t in targets]
         self._udp.clear()
         ports, self._udp_ports = self._udp_ports, []
         waits += [defer.maybeDeferred(p.stopListening) for p in ports]

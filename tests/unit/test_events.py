@@ -323,3 +323,120 @@ def test_raising_an_unpublished_event_delivers_nothing(reactor, bus):
     bus.subscribe(EVENT_SETUP_FAILED, "udp:127.0.0.1:9000")
     assert bus.raise_event("E_OTHER", {}) == 0
     assert reactor.udp_transports == []
+
+
+# --- closing a tcp connection whose peer stopped reading -----------------------
+
+class StuckTransport(StringTransport):
+    """A transport whose peer never reads: loseConnection() never completes; records aborts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborts = 0
+
+    def abortConnection(self) -> None:
+        self.aborts += 1
+        super().abortConnection()
+
+
+def connect_stuck(reactor: Reactor, index: int = -1) -> tuple[StuckTransport, object]:
+    host, port, factory, _, _ = reactor.tcpClients[index]
+    proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+    transport = StuckTransport()
+    proto.makeConnection(transport)
+    return transport, proto
+
+
+def pending(reactor: Reactor) -> list:
+    return [c for c in reactor.getDelayedCalls() if c.active()]
+
+
+def test_stop_aborts_a_connection_whose_peer_never_reads_at_the_grace(reactor):
+    from msrp_gateway.events import CLOSE_GRACE
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, _ = connect_stuck(reactor)
+    transport.producer.pauseProducing()  # peer stopped reading: bytes wait
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 2})
+    done = bus.stop()
+    fired = []
+    done.addCallback(fired.append)
+    assert transport.disconnecting and transport.aborts == 0
+    reactor.advance(CLOSE_GRACE - 0.01)
+    assert fired == [] and transport.aborts == 0
+    reactor.advance(0.01)
+    assert transport.aborts == 1
+    assert len(fired) == 1
+    assert pending(reactor) == []
+
+
+def test_stop_fires_on_a_prompt_close_without_abort_or_leftover_timer(reactor):
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, proto = connect_stuck(reactor)
+    fired = []
+    bus.stop().addCallback(fired.append)
+    assert fired == []
+    proto.connectionLost(None)  # the peer read everything and the close finished
+    assert len(fired) == 1
+    assert pending(reactor) == []
+    reactor.advance(10)
+    assert transport.aborts == 0
+
+
+def test_connection_lost_after_the_abort_is_harmless_and_reconnects_nothing(reactor):
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, proto = connect_stuck(reactor)
+    fired = []
+    bus.stop().addCallback(fired.append)
+    reactor.advance(5)
+    proto.connectionLost(None)  # a real transport reports the abort a turn later
+    assert len(fired) == 1 and transport.aborts == 1
+    assert len(reactor.tcpClients) == 1 and pending(reactor) == []
+
+
+def test_unsubscribed_stuck_connection_is_aborted_and_waited_for_by_stop(reactor):
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, _ = connect_stuck(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000", 0)  # released, closing
+    assert transport.disconnecting and transport.aborts == 0
+    reactor.advance(0.5)
+    fired = []
+    bus.stop().addCallback(fired.append)
+    assert fired == []  # stop still waits for the released connection
+    reactor.advance(0.5)  # its grace counts from the unsubscribe
+    assert transport.aborts == 1 and len(fired) == 1
+    assert pending(reactor) == []
+
+
+def test_stop_with_a_separate_clock_aborts_on_that_clock(reactor):
+    from twisted.internet.task import Clock
+    clock = Clock()
+    bus = EventBus(reactor, clock=clock)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, _ = connect_stuck(reactor)
+    fired = []
+    bus.stop().addCallback(fired.append)
+    clock.advance(1.0)
+    assert transport.aborts == 1 and len(fired) == 1
+    assert clock.getDelayedCalls() == [] and pending(reactor) == []
+
+
+def test_closing_twice_shares_one_abort_timer(reactor):
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    transport, _ = connect_stuck(reactor)
+    first, second = [], []
+    bus.stop().addCallback(first.append)
+    bus.stop().addCallback(second.append)
+    assert len(pending(reactor)) == 1
+    reactor.advance(1.0)
+    assert transport.aborts == 1 and len(first) == 1 and len(second) == 1
