@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer  # type: ignore[import-untyped]  # no py.typed
 
 from ..sockets import SocketStringError, parse_socket_string
 from .chunks import ReassemblyBudget
+from .connections import InboundFactory, Key, MSRPProtocol, OutboundFactory
 from .fingerprint import Fingerprint
-from .message import DEFAULT_LIMITS, FrameParser, MSRPParseError
+from .message import DEFAULT_LIMITS, MSRPParseError
 from .pinning import Pin, PinningTable, PinSet
 from .relay import MAX_INTERVAL, RelayAuthError, RelayClient
-from .rules import MSRPCounters, Timer
+from .rules import MSRPCounters
 from .session import (
     CONNECTION_LOST,
     Clock,
@@ -41,14 +40,7 @@ from .session import (
     SessionTable,
     new_id,
 )
-from .tls import (
-    HandshakeLog,
-    TLSSettings,
-    handshake_failure,
-    is_tls_error,
-    negotiated_tls13,
-    peer_certificate_der,
-)
+from .tls import HandshakeLog, TLSSettings
 from .uri import DEFAULT_PORT, MSRPURI, parse_msrp_uri
 
 __all__ = ["MSRPListener", "MSRPStack", "TLSSettings", "parse_socket", "MSRPSendError",
@@ -63,9 +55,10 @@ CONNECT_TIMEOUT = 10.0
 # The status a binding request gets when its connection's certificate is not the pinned one
 # (RFC 4975 s.7.2: 403, the action is not allowed); the connection is then closed.
 CERTIFICATE_MISMATCH = 403
-# Outbound connections are shared per (msrps?, host, port, pinned): a connection opened
-# without CA verification for a fingerprint-pinned peer never carries an unpinned session.
-_Key = tuple[bool, str, int, bool]
+# The connection-level parts live in connections.py; their old names stay importable here.
+_Key = Key
+_InboundFactory = InboundFactory
+_OutboundFactory = OutboundFactory
 _SOCKET_PROTOCOLS = {"msrp": DEFAULT_PORT, "msrps": DEFAULT_PORT}
 
 
@@ -110,195 +103,6 @@ def _logged_already(failure: Failure) -> None:
     failure.trap(RelayAuthError)  # type: ignore[no-untyped-call]  # Failure is untyped
 
 
-@implementer(IPushProducer, IHandshakeListener)
-class MSRPProtocol(Protocol):
-    """Bytes in and out of one `LinkCore`; the core pauses when the socket is full.
-
-    A TLS connection (`secure`) is usable only once its handshake has completed, which
-    must happen within the stack's `connect_timeout` (on its clock): until then an
-    outbound one is not handed to anyone, and a handshake that fails or never ends is
-    reported to the stack (`_handshake_failed`) once, then the connection is dropped.
-    """
-
-    def __init__(self, stack: MSRPStack, outbound_key: _Key | None, secure: bool = False,
-                 attempt: _OutboundFactory | None = None) -> None:
-        self.stack = stack
-        self.outbound_key = outbound_key
-        self.secure = secure
-        self.attempt = attempt
-        self.core: LinkCore | None = None
-        self.closed: defer.Deferred[None] = defer.Deferred()
-        self.handshaken = False
-        self.failed = False  # a handshake failure was reported (once)
-        self.heard = False  # the peer has sent us application data
-        self.tls13 = False  # an outbound TLS 1.3 connection (see connectionLost)
-        self._deadline: Timer | None = None
-        self._handshake_waiters: list[defer.Deferred[None]] = []
-
-    def handshakeCompleted(self) -> None:
-        """IHandshakeListener: the peer's certificate (if any) is known from now on."""
-        transport: Any = self.transport
-        if self.handshaken or self.failed or getattr(transport, "disconnecting", False):
-            return  # already failed (a name check aborts after the handshake): unusable
-        self._cancel_deadline()
-        self.handshaken = True
-        self.tls13 = self.attempt is not None and negotiated_tls13(transport)
-        waiters, self._handshake_waiters = self._handshake_waiters, []
-        for d in waiters:
-            d.callback(None)
-        if self.attempt is not None:
-            self.stack._outbound_ready(self)
-
-    def when_handshaken(self) -> defer.Deferred[None]:
-        """Fires once the TLS handshake is done; errbacks if the connection goes first."""
-        if self.handshaken:
-            return defer.succeed(None)
-        if self.closed.called or self.failed:
-            return defer.fail(MSRPSendError(CONNECTION_LOST, "connection lost before the "
-                                            "TLS handshake completed"))
-        d: defer.Deferred[None] = defer.Deferred()
-        self._handshake_waiters.append(d)
-        return d
-
-    def peer_certificate(self) -> bytes | None:
-        """The DER certificate the peer presented (None: none, or not TLS)."""
-        return peer_certificate_der(self.transport)
-
-    def connectionMade(self) -> None:
-        # Without the mypy-zope plugin, ITransport's methods read as functions that take no
-        # self; the transport is a real one here, so it is handled as Any.
-        transport: Any = self.transport
-        peer = transport.getPeer()
-        name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
-        self.core = LinkCore(self.stack.clock, self.stack.table, self.stack.settings,
-                             FrameParser(self.stack.limits), transport.write,
-                             self.close, self.stack._link_idle, name,
-                             own_uri=self.stack._own_uri, counters=self.stack.counters)
-        transport.registerProducer(self, True)
-        self.stack._protocols.add(self)
-        self.stack._by_core[self.core] = self
-        if self.secure and not self.handshaken:
-            self._deadline = self.stack.clock.callLater(self.stack.connect_timeout,
-                                                        self._handshake_timeout)
-        elif self.attempt is not None:
-            self.stack._outbound_ready(self)
-
-    def _handshake_timeout(self) -> None:
-        """No handshake within connect_timeout: report it now (exactly at the deadline),
-        then drop the connection."""
-        self._deadline = None
-        if self.handshaken or self.failed:
-            return
-        self._fail(f"no TLS handshake within {self.stack.connect_timeout:g} s")
-        transport: Any = self.transport
-        if transport is not None:
-            transport.abortConnection()
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
-    def _fail(self, why: str) -> None:
-        if not self.failed:
-            self.failed = True
-            self.stack._handshake_failed(self, why)
-
-    def close(self) -> None:
-        """Close after what is written; a registered producer would hold TLS open."""
-        transport: Any = self.transport  # (ITransport: see connectionMade)
-        if transport is None:
-            return
-        try:
-            transport.unregisterProducer()
-        except RuntimeError:
-            pass
-        transport.loseConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.heard = True
-        if self.core is not None:
-            self.core.data_received(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_deadline()
-        why = reason.getErrorMessage()
-        if self.secure and not self.handshaken:
-            self._fail(handshake_failure(reason))
-        elif self.secure and self.attempt is not None and not self.heard \
-                and self.tls13 and is_tls_error(reason):
-            # TLS 1.3: a server refuses our certificate after our handshake completed;
-            # its alert is the first thing we hear. Report it like a failed handshake.
-            why = handshake_failure(reason) + " (after our handshake: our certificate " \
-                "refused?)"
-            self._fail(why)
-        self.stack._protocols.discard(self)
-        self.stack._link_gone(self)
-        if self.core is not None:
-            self.stack._by_core.pop(self.core, None)
-            self.core.connection_lost(why)
-        waiters, self._handshake_waiters = self._handshake_waiters, []
-        for d in waiters:
-            d.errback(MSRPSendError(CONNECTION_LOST, "TLS handshake failed: "
-                                    f"{reason.getErrorMessage()}"))
-        self.closed.callback(None)
-
-    # IPushProducer: the transport tells us when its buffer is full and when it drained.
-    def pauseProducing(self) -> None:
-        if self.core is not None:
-            self.core.pause()
-
-    def resumeProducing(self) -> None:
-        if self.core is not None:
-            self.core.resume()
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class _InboundFactory(Factory):
-    def __init__(self, stack: MSRPStack, secure: bool = False) -> None:
-        self.stack = stack
-        self.secure = secure
-
-    def buildProtocol(self, addr: Any) -> MSRPProtocol | None:
-        limit = self.stack.settings.max_connections
-        if len(self.stack._protocols) >= limit:
-            log.warn("MSRP connection from {addr} refused: {n} connections open "
-                     "(max_connections)", addr=addr, n=limit)
-            return None  # the reactor closes it
-        return MSRPProtocol(self.stack, None, self.secure)
-
-
-class _OutboundFactory(Factory):
-    """One outbound connection attempt to a next hop, and everyone waiting for it: they
-    get its `LinkCore` once it is usable (TCP connected; TLS: handshake completed) or one
-    `MSRPSendError` when it is not."""
-
-    def __init__(self, stack: MSRPStack, key: _Key) -> None:
-        self.stack = stack
-        self.key = key
-        self.waiters: list[defer.Deferred[LinkCore]] = []
-        self.connecting: defer.Deferred[Any] | None = None  # the endpoint's connect()
-        self.done = False
-
-    def buildProtocol(self, addr: Any) -> MSRPProtocol:
-        return MSRPProtocol(self.stack, self.key, self.key[0], self)
-
-    def finish(self, result: LinkCore | MSRPSendError) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.stack._connecting.get(self.key) is self:
-            del self.stack._connecting[self.key]
-        waiters, self.waiters = self.waiters, []
-        for d in waiters:
-            if isinstance(result, MSRPSendError):
-                d.errback(result)
-            else:
-                d.callback(result)
-
-
 class MSRPStack(SessionHost):
     """Sessions, listeners and connections of one MSRP endpoint.
 
@@ -339,8 +143,8 @@ class MSRPStack(SessionHost):
         self._listeners: list[MSRPListener] = []  # what `listening()` reports
         self._protocols: set[MSRPProtocol] = set()
         self._by_core: dict[LinkCore, MSRPProtocol] = {}
-        self._outbound: dict[_Key, MSRPProtocol] = {}  # usable connections, for reuse
-        self._connecting: dict[_Key, _OutboundFactory] = {}  # attempts not usable yet
+        self._outbound: dict[Key, MSRPProtocol] = {}  # usable connections, for reuse
+        self._connecting: dict[Key, OutboundFactory] = {}  # attempts not usable yet
         # Failed TLS handshakes: counted (`.failures`), logged at a bounded rate.
         self.handshake_log = HandshakeLog()
         self._stopping = False
@@ -378,7 +182,7 @@ class MSRPStack(SessionHost):
     def listen(self, socket_string: str) -> IListeningPort:
         """Listen on `msrp:HOST[:PORT]` / `msrps:HOST[:PORT]` (ValueError for a bad string)."""
         secure, host, port = parse_socket(socket_string)
-        factory = _InboundFactory(self, secure)
+        factory = InboundFactory(self, secure)
         lp: Any  # the reactor's port (IListeningPort, whose zope methods mypy misreads)
         if secure:
             if self.tls is None:
@@ -551,7 +355,7 @@ class MSRPStack(SessionHost):
             options = self.tls.pinned_client_options() if pinned else \
                 self.tls.client_options(target.host)
             endpoint = endpoints.wrapClientTLS(options, endpoint)
-        attempt = _OutboundFactory(self, key)
+        attempt = OutboundFactory(self, key)
         attempt.waiters.append(d)
         self._connecting[key] = attempt
         cd = endpoint.connect(attempt)
@@ -575,7 +379,7 @@ class MSRPStack(SessionHost):
         self._outbound[key] = proto
         attempt.finish(core)
 
-    def _connect_failed(self, failure: Failure, attempt: _OutboundFactory) -> None:
+    def _connect_failed(self, failure: Failure, attempt: OutboundFactory) -> None:
         attempt.connecting = None
         if attempt.done:
             return
@@ -648,4 +452,4 @@ class MSRPStack(SessionHost):
         return defer.gatherResults(waits, consumeErrors=True).addCallback(stopped)
 
 
-__all__ += ["SessionError", "DEFAULT_PORT"]
+__all__ += ["SessionError", "DEFAULT_PORT", "MSRPProtocol"]
