@@ -276,12 +276,12 @@ class _TCPTarget:
             if self.abort_call.active():
                 self.abort_call.cancel()
             self.abort_call = None
-        waiters, self.lost_waiters = self.lost_waiters, []
-        for d in waiters:
-            d.callback(None)
         if proto is self.proto:
             self.proto = None
             self.paused = False
+        waiters, self.lost_waiters = self.lost_waiters, []
+        for d in waiters:  # after the reset: a waiter may look at this target
+            d.callback(None)
         if self.queue and not self.closed and self.retry_call is None \
                 and not self.connecting:
             self._connect()

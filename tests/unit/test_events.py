@@ -440,3 +440,15 @@ def test_closing_twice_shares_one_abort_timer(reactor):
     assert len(pending(reactor)) == 1
     reactor.advance(1.0)
     assert transport.aborts == 1 and len(first) == 1 and len(second) == 1
+
+
+def test_close_waiters_fire_after_the_target_forgot_its_connection(reactor):
+    bus = EventBus(reactor)
+    bus.subscribe(EVENT_SETUP_FAILED, "tcp:127.0.0.1:8000")
+    bus.raise_event(EVENT_SETUP_FAILED, {"n": 1})
+    _, proto = connect_stuck(reactor)
+    target = next(iter(bus._tcp.values()))
+    seen = []
+    bus.stop().addCallback(lambda _: seen.append(target.proto))
+    proto.connectionLost(None)
+    assert seen == [None]
