@@ -69,9 +69,8 @@ def test_stop_aborts_a_real_connection_whose_peer_stopped_reading():
         bus.raise_event(EVENT_SETUP_FAILED, {"n": 0})
         yield bounded(server.connected, "the bus never connected")
         target = bus._tcp[next(iter(bus._tcp))]
-        for _ in range(100):  # the server side can see the connection first
-            if target.proto is not None:
-                break
+        until = time.monotonic() + WAIT  # the server side can see the connection first
+        while target.proto is None and time.monotonic() < until:
             yield sleep(0.01)
         conn = target.proto.conn
         # Write until the kernel takes no more: bytes then wait in the transport.
@@ -85,11 +84,10 @@ def test_stop_aborts_a_real_connection_whose_peer_stopped_reading():
         started = time.monotonic()
         yield bounded(bus.stop(), "EventBus.stop() hung")
         took = time.monotonic() - started
-        assert CLOSE_GRACE * 0.9 <= took < CLOSE_GRACE + 2.0
+        assert took >= CLOSE_GRACE * 0.9  # the grace was given (a hang is `bounded`'s failure)
         assert target.proto is None
-        for _ in range(100):  # the abort completes a reactor turn later
-            if conn.disconnected:
-                break
+        until = time.monotonic() + WAIT  # the abort completes a reactor turn later
+        while not conn.disconnected and time.monotonic() < until:
             yield sleep(0.01)
         assert conn.disconnected  # our side is gone, unsent bytes and all
         # The peer, reading again, finds the connection closed (a paused peer cannot).
