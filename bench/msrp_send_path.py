@@ -21,38 +21,23 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import defer, task  # noqa: E402
 
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest  # noqa: E402
-from msrp_gateway.msrp.session import (  # noqa: E402
-    LinkCore,
-    MSRPSession,
-    SessionHost,
-    SessionSettings,
-    SessionTable,
-)
+from msrp_gateway.msrp.session import LinkCore, MSRPSession, SessionSettings  # noqa: E402
+from msrp_gateway.testing import ClockedSessionHost  # noqa: E402
 
 PEER = "msrp://127.0.0.1:40000/zyxw98765;tcp"
 BODY = b"x" * 100
 
 
-class Host(SessionHost):
-    def __init__(self) -> None:
-        self.clock = task.Clock()
-        self.settings = SessionSettings(max_inflight=1 << 20, max_queued_messages=1 << 20)
-        self.table = SessionTable(self.settings)
-        self.link: LinkCore | None = None
-
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        assert self.link is not None
-        return defer.succeed(self.link)
-
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
+def bench_host() -> ClockedSessionHost:
+    """Bounds high enough that the measured loops never hit them."""
+    return ClockedSessionHost(SessionSettings(max_inflight=1 << 20,
+                                              max_queued_messages=1 << 20))
 
 
-def bound_session(written: list[bytes]) -> tuple[Host, MSRPSession, LinkCore]:
-    host = Host()
+def bound_session(written: list[bytes]) -> tuple[ClockedSessionHost, MSRPSession, LinkCore]:
+    host = bench_host()
     core = LinkCore(host.clock, host.table, host.settings, FrameParser(), written.append,
                     lambda: None, lambda c: None, "bench")
     host.link = core

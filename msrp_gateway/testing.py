@@ -560,3 +560,31 @@ class FakeOwnerReportedMessage(FakeIncomingMessage):
             return False
         self.successes += 1
         return True
+
+
+# ---- a sans-IO MSRP session host (tests of msrp/session.py and bench/msrp_send_path.py) ----
+
+
+from twisted.internet import task as _task  # noqa: E402
+
+from .msrp.session import SessionHost as _SessionHost  # noqa: E402
+
+
+class ClockedSessionHost(_SessionHost):
+    """A `msrp.session.SessionHost` on a `task.Clock`: a session table and one link (`link`,
+    set by the caller) for every next hop. No sockets."""
+
+    def __init__(self, settings: _Any = None) -> None:
+        from .msrp.session import SessionSettings, SessionTable
+
+        self.clock = _task.Clock()
+        self.settings = settings or SessionSettings()
+        self.table = SessionTable(self.settings)
+        self.link: _Any = None
+
+    def link_for(self, uri: str) -> _defer.Deferred[_Any]:
+        assert self.link is not None
+        return _defer.succeed(self.link)
+
+    def forget(self, session: _Any) -> None:
+        self.table.remove(session)

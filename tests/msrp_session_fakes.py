@@ -10,37 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet import defer, task
-
 from msrp_gateway.msrp.message import FrameParser, MSRPRequest, MSRPResponse
 from msrp_gateway.msrp.session import (
     LinkCore,
     MSRPSession,
-    SessionHost,
-    SessionSettings,
-    SessionTable,
     new_id,
 )
+from msrp_gateway.testing import ClockedSessionHost
 
 PEER = "msrp://10.0.0.2:7777/peer1;tcp"
 
 
-class Host(SessionHost):
-    """A clock, a session table and one pre-made link (`link`, set by the test) for every
-    next hop."""
-
-    def __init__(self, settings: SessionSettings | None = None) -> None:
-        self.clock = task.Clock()
-        self.settings = settings or SessionSettings()
-        self.table = SessionTable(self.settings)
-        self.link: LinkCore | None = None
-
-    def link_for(self, uri: str) -> defer.Deferred[LinkCore]:
-        assert self.link is not None
-        return defer.succeed(self.link)
-
-    def forget(self, session: MSRPSession) -> None:
-        self.table.remove(session)
+class Host(ClockedSessionHost):
+    """`ClockedSessionHost` with a shortcut for making sessions."""
 
     def session(self, accept: Sequence[str] = ("text/plain",),
                 remote: Sequence[str] = (PEER,)) -> MSRPSession:
