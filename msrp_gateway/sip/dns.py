@@ -7,8 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from collections.abc import Collection, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +189,6 @@ class SIPResolver:
         self._srv_peers: dict[Peer, None] = {}  # peers SRV walks chose lately (bounded)
         self._waits: set[defer.Deferred[Any]] = set()  # answers a walk waits for
         self.stopped = False
-        self._exclude: frozenset[Peer] = frozenset()  # see ``excluding``
 
     def stop(self) -> defer.Deferred[None]:
         """Shutdown: every lookup in flight fails now (its ``locate`` errbacks
@@ -327,18 +325,6 @@ class SIPResolver:
             return False
         return True
 
-    @contextmanager
-    def excluding(self, peers: Collection[Peer]) -> Iterator[None]:
-        """Within the block, ``locate`` calls (made by a layer in between, such as
-        ``SIPTransport.resolve``) get ``exclude=peers``: the s.4.3 "next target" of a request
-        whose earlier targets failed. Read when ``locate`` is called, so a walk that goes
-        on later (answers not cached) keeps it; single-threaded like the reactor."""
-        previous, self._exclude = self._exclude, frozenset(peers)
-        try:
-            yield
-        finally:
-            self._exclude = previous
-
     def locate(self, uri_text: str, *, transports: frozenset[str] | None = None,
                large: bool = False, families: set[int] | None = None,
                exclude: Collection[Peer] | None = None) -> defer.Deferred[Located]:
@@ -349,12 +335,11 @@ class SIPResolver:
         must not go over UDP if another transport is offered (s.18.1.1). When every answer
         needed is cached, the Deferred has fired on return.
 
-        ``exclude``: peers already tried for this request (s.4.3, default: those of an
-        ``excluding`` block): they are never returned; the walk goes on to the next SRV
+        ``exclude``: peers already tried for this request (s.4.3): they are never returned; the walk goes on to the next SRV
         target, then to the next SRV name (NAPTR order or ours), and errbacks
         ``TargetsExhausted`` (a TransportError) when none is left. Targets marked
         unreachable come after the others, as without ``exclude``."""
-        skip = frozenset(exclude) if exclude is not None else self._exclude
+        skip = frozenset(exclude) if exclude is not None else frozenset()
         known = self._targets.get(uri_text)
         if known is None:
             try:

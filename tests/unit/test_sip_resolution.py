@@ -755,21 +755,20 @@ def test_a_uri_with_a_single_target_has_no_next_one(zone, uri):
     assert result_of(r.locate(uri, exclude=[Peer("udp", "127.0.0.99", 1)])).peer == only
 
 
-def test_excluding_applies_to_locate_calls_made_in_its_block_even_when_they_finish_later():
-    """``excluding`` serves callers that reach locate through the transport: the set is
-    taken when locate is called, so a walk waiting for DNS keeps it after the block."""
+def test_exclude_holds_for_a_walk_that_waits_for_dns():
+    """The tried peers are taken when locate is called, so a walk waiting for DNS still
+    passes them over when its answers come."""
     zone = Zone()
     a, b, _ = three_targets(zone)
     zone.add("a.example.test", dns.Record_A("127.0.0.11"))
     zone.add("b.example.test", dns.Record_A("127.0.0.12"))
     zone.hold[("example.test", dns.NAPTR)] = []
     r = resolver(zone)
-    with r.excluding([a]):
-        waiting = r.locate("sip:bob@example.test")
+    waiting = r.locate("sip:bob@example.test", exclude=[a])
     assert not waiting.called
     zone.release("example.test", dns.NAPTR)
     assert result_of(waiting).peer == b
-    assert result_of(r.locate("sip:bob@example.test")).peer == a  # outside: nothing excluded
+    assert result_of(r.locate("sip:bob@example.test")).peer == a  # nothing excluded
 
 
 # -- SIPTransport.stop() stops its resolver ------------------------------------------------
